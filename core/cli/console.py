@@ -1,0 +1,100 @@
+"""Console helpers shared by the CLI commands: a rich progress reporter and error-to-exit-code handling."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich_argparse import RichHelpFormatter
+
+from core.errors import Cancelled, CapsearchError
+from core.progress import Reporter
+
+console = Console(stderr=True)
+Handler = Callable[[argparse.Namespace], int]
+
+
+class RichReporter(Reporter):
+    """Draws one rich progress bar per stage on stderr (stdout stays clean for pipes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            transient=False,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, stage: str, done: int, total: int | None = None, **info: Any) -> None:
+        text = "  ".join(f"{k}={_fmt(v)}" for k, v in info.items() if isinstance(v, int | float | str))
+        if stage not in self._tasks:
+            self._tasks[stage] = self.progress.add_task(stage, total=total, info=text)
+        self.progress.update(self._tasks[stage], completed=done, total=total, info=text)
+
+    def log(self, message: str) -> None:
+        self.progress.console.print(message)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def run(handler: Handler, args: argparse.Namespace) -> int:
+    """Run a command handler: core errors become one line on stderr and exit code 2, Ctrl-C exit 130."""
+    try:
+        return handler(args)
+    except Cancelled:
+        console.print("[yellow]cancelled[/]; finished work was kept")
+        return 130
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]; finished work was kept")
+        return 130
+    except CapsearchError as err:
+        console.print(f"[bold red]error:[/] {err.message}", highlight=False, soft_wrap=True)
+        if err.hint:
+            console.print(f"[dim]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
+        return 2
+
+
+def add_command(
+    sub: argparse._SubParsersAction, name: str, handler: Handler, help: str, description: str | None = None
+) -> argparse.ArgumentParser:
+    """Add a subcommand whose handler is run through :func:`run`."""
+    parser = sub.add_parser(name, help=help, description=description or help, formatter_class=RichHelpFormatter)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def main(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return run(args.handler, args)

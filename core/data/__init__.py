@@ -1,0 +1,1 @@
+"""Captioned image collections: ingestion, validation, splitting and the prepared on-disk format."""

@@ -1,0 +1,1 @@
+"""capsearch's terminal app (Textual): one client of the core."""
