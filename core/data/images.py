@@ -1,0 +1,149 @@
+"""Reading images: content sniffing, a cheap integrity check, and loading any mode as oriented RGB."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from core.errors import CapsearchError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+)
+SNIFF_BYTES = 16
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"P4", "PPM"),
+    (b"P5", "PPM"),
+    (b"P6", "PPM"),
+)
+
+
+class ImageLoadError(CapsearchError):
+    """An image cannot be decoded (unreadable, truncated, not an image, or a decompression bomb)."""
+
+
+@dataclass(frozen=True)
+class ImageIssue:
+    """Why an image failed the integrity check: a problem ``kind`` and a one-line ``reason``."""
+
+    kind: str
+    reason: str
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The image format the first bytes of a file announce (``"JPEG"``, ``"PNG"``, ...), or ``None``."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    for magic, fmt in _MAGIC:
+        if head.startswith(magic):
+            return fmt
+    return None
+
+
+def looks_like_image(path: Path) -> bool:
+    """True when the file has an image extension or image magic bytes (content wins over the name)."""
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return sniff_format(fh.read(SNIFF_BYTES)) is not None
+    except OSError:
+        return False
+
+
+def _too_many_pixels(size: tuple[int, int]) -> bool:
+    limit = Image.MAX_IMAGE_PIXELS
+    return limit is not None and size[0] * size[1] > limit
+
+
+def check_image_bytes(data: bytes) -> ImageIssue | None:
+    """Check that ``data`` is a decodable image without a full decode; ``None`` when it is fine.
+
+    JPEGs are decoded at 1/8 scale (DCT scaling: every byte is still entropy-decoded, so truncation
+    shows), other formats fully. Pillow's decompression-bomb guard is reported as a problem.
+    """
+    if not data:
+        return ImageIssue("empty_file", "zero-byte file")
+    fmt = sniff_format(data[:SNIFF_BYTES])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                if _too_many_pixels(im.size):
+                    return ImageIssue(
+                        "decompression_bomb",
+                        f"{im.size[0]}x{im.size[1]} pixels exceeds the limit of {Image.MAX_IMAGE_PIXELS}",
+                    )
+                im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
+                im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return ImageIssue("decompression_bomb", f"decompression bomb ({exc})")
+    except UnidentifiedImageError:
+        if fmt is None:
+            return ImageIssue("not_an_image", f"not an image (content starts with {data[:8]!r})")
+        return ImageIssue("unreadable_image", f"{fmt} header cannot be parsed")
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        if "truncated" in str(exc).lower() or isinstance(exc, EOFError):
+            return ImageIssue("truncated_image", f"truncated image data ({exc})")
+        return ImageIssue("unreadable_image", f"cannot decode ({exc})")
+    return None
+
+
+def _flatten_alpha(im: Image.Image) -> Image.Image:
+    rgba = im.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
+        return _flatten_alpha(im)
+    if mode.startswith("I;16") or mode == "I":
+        arr = np.asarray(im, dtype=np.int64)
+        if mode.startswith("I;16") or arr.max(initial=0) > 255:
+            arr = arr >> 8
+        grey = np.clip(arr, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if mode == "F":
+        return Image.fromarray(np.clip(np.asarray(im), 0, 255).astype(np.uint8)).convert("RGB")
+    return im.convert("RGB")
+
+
+def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
+    """Load an image as RGB, rotated per its EXIF orientation; alpha is composited on white.
+
+    Raises :class:`ImageLoadError` naming the file and the reason when it cannot be decoded.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            oriented = ImageOps.exif_transpose(im)
+            rgb = _to_rgb(oriented)
+            rgb.load()
+            return rgb if rgb is not im else rgb.copy()
+    except FileNotFoundError as exc:
+        raise ImageLoadError(f"{path}: no such file") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(f"{path}: decompression bomb ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(f"{path}: not a readable image") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        reason = "truncated" if "truncated" in str(exc).lower() else "cannot decode"
+        raise ImageLoadError(f"{path}: {reason} ({exc})") from exc
