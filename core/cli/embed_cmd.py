@@ -1,0 +1,102 @@
+"""``capsearch embed``: encode (or reuse the cache of) a dataset split's images and captions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from core.cli.console import RichReporter, add_command
+
+
+def register_embed(sub: argparse._SubParsersAction) -> None:
+    """Add ``embed`` (its dataset/model options are the shared ones of the retrieval commands)."""
+    from core.cli import retrieval_cmds
+
+    parser = add_command(
+        sub,
+        "embed",
+        _embed,
+        help="embed a split's images and captions into the cache (reused when still valid)",
+        description="embed a split's images and captions into artifacts/embeddings/<model-id>/<dataset>/<split>/; "
+        "a valid cache is reused, a stale one rebuilt, an interrupted run resumed",
+    )
+    retrieval_cmds._add_common(parser)
+    split = next(a for a in parser._actions if "--split" in a.option_strings)
+    split.help = "dataset split, or all (default: test)"
+    parser.add_argument(
+        "--precision",
+        help="inference number format: auto (default: bf16 on GPUs and CPUs with native bf16, else fp32), "
+        "fp32, bf16 or fp16",
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    parser.add_argument(
+        "--workers", type=int, help="image decode processes (default: 0 on CPU = one background thread)"
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON summary per split to stdout")
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from core.cli import retrieval_cmds
+    from core.data.records import load_dataset
+    from core.embed.cache import split_embeddings
+    from core.errors import CapsearchError
+    from core.models.loading import load_model
+
+    if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
+        raise CapsearchError("--batch-size must be >= 1 and --workers >= 0")
+    data = load_dataset(retrieval_cmds._dataset(args))
+    splits = data.splits if args.split == "all" else [args.split]
+    lm = load_model(
+        retrieval_cmds._model(args), args.pretrained, device=args.device, precision=args.precision
+    )
+    rows = []
+    with RichReporter() as reporter:
+        for split in splits:
+            start = time.perf_counter()
+            emb = split_embeddings(
+                lm, data, split, reporter=reporter, batch_size=args.batch_size, workers=args.workers
+            )
+            rows.append(
+                {
+                    "model_id": lm.model_id,
+                    "precision": lm.precision,
+                    "device": str(lm.device),
+                    "dataset": data.name,
+                    "split": split,
+                    "images": len(emb.records),
+                    "captions": len(emb.captions),
+                    "dims": int(emb.image_emb.shape[1]),
+                    "failed": [list(f) for f in emb.failed],
+                    "reused": emb.reused,
+                    "seconds": round(time.perf_counter() - start, 3),
+                    "encode_seconds": emb.encode_seconds,
+                    "cache_dir": str(emb.cache_dir),
+                }
+            )
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    table = Table(title=f"embeddings of {data.name} by {lm.model_id} ({lm.precision} on {lm.device})")
+    for column in ("split", "images", "captions", "dims", "failed", "cache", "seconds", "folder"):
+        table.add_column(
+            column,
+            justify="right" if column in ("images", "captions", "dims", "failed", "seconds") else "left",
+        )
+    for row in rows:
+        cache = f"reused (saved ~{row['encode_seconds']:.1f} s)" if row["reused"] else "built"
+        table.add_row(
+            row["split"],
+            str(row["images"]),
+            str(row["captions"]),
+            str(row["dims"]),
+            str(len(row["failed"])),
+            cache,
+            f"{row['seconds']:.2f}",
+            row["cache_dir"],
+        )
+    Console().print(table)
+    return 0

@@ -1,0 +1,294 @@
+"""The embeddings of a dataset split, cached under ``embeddings/<model-id>/<dataset>/<split>/``.
+
+Layout: ``manifest.json`` (model id, precision, dims, counts, ordered image ids, checksum of the inputs,
+failed images), ``image_emb.npy`` ``[n_images, d]`` and ``caption_emb.npy`` ``[n_captions, d]``
+(L2-normalised float32; captions in record order, then source order).
+
+The checksum covers the model id and precision, and each record's id, image path, image file size and
+mtime, and captions: a cache made by another model or over changed images or captions is stale and rebuilt.
+Work is saved in chunks of ``chunk_size`` images (with their captions), each file written atomically, and
+the in-progress manifest records the checksum they belong to: an interrupted run resumes from its completed
+chunks. When every chunk is done the chunks are joined into the two arrays and the manifest is completed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.atomic import atomic_path, save_npy, write_json
+from core.data.records import ImageRecord, PreparedDataset
+from core.embed.engine import encode_texts, iter_image_batches
+from core.models.loading import LoadedModel
+from core.paths import embeddings_dir, safe_name
+from core.progress import Reporter, ensure
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+IMAGE_FILE = "image_emb.npy"
+CAPTION_FILE = "caption_emb.npy"
+DEFAULT_CHUNK = 512
+
+
+@dataclass
+class SplitEmbeddings:
+    """A split's records with their image and caption embeddings (rows aligned with the lists)."""
+
+    records: list[ImageRecord]
+    image_emb: np.ndarray
+    caption_emb: np.ndarray
+    captions: list[str]
+    caption_image: np.ndarray
+    failed: list[tuple[str, str]]
+    model_id: str
+    cache_dir: Path
+    reused: bool = False
+    encode_seconds: float = 0.0
+
+
+def cache_dir(model_id: str, dataset: str, split: str) -> Path:
+    return embeddings_dir() / safe_name(model_id) / safe_name(dataset) / split
+
+
+def _flatten_captions(records: list[ImageRecord]) -> tuple[list[str], np.ndarray]:
+    captions = [c for r in records for c in r.captions]
+    owner = np.repeat(np.arange(len(records), dtype=np.int64), [len(r.captions) for r in records])
+    return captions, owner
+
+
+def input_checksum(lm: LoadedModel, dataset: PreparedDataset, records: list[ImageRecord]) -> str:
+    """SHA-256 over the model id, precision and every record's id, image file (size, mtime) and captions."""
+    digest = hashlib.sha256(json.dumps([FORMAT, lm.model_id, lm.precision]).encode())
+    for rec in records:
+        try:
+            st = dataset.image_path(rec).stat()
+            stamp: list[int] | None = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            stamp = None
+        digest.update(json.dumps([rec.id, rec.image, stamp, list(rec.captions)]).encode())
+    return digest.hexdigest()
+
+
+def _chunk_file(folder: Path, k: int) -> Path:
+    return folder / f"chunk-{k:05d}.npz"
+
+
+def _read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _clear(folder: Path) -> None:
+    for path in [folder / MANIFEST, folder / IMAGE_FILE, folder / CAPTION_FILE, *folder.glob("chunk-*.npz")]:
+        path.unlink(missing_ok=True)
+
+
+def _load_complete(folder: Path, manifest: dict[str, Any], n_images: int, n_captions: int, dim: int):
+    """The cached arrays when their shapes agree with the manifest, else None."""
+    try:
+        images = np.load(folder / IMAGE_FILE, allow_pickle=False)
+        captions = np.load(folder / CAPTION_FILE, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if images.shape != (n_images, dim) or captions.shape != (n_captions, dim):
+        return None
+    return images, captions
+
+
+def _load_chunk(path: Path, n_images: int, n_captions: int, dim: int):
+    """A completed chunk ``(images, captions, failed)`` or None when missing or damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, captions = z["images"], z["captions"]
+            failed = list(zip(z["failed_index"].tolist(), z["failed_reason"].tolist(), strict=True))
+    except (OSError, ValueError, KeyError):
+        return None
+    if images.shape != (n_images, dim) or captions.shape != (n_captions, dim):
+        return None
+    return images, captions, failed
+
+
+def _save_chunk(path: Path, images: np.ndarray, captions: np.ndarray, failed: list[tuple[int, str]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            images=images,
+            captions=captions,
+            failed_index=np.array([i for i, _ in failed], dtype=np.int64),
+            failed_reason=np.array([r for _, r in failed], dtype=np.str_),
+        )
+
+
+def _stale_reason(manifest: dict[str, Any], lm: LoadedModel, checksum: str, chunk_size: int) -> str | None:
+    if manifest.get("format") != FORMAT:
+        return "it has an older format"
+    if manifest.get("model_id") != lm.model_id or manifest.get("precision") != lm.precision:
+        return (
+            f"it was made by {manifest.get('model_id')} in {manifest.get('precision')}, "
+            f"not {lm.model_id} in {lm.precision}"
+        )
+    if manifest.get("checksum") != checksum:
+        return "the images or captions changed since"
+    if not manifest.get("complete") and manifest.get("chunk_size") != chunk_size:
+        return "its unfinished chunks used another chunk size"
+    return None
+
+
+class _Shifted(Reporter):
+    """Forwards to ``parent`` with progress shifted by ``offset`` of ``total`` (cumulative over calls)."""
+
+    def __init__(self, parent: Reporter, offset: int, total: int) -> None:
+        super().__init__()
+        self.parent, self.offset, self.total = parent, offset, total
+
+    def update(self, stage: str, done: int, total: int | None = None, **info: Any) -> None:
+        self.parent.update(stage, self.offset + done, self.total, **info)
+
+    def log(self, message: str) -> None:
+        self.parent.log(message)
+
+    def check_cancelled(self) -> None:
+        self.parent.check_cancelled()
+
+
+def split_embeddings(
+    lm: LoadedModel,
+    dataset: PreparedDataset,
+    split: str,
+    reporter: Reporter | None = None,
+    *,
+    batch_size: int = 64,
+    text_batch_size: int = 256,
+    workers: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> SplitEmbeddings:
+    """The embeddings of ``dataset``'s ``split`` for ``lm``: from a valid cache, resumed, or encoded."""
+    reporter = ensure(reporter)
+    records = dataset.split(split)
+    captions, caption_image = _flatten_captions(records)
+    folder = cache_dir(lm.model_id, dataset.name, split)
+    checksum = input_checksum(lm, dataset, records)
+    result = SplitEmbeddings(
+        records=records,
+        image_emb=np.zeros((0, lm.embed_dim), np.float32),
+        caption_emb=np.zeros((0, lm.embed_dim), np.float32),
+        captions=captions,
+        caption_image=caption_image,
+        failed=[],
+        model_id=lm.model_id,
+        cache_dir=folder,
+    )
+    where = f"{lm.model_id} / {dataset.name} / {split}"
+
+    manifest = _read_manifest(folder)
+    if manifest is not None:
+        reason = _stale_reason(manifest, lm, checksum, chunk_size)
+        if reason is not None:
+            reporter.log(f"embedding cache for {where} is stale ({reason}); rebuilding")
+            _clear(folder)
+            manifest = None
+        elif manifest.get("complete"):
+            arrays = _load_complete(folder, manifest, len(records), len(captions), lm.embed_dim)
+            if arrays is not None:
+                result.image_emb, result.caption_emb = arrays
+                result.failed = [(str(i), str(r)) for i, r in manifest.get("failed", [])]
+                result.reused, result.encode_seconds = True, float(manifest.get("encode_seconds", 0.0))
+                reporter.log(
+                    f"reusing cached embeddings for {where} ({len(records)} images, {len(captions)} captions)"
+                )
+                return result
+            reporter.log(f"embedding cache for {where} is damaged; rebuilding")
+            _clear(folder)
+            manifest = None
+
+    base = {
+        "format": FORMAT,
+        "model_id": lm.model_id,
+        "precision": lm.precision,
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint,
+        "split": split,
+        "dims": lm.embed_dim,
+        "count": len(records),
+        "caption_count": len(captions),
+        "ids": [r.id for r in records],
+        "checksum": checksum,
+        "chunk_size": chunk_size,
+    }
+    spent = float(manifest.get("encode_seconds", 0.0)) if manifest else 0.0
+    write_json(folder / MANIFEST, {**base, "complete": False, "encode_seconds": spent})
+    start_time = time.perf_counter()
+
+    bounds = [(s, min(s + chunk_size, len(records))) for s in range(0, len(records), chunk_size)]
+    caption_start = np.searchsorted(caption_image, np.arange(len(records) + 1))
+    chunks: dict[int, tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]] = {}
+    for k, (lo, hi) in enumerate(bounds):
+        found = _load_chunk(
+            _chunk_file(folder, k), hi - lo, int(caption_start[hi] - caption_start[lo]), lm.embed_dim
+        )
+        if found is not None:
+            chunks[k] = found
+    if chunks:
+        reporter.log(f"resuming {where}: {len(chunks)} of {len(bounds)} chunks already done")
+
+    todo = [k for k in range(len(bounds)) if k not in chunks]
+    todo_rows = [i for k in todo for i in range(*bounds[k])]
+    paths = [dataset.image_path(records[i]) for i in todo_rows]
+    pending: dict[int, np.ndarray] = {}
+    filled: dict[int, int] = {}
+    failed_rows: dict[int, list[tuple[int, str]]] = {}
+    captions_done = sum(len(c[1]) for c in chunks.values())
+    try:
+        image_progress = _Shifted(reporter, len(records) - len(todo_rows), len(records))
+        for batch in iter_image_batches(lm, paths, batch_size, workers, image_progress):
+            for pos, row in zip(batch.indices.tolist(), batch.embeddings, strict=True):
+                i = todo_rows[pos]
+                k = i // chunk_size
+                lo, hi = bounds[k]
+                buffer = pending.setdefault(k, np.zeros((hi - lo, lm.embed_dim), np.float32))
+                buffer[i - lo] = row
+                filled[k] = filled.get(k, 0) + 1
+            for pos, reason in batch.failed:
+                i = todo_rows[pos]
+                failed_rows.setdefault(i // chunk_size, []).append((i - bounds[i // chunk_size][0], reason))
+            for k in [k for k, n in filled.items() if n == bounds[k][1] - bounds[k][0]]:
+                lo, hi = bounds[k]
+                lo_cap, hi_cap = int(caption_start[lo]), int(caption_start[hi])
+                caption_progress = _Shifted(reporter, captions_done, len(captions))
+                cap = encode_texts(lm, captions[lo_cap:hi_cap], text_batch_size, caption_progress)
+                captions_done += hi_cap - lo_cap
+                chunks[k] = (pending.pop(k), cap, sorted(failed_rows.pop(k, [])))
+                del filled[k]
+                _save_chunk(_chunk_file(folder, k), *chunks[k])
+                reporter.update("embed chunks", len(chunks), len(bounds))
+    finally:
+        spent += time.perf_counter() - start_time
+        write_json(folder / MANIFEST, {**base, "complete": False, "encode_seconds": round(spent, 3)})
+
+    ordered = [chunks[k] for k in range(len(bounds))]
+    result.image_emb = np.concatenate([c[0] for c in ordered]) if ordered else result.image_emb
+    result.caption_emb = np.concatenate([c[1] for c in ordered]) if ordered else result.caption_emb
+    result.failed = [
+        (records[lo + j].id, reason) for (lo, _), c in zip(bounds, ordered, strict=True) for j, reason in c[2]
+    ]
+    result.encode_seconds = round(spent, 3)
+    save_npy(folder / IMAGE_FILE, result.image_emb)
+    save_npy(folder / CAPTION_FILE, result.caption_emb)
+    write_json(
+        folder / MANIFEST,
+        {**base, "complete": True, "encode_seconds": result.encode_seconds, "failed": result.failed},
+    )
+    for k in range(len(bounds)):
+        _chunk_file(folder, k).unlink(missing_ok=True)
+    if result.failed:
+        reporter.log(f"{len(result.failed)} image(s) of {where} could not be read; their rows are zero")
+    return result

@@ -1,0 +1,328 @@
+"""The embedding engine: overlapped batched image encoding and length-bucketed text encoding.
+
+Images: a DataLoader decodes (``core.data.images.load_rgb``) and preprocesses while the model runs: in
+``workers`` spawned processes, or with ``workers=0`` in one background thread (the CPU default: on a
+2-core machine the model is the bottleneck and a spawned worker costs seconds to start). An image that
+fails to decode gives a zero row and is listed, never an exception.
+
+Texts: all captions are tokenized, sorted by token length and batched; each batch runs the text
+transformer only up to its longest caption. For CLIP's causal text tower this is exact (position i attends
+only to positions <= i, and the pooled EOT token lies inside the kept prefix); towers where it would not be
+(HF encoders, bidirectional or CLS-pooled towers) run at full context.
+
+The towers run in ``lm.precision`` (see :mod:`core.models.device`): for bf16/fp16 a cast copy of the
+model is kept (refreshed when the fp32 weights change), so ``lm.model`` itself stays fp32.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import TextTransformer, text_global_pool
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from core.data.images import load_rgb
+from core.errors import CapsearchError
+from core.models.loading import LoadedModel
+from core.progress import Reporter, ensure
+
+_INFERENCE_COPIES: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], nn.Module]] = (
+    weakref.WeakKeyDictionary()
+)
+_PREFETCH_DEPTH = 2
+QUERY_THREADS = 1
+
+
+# -- the model in its inference precision -------------------------------------------------------------------
+def _weights_key(model: nn.Module, dtype: torch.dtype) -> tuple[Any, ...]:
+    return (dtype, *((p.data_ptr(), p._version) for p in model.parameters()))
+
+
+def inference_model(lm: LoadedModel) -> nn.Module:
+    """``lm.model`` in ``lm.dtype``, in eval mode: the model itself for fp32, else a cached cast copy."""
+    if lm.dtype == torch.float32:
+        return lm.model
+    key = _weights_key(lm.model, lm.dtype)
+    cached = _INFERENCE_COPIES.get(lm.model)
+    if cached is None or cached[0] != key:
+        cast = copy.deepcopy(lm.model).to(lm.dtype).eval()
+        _INFERENCE_COPIES[lm.model] = (key, cast)
+        return cast
+    return cached[1]
+
+
+# -- text ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _CausalText:
+    """The parts of a causal open_clip text tower (on CLIP itself or a CustomTextCLIP's TextTransformer)."""
+
+    tower: nn.Module
+    pool_type: str
+    eos_id: int | None
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``encode_text`` on tokens cut to a prefix that holds every caption's EOT token."""
+        t = self.tower
+        length = tokens.shape[1]
+        cast = t.transformer.get_cast_dtype()
+        x = t.token_embedding(tokens).to(cast) + t.positional_embedding[:length].to(cast)
+        x = t.transformer(x, attn_mask=t.attn_mask[:length, :length])
+        x = text_global_pool(t.ln_final(x), tokens, self.pool_type, eos_token_id=self.eos_id)
+        proj = t.text_projection
+        if proj is None:
+            return x
+        return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+
+
+def causal_text_encoder(model: nn.Module) -> _CausalText | None:
+    """The truncatable text tower of ``model``, or None when cutting tokens would change the output."""
+    if isinstance(model, open_clip.CLIP):
+        tower, pool, eos = model, model.text_pool_type, model.text_eos_id
+    elif (
+        isinstance(model, open_clip.CustomTextCLIP)
+        and isinstance(model.text, TextTransformer)
+        and model.text.cls_emb is None
+        and not model.text.use_pad_mask
+    ):
+        tower, pool, eos = model.text, model.text.pool_type, model.text.eos_id
+    else:
+        return None
+    if getattr(tower, "attn_mask", None) is None or pool not in ("argmax", "eos", "first"):
+        return None
+    return _CausalText(tower, pool, eos)
+
+
+def token_lengths(tokens: torch.Tensor) -> np.ndarray:
+    """Per row, one past the last non-padding (non-zero) token: the prefix a causal tower needs."""
+    positions = torch.arange(1, tokens.shape[1] + 1).expand_as(tokens)
+    return (positions * (tokens != 0)).amax(dim=1).clamp(min=1).numpy()
+
+
+def _text_forward(lm: LoadedModel) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
+    """The text encoder to call and whether it accepts truncated tokens."""
+    model = inference_model(lm)
+    causal = causal_text_encoder(model)
+    return (causal, True) if causal is not None else (model.encode_text, False)
+
+
+def _normalized(features: torch.Tensor) -> np.ndarray:
+    return F.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
+
+
+def encode_texts(
+    lm: LoadedModel, texts: list[str], batch_size: int = 256, reporter: Reporter | None = None
+) -> np.ndarray:
+    """L2-normalised float32 embeddings ``[len(texts), d]`` in the order given (length-bucketed batches)."""
+    reporter = ensure(reporter)
+    out = np.zeros((len(texts), lm.embed_dim), dtype=np.float32)
+    if not texts:
+        return out
+    tokens = lm.tokenizer(list(texts))
+    forward, truncatable = _text_forward(lm)
+    lengths = token_lengths(tokens) if truncatable else np.full(len(texts), tokens.shape[1])
+    order = np.argsort(lengths, kind="stable")
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            reporter.check_cancelled()
+            idx = order[start : start + batch_size]
+            batch = tokens[torch.from_numpy(idx), : int(lengths[idx].max())].to(lm.device)
+            out[idx] = _normalized(forward(batch))
+            reporter.update("embed captions", min(start + batch_size, len(texts)), len(texts))
+    return out
+
+
+@contextmanager
+def _intra_op_threads(n: int) -> Iterator[None]:
+    """Run torch CPU ops with ``n`` intra-op threads inside the block."""
+    previous = torch.get_num_threads()
+    if previous == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def encode_text_query(lm: LoadedModel, text: str) -> np.ndarray:
+    """One query's L2-normalised embedding ``[d]``: tokenize, cut to its length, encode.
+
+    On the CPU a single query runs on ``QUERY_THREADS`` intra-op threads: its ops are tiny, and splitting
+    them over threads that compete with other processes for the cores made ViT-B-32 queries several times
+    slower on a shared 2-core machine.
+    """
+    if not text.strip():
+        raise CapsearchError("the text query is empty", hint='type a description, e.g. "a dog in the snow"')
+    tokens = lm.tokenizer([text])
+    forward, truncatable = _text_forward(lm)
+    if truncatable:
+        tokens = tokens[:, : int(token_lengths(tokens)[0])]
+    threads = QUERY_THREADS if lm.device.type == "cpu" else torch.get_num_threads()
+    with torch.inference_mode(), _intra_op_threads(threads):
+        return _normalized(forward(tokens.to(lm.device)))[0]
+
+
+# -- images -------------------------------------------------------------------------------------------------
+class _ImageFiles(Dataset):
+    """Decoded, preprocessed images; a failure yields a zero tensor and its reason (never raises)."""
+
+    def __init__(self, paths: list[Path], transform: Callable[..., torch.Tensor], shape: tuple[int, ...]):
+        self.paths = paths
+        self.transform = transform
+        self.shape = shape
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, str]:
+        try:
+            return i, self.transform(load_rgb(self.paths[i])), ""
+        except CapsearchError as exc:
+            reason = exc.message
+        except Exception as exc:  # any decoder/transform failure of one file must not stop the run
+            reason = f"{type(exc).__name__}: {exc}"
+        return i, torch.zeros(self.shape), reason
+
+
+@dataclass
+class ImageBatch:
+    """Embeddings of ``indices`` (positions in the path list); failed images have zero rows."""
+
+    indices: np.ndarray
+    embeddings: np.ndarray
+    failed: list[tuple[int, str]]
+
+
+def default_workers(device: torch.device) -> int:
+    """Decode processes: none on the CPU (one background thread instead), up to 8 with an accelerator."""
+    if device.type == "cpu":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def _in_background(iterable: Iterable[Any], depth: int = _PREFETCH_DEPTH) -> Iterator[Any]:
+    """Iterate ``iterable`` in a daemon thread, ``depth`` items ahead of the consumer."""
+    items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for value in iterable:
+                if not put(("item", value)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the consumer thread, which re-raises it
+            put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="capsearch-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = items.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _input_shape(lm: LoadedModel) -> tuple[int, ...]:
+    return tuple(lm.preprocess(Image.new("RGB", (8, 8))).shape)
+
+
+def iter_image_batches(
+    lm: LoadedModel,
+    paths: list[Path],
+    batch_size: int = 64,
+    workers: int | None = None,
+    reporter: Reporter | None = None,
+) -> Iterator[ImageBatch]:
+    """Encode ``paths`` batch by batch, in order, decoding ahead of the model; see the module docstring."""
+    reporter = ensure(reporter)
+    if not paths:
+        return
+    if workers is None:  # a spawned worker costs seconds to start: none for a single batch
+        workers = min(default_workers(lm.device), (len(paths) - 1) // batch_size)
+    loader = DataLoader(
+        _ImageFiles(list(paths), lm.preprocess, _input_shape(lm)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        multiprocessing_context="spawn" if workers else None,
+        prefetch_factor=4 if workers else None,
+        pin_memory=lm.device.type == "cuda",
+    )
+    model = inference_model(lm)
+    batches = iter(loader) if workers else _in_background(loader)
+    done = 0
+    try:
+        with torch.inference_mode():
+            for indices, images, reasons in batches:
+                reporter.check_cancelled()
+                ok = [j for j, reason in enumerate(reasons) if not reason]
+                out = np.zeros((len(indices), lm.embed_dim), dtype=np.float32)
+                if ok:
+                    x = images if len(ok) == len(reasons) else images[ok]
+                    x = x.to(lm.device, dtype=lm.dtype, non_blocking=True)
+                    out[ok] = _normalized(model.encode_image(x))
+                failed = [(int(indices[j]), reason) for j, reason in enumerate(reasons) if reason]
+                for index, reason in failed:
+                    reporter.log(f"skipped image {paths[index]}: {reason}")
+                done += len(indices)
+                reporter.update("embed images", done, len(paths))
+                yield ImageBatch(indices.numpy(), out, failed)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
+def encode_images(
+    lm: LoadedModel,
+    paths: list[Path],
+    batch_size: int = 64,
+    workers: int | None = None,
+    reporter: Reporter | None = None,
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """L2-normalised float32 embeddings ``[len(paths), d]`` and the ``(index, reason)`` of failed images."""
+    out = np.zeros((len(paths), lm.embed_dim), dtype=np.float32)
+    failed: list[tuple[int, str]] = []
+    for batch in iter_image_batches(lm, paths, batch_size, workers, reporter):
+        out[batch.indices] = batch.embeddings
+        failed += batch.failed
+    return out, failed
+
+
+def encode_image_query(lm: LoadedModel, path: str | Path) -> np.ndarray:
+    """One image's L2-normalised embedding ``[d]``; an unreadable file raises ``ImageLoadError``."""
+    x = lm.preprocess(load_rgb(Path(path))).unsqueeze(0).to(lm.device, dtype=lm.dtype)
+    with torch.inference_mode():
+        return _normalized(inference_model(lm).encode_image(x))[0]

@@ -1,0 +1,138 @@
+"""Text query latency end to end: tokenize + encode + exact FAISS search + metadata, through the Retriever.
+
+ViT-B-32 (random init) on the Flickr8k test gallery (1,000 images), CPU. Queries are ~50 distinct test
+captions. End-to-end times ``Retriever.search_text`` (query parse, encoding, search over the image index,
+hits with their records and paths); then the encoding and the search are timed apart, and the encoding
+with 1 vs the default number of intra-op threads and in fp32.
+
+Usage: .venv/bin/python scripts/bench_query_latency.py [--dataset flickr8k] [--queries 50]
+(the dataset is prepared from ../shared/data/flickr8k when missing). Writes
+artifacts/results/bench_query_latency.json. The first run also embeds the test split (cached after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_embedding import machine_info  # noqa: E402
+
+from core.atomic import write_json  # noqa: E402
+from core.data.records import PreparedDataset, load_dataset  # noqa: E402
+from core.embed import engine  # noqa: E402
+from core.errors import DatasetError  # noqa: E402
+from core.models.loading import load_model  # noqa: E402
+from core.paths import results_dir  # noqa: E402
+from core.search.retriever import Retriever  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "ViT-B-32"
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {
+        "p50": round(float(np.percentile(a, 50)), 3),
+        "p95": round(float(np.percentile(a, 95)), 3),
+        "mean": round(float(a.mean()), 3),
+        "min": round(float(a.min()), 3),
+    }
+
+
+def time_each(fn: Callable[[str], Any], queries: list[str]) -> list[float]:
+    out = []
+    for q in queries:
+        start = time.perf_counter()
+        fn(q)
+        out.append(1000 * (time.perf_counter() - start))
+    return out
+
+
+def dataset(name: str, source: Path) -> PreparedDataset:
+    try:
+        return load_dataset(name)
+    except DatasetError:
+        from core.data.prepare import prepare_flickr8k
+
+        return prepare_flickr8k(source, name=name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="flickr8k")
+    parser.add_argument("--flickr8k", type=Path, default=REPO.parent / "shared" / "data" / "flickr8k")
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("-k", type=int, default=10)
+    args = parser.parse_args()
+
+    info = machine_info()
+    data = dataset(args.dataset, args.flickr8k)
+    lm = load_model(MODEL, device="cpu")
+    start = time.perf_counter()
+    retriever = Retriever.open(data, lm, split="test", index="exact")
+    open_s = time.perf_counter() - start
+    captions = retriever.embeddings.captions
+    step = max(1, len(captions) // args.queries)
+    queries = list(dict.fromkeys(captions[::step]))[: args.queries]
+    retriever.search_text("a warm-up query that is not a caption", args.k)
+
+    end_to_end = time_each(lambda q: retriever.search_text(q, args.k), queries)
+    encode = time_each(lambda q: engine.encode_text_query(lm, q), queries)
+    vectors = [engine.encode_text_query(lm, q) for q in queries]
+    search = []
+    for v in vectors:
+        t0 = time.perf_counter()
+        retriever.image_index.search(v[None, :], args.k)
+        search.append(1000 * (time.perf_counter() - t0))
+    default_threads = torch.get_num_threads()
+    engine.QUERY_THREADS = default_threads
+    encode_default_threads = time_each(lambda q: engine.encode_text_query(lm, q), queries)
+    engine.QUERY_THREADS = 1
+    fp32 = load_model(MODEL, device="cpu", precision="fp32")
+    engine.encode_text_query(fp32, "warm up")
+    encode_fp32 = time_each(lambda q: engine.encode_text_query(fp32, q), queries)
+
+    result = {
+        "benchmark": "text query latency end to end (tokenize + encode + exact search + metadata)",
+        "model": f"{MODEL} (random init)",
+        "model_id": lm.model_id,
+        "precision": lm.precision,
+        "device": "cpu",
+        "timed_through": "core.search.retriever.Retriever.search_text",
+        "dataset": data.name,
+        "split": "test",
+        "gallery_images": retriever.size,
+        "index": retriever.index_kind,
+        "k": args.k,
+        "queries": len(queries),
+        "query_source": f"every {step}th caption of the test split",
+        "open_s": round(open_s, 2),
+        "embeddings_reused": retriever.embeddings.reused,
+        "end_to_end_ms": percentiles(end_to_end),
+        "encode_ms": percentiles(encode),
+        "search_ms": percentiles(search),
+        "encode_ms_by_setting": {
+            f"{lm.precision}_1_thread": percentiles(encode),
+            f"{lm.precision}_{default_threads}_threads": percentiles(encode_default_threads),
+            "fp32_1_thread": percentiles(encode_fp32),
+        },
+        "goal": {"p50_ms": 15},
+        "machine": info,
+    }
+    out = results_dir() / "bench_query_latency.json"
+    write_json(out, result)
+    e2e = result["end_to_end_ms"]
+    print(f"end to end p50 {e2e['p50']} ms, p95 {e2e['p95']} ms -> {out}")
+
+
+if __name__ == "__main__":
+    main()
