@@ -1,0 +1,60 @@
+"""The index cache: one folder per (model, dataset, split, side, index kind and build parameters).
+
+Layout: ``indexes_dir()/<model-id>/<dataset>/<split>/<images|captions>-<label>/`` where the label is
+``exact`` or ``hnsw-m<M>-efc<efConstruction>`` (efSearch is set at load time, so it does not key the cache).
+A cached index is reused only when its model id, vector count and source-vector checksum all match the
+current embeddings; otherwise it is rebuilt and replaced.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from core.errors import IndexMismatchError
+from core.index.vector_index import IndexSpec, VectorIndex, vectors_digest
+from core.paths import indexes_dir, safe_name
+from core.progress import Reporter, ensure
+
+Side = Literal["images", "captions"]
+
+
+def index_dir(model_id: str, dataset: str, split: str, side: Side, spec: IndexSpec) -> Path:
+    """The cache folder of a resolved (non-``auto``) spec."""
+    if spec.kind == "auto":
+        raise ValueError("resolve an auto spec before asking for its folder")
+    return indexes_dir() / safe_name(model_id) / safe_name(dataset) / split / f"{side}-{spec.label()}"
+
+
+def cached_index(
+    vectors: np.ndarray,
+    ids: list[str],
+    model_id: str,
+    dataset: str,
+    split: str,
+    side: Side,
+    spec: IndexSpec | str = "auto",
+    reporter: Reporter | None = None,
+) -> tuple[VectorIndex, bool]:
+    """The index of ``vectors`` from the cache when valid, else built and saved; returns (index, reused)."""
+    reporter = ensure(reporter)
+    spec = IndexSpec.parse(spec).resolve(len(vectors))
+    folder = index_dir(model_id, dataset, split, side, spec)
+    if (folder / "index.json").is_file():
+        try:
+            index = VectorIndex.load(folder, expected_model_id=model_id, expected_count=len(vectors))
+            if index.meta.get("vectors_sha256") == vectors_digest(vectors) and index.ids == list(ids):
+                index.set_ef_search(spec.ef_search)
+                reporter.log(f"reusing {side} index {spec.label()} ({index.count} vectors) from {folder}")
+                return index, True
+            reporter.log(f"{side} index in {folder} is stale (embeddings changed); rebuilding")
+        except IndexMismatchError as err:
+            reporter.log(f"{side} index in {folder} is unusable ({err.message}); rebuilding")
+    reporter.check_cancelled()
+    reporter.update(f"index {side} ({spec.label()})", 0, 1)
+    index = VectorIndex.build(vectors, spec, ids, model_id)
+    index.save(folder)
+    reporter.update(f"index {side} ({spec.label()})", 1, 1, seconds=index.build_seconds)
+    return index, False
