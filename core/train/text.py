@@ -1,0 +1,127 @@
+"""Caption features during training: token ids through the text tower, or, when a Hugging Face text trunk
+is frozen, its pooled features computed once (and cached on disk per trunk and caption) then passed through
+the trainable projection only, which makes a training step cost little more than the image tower."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.atomic import save_npy, write_text
+from core.progress import Reporter, ensure
+from core.train.data import cache_dir, tokenize_all
+
+
+def has_frozen_hf_trunk(model: nn.Module) -> bool:
+    """True when the model has a Hugging Face text tower whose trunk has no trainable parameter."""
+    text = getattr(model, "text", None)
+    trunk = getattr(text, "transformer", None)
+    return (
+        trunk is not None and hasattr(text, "pooler") and not any(p.requires_grad for p in trunk.parameters())
+    )
+
+
+def _trunk_digest(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.text.transformer.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+@torch.no_grad()
+def _pooled(
+    model: nn.Module, tokens: torch.Tensor, device: torch.device, batch: int, reporter: Reporter
+) -> np.ndarray:
+    text = model.text
+    pad = text.config.pad_token_id
+    lengths = (tokens != pad).sum(1)
+    order = torch.argsort(lengths, descending=True)
+    out = torch.zeros(len(tokens), text.config.hidden_size)
+    was_training = text.training
+    text.eval()
+    for start in range(0, len(tokens), batch):
+        reporter.check_cancelled()
+        idx = order[start : start + batch]
+        longest = max(1, int(lengths[idx].max()))
+        ids = tokens[idx, :longest].to(device)
+        mask = (ids != pad).long()
+        out[idx] = text.pooler(text.transformer(input_ids=ids, attention_mask=mask), mask).float().cpu()
+        reporter.update("encode captions (frozen text tower)", min(start + batch, len(tokens)), len(tokens))
+    text.train(was_training)
+    return out.numpy()
+
+
+def _store_paths(model: nn.Module, context: int) -> tuple[Path, Path]:
+    folder = cache_dir() / "text" / f"{_trunk_digest(model)}-{context}"
+    return folder / "captions.json", folder / "features.npy"
+
+
+def cached_pooled(
+    model: nn.Module,
+    tokenizer: Callable[..., torch.Tensor],
+    captions: list[str],
+    device: torch.device,
+    reporter: Reporter,
+) -> np.ndarray:
+    """Pooled trunk features of ``captions``, from a per-trunk store of every caption seen so far (captions
+    shared by several datasets or splits are encoded once); missing ones are computed and added."""
+    tokens = tokenize_all(tokenizer, captions)
+    names, feats = _store_paths(model, tokens.shape[1])
+    known: dict[str, int] = {}
+    stored = np.zeros((0, model.text.config.hidden_size), dtype=np.float32)
+    if names.is_file() and feats.is_file():
+        listed = json.loads(names.read_text(encoding="utf-8"))
+        stored = np.load(feats)
+        if len(listed) == len(stored):
+            known = {c: i for i, c in enumerate(listed)}
+        else:
+            stored = stored[:0]
+    missing = sorted({c for c in captions if c not in known})
+    if missing:
+        index = {c: i for i, c in enumerate(captions)}
+        rows = torch.tensor([index[c] for c in missing])
+        stored = np.concatenate([stored, _pooled(model, tokens[rows], device, 256, reporter)])
+        listed = [c for c, _ in sorted(known.items(), key=lambda kv: kv[1])] + missing
+        known = {c: i for i, c in enumerate(listed)}
+        save_npy(feats, stored)
+        write_text(names, json.dumps(listed, ensure_ascii=False))
+    return stored[[known[c] for c in captions]]
+
+
+class TextFeatures:
+    """Unnormalised caption features for caption indices of one caption list."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Callable[..., torch.Tensor],
+        captions: list[str],
+        device: torch.device,
+        reporter: Reporter | None = None,
+    ) -> None:
+        reporter = ensure(reporter)
+        self.model = model
+        self.device = device
+        self.pooled: torch.Tensor | None = None
+        self.tokens: torch.Tensor | None = None
+        if has_frozen_hf_trunk(model):
+            self.pooled = torch.from_numpy(cached_pooled(model, tokenizer, captions, device, reporter)).to(
+                device
+            )
+        else:
+            self.tokens = tokenize_all(tokenizer, captions).to(device)
+
+    def __len__(self) -> int:
+        return len(self.pooled if self.pooled is not None else self.tokens)
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.pooled is not None:
+            return self.model.text.proj(self.pooled[idx.to(self.device)])
+        return self.model.encode_text(self.tokens[idx.to(self.device)])

@@ -1,0 +1,120 @@
+"""Training parts: losses, schedule, WiSE-FT interpolation, batching and augmentation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core.train import wise_ft
+from core.train.data import CaptionTable, augment, epoch_batches
+from core.train.loss import ClipLoss, MarginRankingLoss, clamp_logit_scale
+from core.train.schedule import lr_factor, progress_of
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x, dim=-1)
+
+
+def test_clip_loss_is_low_for_matched_pairs_and_ln_n_for_uninformative():
+    emb = _unit(torch.eye(8))
+    scale = torch.tensor(math.log(100.0))
+    assert ClipLoss()(emb, emb, scale) < 0.01
+    same = _unit(torch.ones(8, 4))
+    assert ClipLoss()(same, same, scale) == pytest.approx(math.log(8), rel=1e-4)
+
+
+def test_margin_loss_sanity():
+    loss = MarginRankingLoss(margin=0.2)
+    emb = _unit(torch.eye(4))
+    assert loss(emb, emb) == 0  # positives 1, negatives 0: every hinge is satisfied
+    same = _unit(torch.ones(4, 4))
+    assert loss(same, same) == pytest.approx(0.4)  # hardest negative ties the positive: margin, both ways
+    text = _unit(torch.randn(4, 8, generator=torch.Generator().manual_seed(0)))
+    image = text.clone().requires_grad_(True)
+    noisy = _unit(image + 0.5 * torch.randn(4, 8, generator=torch.Generator().manual_seed(1)))
+    value = loss(noisy, text)
+    value.backward()
+    moved = _unit(image - 0.1 * image.grad)
+    assert (
+        loss(_unit(moved + 0.5 * torch.randn(4, 8, generator=torch.Generator().manual_seed(1))), text)
+        <= value
+    )
+
+
+def test_logit_scale_is_clamped_at_100():
+    model = torch.nn.Module()
+    model.logit_scale = torch.nn.Parameter(torch.tensor(9.0))
+    clamp_logit_scale(model)
+    assert float(model.logit_scale.detach().exp()) == pytest.approx(100.0)
+
+
+def test_schedule_warms_up_then_follows_a_cosine():
+    assert lr_factor(0, 10, 0.0) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 0.0) == pytest.approx(1.0)
+    assert lr_factor(50, 10, 0.5) == pytest.approx(0.5)
+    assert lr_factor(100, 10, 1.0, min_ratio=0.1) == pytest.approx(0.1)
+    assert progress_of(10, 100) == pytest.approx(0.1)
+    assert progress_of(10, 100, elapsed_s=30, budget_s=60) == pytest.approx(0.5)
+
+
+def test_wise_ft_endpoints_and_sweep():
+    start = {"w": torch.zeros(3), "n": torch.tensor(1)}
+    tuned = {"w": torch.ones(3), "n": torch.tensor(2)}
+    assert torch.equal(wise_ft.interpolate(start, tuned, 0.0)["w"], start["w"])
+    assert torch.equal(wise_ft.interpolate(start, tuned, 1.0)["w"], tuned["w"])
+    assert torch.allclose(wise_ft.interpolate(start, tuned, 0.3)["w"], torch.full((3,), 0.3))
+    model = torch.nn.Linear(2, 1, bias=False)
+    s0 = {"weight": torch.zeros(1, 2)}
+    s1 = {"weight": torch.ones(1, 2)}
+
+    def score(m):  # best at alpha = 0.6
+        value = -abs(float(m.weight[0, 0].detach()) - 0.6)
+        return value, {"mean_recall": value}
+
+    result = wise_ft.sweep(model, s0, s1, score)
+    assert result.best_alpha == pytest.approx(0.6)
+    assert len(result.curve) == 11
+    assert torch.allclose(model.weight, torch.full((1, 2), 0.6))
+
+
+def test_epoch_batches_resample_captions_and_are_seeded():
+    table = CaptionTable(
+        captions=[f"c{i}" for i in range(50)],
+        caption_image=np.repeat(np.arange(10), 5),
+        offsets=np.arange(0, 51, 5),
+    )
+    a = epoch_batches(table, 4, seed=0, epoch=0)
+    assert len(a) == 2 and all(len(i) == 4 for i, _ in a)
+    for images, captions in a:
+        assert torch.equal(torch.from_numpy(table.caption_image)[captions], images)
+    again = epoch_batches(table, 4, seed=0, epoch=0)
+    assert all(torch.equal(x[1], y[1]) for x, y in zip(a, again, strict=True))
+    later = [epoch_batches(table, 10, seed=0, epoch=e)[0][1].sort().values for e in range(1, 4)]
+    assert any(not torch.equal(later[0], other) for other in later[1:])
+
+
+def test_augment_keeps_shape_and_is_identity_when_off():
+    x = torch.rand(4, 3, 16, 16)
+    g = torch.Generator().manual_seed(0)
+    assert augment(x, 1.0, False, g) is x
+    y = augment(x, 0.5, True, g)
+    assert y.shape == x.shape and not torch.allclose(x, y)
+
+
+def test_epoch_batches_with_several_captions_per_image():
+    table = CaptionTable(
+        captions=[f"c{i}" for i in range(13)],
+        caption_image=np.array([0] * 5 + [1] * 5 + [2] * 3),
+        offsets=np.array([0, 5, 10, 13]),
+    )
+    ((images, captions),) = epoch_batches(table, 3, seed=1, epoch=0, per_image=5)
+    assert captions.shape == (3, 5)
+    owner = torch.from_numpy(table.caption_image)
+    for image, row in zip(images, captions, strict=True):
+        assert torch.all(owner[row] == image)
+        distinct = len(set(row.tolist()))
+        assert distinct == min(5, int(table.offsets[image + 1] - table.offsets[image]))
