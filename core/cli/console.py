@@ -87,7 +87,9 @@ def add_command(
     sub: argparse._SubParsersAction, name: str, handler: Handler, help: str, description: str | None = None
 ) -> argparse.ArgumentParser:
     """Add a subcommand whose handler is run through :func:`run`."""
-    parser = sub.add_parser(name, help=help, description=description or help, formatter_class=RichHelpFormatter)
+    parser = sub.add_parser(
+        name, help=help, description=description or help, formatter_class=RichHelpFormatter
+    )
     parser.set_defaults(handler=handler)
     return parser
 
