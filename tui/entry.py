@@ -2,12 +2,99 @@
 
 from __future__ import annotations
 
-from core.cli import build_parser
-from core.cli.console import main as run_cli
+import argparse
+import sys
+
+from rich_argparse import RawDescriptionRichHelpFormatter
+
+APP_HELP = "open the terminal app (default: the built-in demo)"
+APP_DESCRIPTION = """\
+Open the terminal app: search by text or by image, browse a dataset, run evaluations and fine-tune.
+
+With no options it opens the built-in demo: synthetic captioned scenes and the compact model trained on
+them. The first start prepares and trains both (progress is shown in the app, a few minutes on a CPU);
+later starts reuse them and take seconds.
+
+Examples:
+  capsearch app                                        # the built-in demo
+  capsearch prepare flickr8k ../shared/data/flickr8k   # once: Flickr8k as a prepared dataset
+  capsearch app --dataset flickr8k                     # with the newest model trained on it
+  capsearch app --dataset flickr8k --model compact-flickr8k
+  capsearch prepare folder ~/Pictures --name photos    # once: your own photos (an uncaptioned gallery)
+  capsearch app --dataset photos --model compact-flickr8k
+  capsearch app --dataset flickr8k --model ViT-B-32 --pretrained openai
+                                                       # real CLIP weights: needs them in the open_clip cache
+                                                       # (or give a local .pt/.safetensors file path)
+
+--model takes a trained model (the name of a folder under artifacts/models, e.g. compact-flickr8k from
+scripts/train_compact_flickr8k.py, or any checkpoint folder's path), a capsearch config such as
+capsearch-compact-scratch (random init), or an open_clip name with --pretrained. Inside the app: F1 lists
+every key, Ctrl+P searches every action, Ctrl+O opens another dataset or model.
+
+Image previews use the best protocol the terminal supports (Kitty, Sixel), colored half cells elsewhere
+(e.g. tmux); CAPSEARCH_PREVIEW=halfcell forces half cells where a terminal misreports its support.
+"""
+
+
+def add_app_arguments(app: argparse.ArgumentParser) -> None:
+    app.add_argument("--dataset", help="a prepared dataset's name or folder (default: the demo dataset)")
+    app.add_argument(
+        "--model", help="model name, checkpoint folder or open_clip name (default: the demo model)"
+    )
+    app.add_argument("--pretrained", help="open_clip weights tag (e.g. openai) or a local weights file")
+    app.add_argument(
+        "--split", default="test", choices=("train", "val", "test"), help="split to search (default: test)"
+    )
+    app.add_argument(
+        "--index",
+        default="auto",
+        choices=("auto", "exact", "hnsw"),
+        help="index kind (default: auto by size)",
+    )
+
+
+def add_app_command(parser: argparse.ArgumentParser) -> None:
+    """Add ``capsearch app`` to the core's parser (so ``capsearch --help`` lists it)."""
+    from core.cli.console import add_command
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    app = add_command(sub, "app", open_app, help=APP_HELP)
+    app.description = APP_DESCRIPTION
+    app.formatter_class = RawDescriptionRichHelpFormatter
+    add_app_arguments(app)
+
+
+def app_parser() -> argparse.ArgumentParser:
+    """``capsearch app`` on its own: parsed without importing the core's CLI modules (numpy, faiss, ...),
+    which would delay the first paint."""
+    app = argparse.ArgumentParser(
+        prog="capsearch app", description=APP_DESCRIPTION, formatter_class=RawDescriptionRichHelpFormatter
+    )
+    add_app_arguments(app)
+    return app
+
+
+def open_app(args: argparse.Namespace) -> int:
+    """Run the TUI until the user quits (imported lazily so the rest of the CLI starts fast)."""
+    from tui.app import CapsearchApp
+    from tui.session import Source
+
+    source = Source(
+        dataset=args.dataset, model=args.model, pretrained=args.pretrained, split=args.split, index=args.index
+    )
+    CapsearchApp(source).run()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["app"]:
+        return open_app(app_parser().parse_args(argv[1:]))
+    from core.cli import build_parser
+    from core.cli.console import main as run_cli
+
     parser = build_parser()
+    add_app_command(parser)
     return run_cli(parser, argv)
 
 
