@@ -1,0 +1,159 @@
+"""Render every screen of the terminal app to SVG and PNG for the README.
+
+Runs the real app headless (``App.run_test``) on a real dataset and model, drives each screen as a user
+would, saves an SVG screenshot and converts it with ``rsvg-convert`` (``apt-get install librsvg2-bin``).
+
+    .venv/bin/python scripts/render_screens.py                      # the built-in demo
+    .venv/bin/python scripts/render_screens.py --dataset flickr8k --model artifacts/models/<name>
+
+Output: ``<artifacts>/reports/screens/{search,search-image,browse,evaluate,finetune,help}.{svg,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from textual.pilot import Pilot  # noqa: E402
+from textual.widgets import Input  # noqa: E402
+
+from core.cli.console import RichReporter  # noqa: E402
+from core.paths import models_dir, reports_dir  # noqa: E402
+from tui.app import CapsearchApp  # noqa: E402
+from tui.session import Source, open_retriever  # noqa: E402
+
+Step = Callable[[Pilot], Awaitable[None]]
+SCREENSHOT_MODEL = "ft-screenshot"
+
+
+async def settle(pilot: Pilot, timeout: float = 600.0) -> None:
+    """Wait for debounce timers, workers and the messages they post."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        await pilot.pause(0.1)
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        if not any(w.is_running for w in pilot.app.workers):
+            break
+    for widget in pilot.app.screen.query(Input):
+        widget.cursor_blink = False
+    pilot.app.clear_notifications()
+    await pilot.pause()
+
+
+def scenes(query: str, image_id: str) -> dict[str, Step]:
+    async def search(pilot: Pilot) -> None:
+        pilot.app.screen.use_text(query)
+        await settle(pilot)
+        await pilot.press("down", "down")
+
+    async def search_image(pilot: Pilot) -> None:
+        await pilot.press("ctrl+t")
+        pilot.app.screen.use_image(image_id)
+
+    async def browse(pilot: Pilot) -> None:
+        await pilot.press("f3")
+        await settle(pilot)
+        await pilot.press("down", "down", "down")
+
+    async def evaluate(pilot: Pilot) -> None:
+        await pilot.press("f4", "ctrl+g")
+
+    async def finetune(pilot: Pilot) -> None:
+        """A short fine-tune of the open model, captured after its first validation, then cancelled."""
+        await pilot.press("f5")
+        screen = pilot.app.screen
+        screen.query_one("#ft-epochs", Input).value = "2"
+        screen.query_one("#ft-name", Input).value = SCREENSHOT_MODEL
+        await pilot.press("ctrl+g")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 900
+        while not screen.val_points and screen.reporter is not None and loop.time() < deadline:
+            await pilot.pause(0.5)
+        for widget in screen.query(Input):
+            widget.cursor_blink = False
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    async def help_screen(pilot: Pilot) -> None:
+        await pilot.press("f1")
+
+    return {
+        "search": search,
+        "search-image": search_image,
+        "browse": browse,
+        "evaluate": evaluate,
+        "finetune": finetune,
+        "help": help_screen,
+    }
+
+
+async def render(source: Source, retriever, name: str, step: Step, size: tuple[int, int], out: Path) -> Path:
+    app = CapsearchApp(source=source, retriever=retriever)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await step(pilot)
+        if name != "finetune":  # captured while it trains
+            await settle(pilot)
+        svg = out / f"{name}.svg"
+        app.save_screenshot(filename=svg.name, path=str(out))
+        if app.workers:  # stop a fine-tune still running
+            await pilot.press("escape")
+            await settle(pilot)
+    shutil.rmtree(models_dir() / SCREENSHOT_MODEL, ignore_errors=True)  # the screenshot's run leaves nothing
+    return svg
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", help="prepared dataset name or folder (default: the demo)")
+    parser.add_argument("--model", help="model name or checkpoint folder (default: the demo model)")
+    parser.add_argument("--pretrained")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--query", help="text query for the search screen (default: a caption of the split)")
+    parser.add_argument("--size", default="120x40", help="terminal size, COLSxROWS (default: 120x40)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: reports/screens)")
+    parser.add_argument("--only", nargs="*", help="render only these screens")
+    args = parser.parse_args()
+
+    rsvg = shutil.which("rsvg-convert")
+    if rsvg is None:
+        print("rsvg-convert not found: apt-get install -y librsvg2-bin", file=sys.stderr)
+        return 2
+    cols, rows = (int(v) for v in args.size.lower().split("x"))
+    out = args.out or reports_dir() / "screens"
+    out.mkdir(parents=True, exist_ok=True)
+
+    with RichReporter() as reporter:
+        from tui.session import resolve
+
+        dataset, model = resolve(Source(dataset=args.dataset, model=args.model), reporter)
+        source = Source(dataset=dataset, model=model, pretrained=args.pretrained, split=args.split)
+        retriever = open_retriever(source, reporter)
+    records = retriever.records
+    query = args.query or next(c for r in records[len(records) // 3 :] for c in r.captions)
+    image_id = records[len(records) // 2].id
+
+    for name, step in scenes(query, image_id).items():
+        if args.only and name not in args.only:
+            continue
+        svg = asyncio.run(render(source, retriever, name, step, (cols, rows), out))
+        png = svg.with_suffix(".png")
+        subprocess.run([rsvg, "--zoom", "1.0", str(svg), "-o", str(png)], check=True)
+        print(png)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

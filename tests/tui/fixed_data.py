@@ -1,0 +1,136 @@
+"""Fixed data for snapshot tests: a stand-in retriever and evaluation whose numbers come from hashes, not
+from a model, so screenshots are identical on every machine (the pilot tests use the real core)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.data.records import ImageRecord, PreparedDataset
+from core.errors import CapsearchError
+
+
+def fixed_score(query: str, key: str) -> float:
+    """A stable pseudo-similarity in [-0.2, 0.8)."""
+    digest = hashlib.sha256(f"{query}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 - 0.2
+
+
+@dataclass(frozen=True)
+class FixedHit:
+    rank: int
+    score: float
+    record: ImageRecord
+    path: Path
+    caption: str | None = None
+    caption_index: int | None = None
+
+
+class FixedRetriever:
+    """The Retriever interface the app uses, over a prepared split, ranked by :func:`fixed_score`."""
+
+    model_id = "capsearch-tiny@random"
+    index_kind = "exact"
+
+    def __init__(self, data: PreparedDataset, split: str = "test") -> None:
+        self.data = data
+        self.split = split
+        self.records = data.split(split)
+        self.captions = [(i, c) for i, r in enumerate(self.records) for c in r.captions]
+
+    @property
+    def dataset(self) -> str:
+        return self.data.name
+
+    @property
+    def size(self) -> int:
+        return len(self.records)
+
+    @property
+    def caption_count(self) -> int:
+        return len(self.captions)
+
+    def image_path(self, record: ImageRecord) -> Path:
+        return self.data.image_path(record)
+
+    def _images(self, query: str) -> list[ImageRecord]:
+        return sorted(self.records, key=lambda r: -fixed_score(query, r.id))
+
+    def _record(self, image: str | Path) -> ImageRecord:
+        for record in self.records:
+            if record.id == str(image):
+                return record
+        raise CapsearchError(f"{str(image)!r} is not an image of this split", hint="give an image id")
+
+    def search_text(self, query: str, k: int = 10) -> list[FixedHit]:
+        return [
+            FixedHit(i, fixed_score(query, r.id), r, self.image_path(r))
+            for i, r in enumerate(self._images(query)[:k], 1)
+        ]
+
+    def image_to_image(self, image: str | Path, k: int = 10) -> list[FixedHit]:
+        query = self._record(image)
+        ranked = [query, *(r for r in self._images(query.id) if r.id != query.id)]
+        return [
+            FixedHit(i, fixed_score(query.id, r.id), r, self.image_path(r))
+            for i, r in enumerate(ranked[:k], 1)
+        ]
+
+    def image_to_text(self, image: str | Path, k: int = 10) -> list[FixedHit]:
+        query = self._record(image).id
+        ranked = sorted(range(len(self.captions)), key=lambda j: -fixed_score(query, self.captions[j][1]))[:k]
+        out = []
+        for rank, j in enumerate(ranked, 1):
+            record = self.records[self.captions[j][0]]
+            text = self.captions[j][1]
+            out.append(FixedHit(rank, fixed_score(query, text), record, self.image_path(record), text, j))
+        return out
+
+    def ground_truth(self, query: str) -> tuple[ImageRecord, int] | None:
+        ranked = self._images(query)
+        for record in self.records:
+            if query in record.captions:
+                return record, ranked.index(record) + 1
+        return None
+
+
+@dataclass
+class FixedEvalResult:
+    """What ``run_eval`` returns, with hash-derived ranks and round metrics."""
+
+    metrics: dict[str, Any]
+    per_query: dict[str, list[int]]
+    path: Path
+    payload: dict[str, Any] = field(repr=False)
+
+    @property
+    def by_index(self) -> dict[str, Any]:
+        return self.payload["metrics"]
+
+
+def fixed_eval(retriever: FixedRetriever, results_dir: Path) -> FixedEvalResult:
+    caption_image = [i for i, _ in retriever.captions]
+    t2i = [1 + int(fixed_score(c, "t2i") * 10) % len(retriever.records) for _, c in retriever.captions]
+    i2t = [1 + int(fixed_score(r.id, "i2t") * 100) % len(retriever.captions) for r in retriever.records]
+    metrics = {
+        "text_to_image": {"R@1": 12.5, "R@5": 41.25, "R@10": 63.0, "median_rank": 6.0, "mean_rank": 7.9},
+        "image_to_text": {"R@1": 16.7, "R@5": 44.4, "R@10": 61.1, "median_rank": 7.0, "mean_rank": 11.3},
+    }
+    payload = {
+        "model_id": retriever.model_id,
+        "dataset": retriever.dataset,
+        "dataset_dir": str(retriever.data.dir),
+        "split": retriever.split,
+        "ks": [1, 5, 10],
+        "counts": {"images": retriever.size, "captions": retriever.caption_count, "failed_images": 0},
+        "primary": "exact",
+        "metrics": {"exact": metrics},
+        "mean_recall": {"exact": 39.8},
+        "timestamp": "2026-11-27T12:00:00+00:00",
+        "per_query": {"exact": {"text_to_image": t2i, "image_to_text": i2t, "depth": None}},
+        "caption_image": caption_image,
+    }
+    per_query = {"text_to_image": t2i, "image_to_text": i2t}
+    return FixedEvalResult(metrics, per_query, results_dir / "eval_fixed.json", payload)

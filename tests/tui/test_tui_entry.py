@@ -1,0 +1,44 @@
+"""The ``capsearch app`` command and the import-time promise behind a fast first paint."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tui.entry import main
+
+
+def test_importing_the_app_loads_no_heavy_core_module() -> None:
+    code = (
+        "import sys, tui.app\n"
+        "heavy = sorted(m for m in ('torch', 'open_clip', 'faiss', 'core.search.retriever') if m in sys.modules)\n"
+        "print(heavy); sys.exit(1 if heavy else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_app_help_shows_flickr8k_a_photo_folder_and_pretrained_weights(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["app", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for needle in ("--dataset flickr8k", "prepare folder", "--pretrained openai", "--split", "Ctrl+O"):
+        assert needle in out, needle
+
+
+def test_app_rejects_an_unknown_split(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["app", "--split", "holdout"])
+    assert exc.value.code == 2
+    assert "holdout" in capsys.readouterr().err
+
+
+def test_the_full_cli_lists_the_app_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "app" in capsys.readouterr().out

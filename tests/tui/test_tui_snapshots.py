@@ -1,0 +1,114 @@
+"""Snapshots of every screen at 120×40 with fixed data: the small synthetic dataset at a fixed path, and
+results from a stand-in retriever and evaluation (tests/tui/fixed_data.py), so that the pictures are the
+same on every machine. The pilot tests exercise the real core.
+
+Update after an intended change with ``pytest tests/tui/test_tui_snapshots.py --snapshot-update`` and look
+at the report before committing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fixed_data import FixedRetriever, fixed_eval
+from pilot_helpers import settle
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from tui.session import Source
+
+SIZE = (120, 40)
+# Paths are on screen (the detail pane, the dataset choice), so the data lives at a fixed place.
+DATA = Path("/tmp/capsearch-snapshots/synthetic-small")
+
+
+@pytest.fixture(scope="module")
+def source() -> Source:
+    """Overrides the shared fixture: the same small synthetic dataset, prepared at a fixed path."""
+    from core.data.prepare import prepare_synthetic
+
+    prepare_synthetic(n=120, seed=0, out=DATA)
+    return Source(dataset=str(DATA), model="capsearch-tiny", split="test", index="exact")
+
+
+@pytest.fixture(scope="module")
+def retriever(source: Source) -> FixedRetriever:
+    from core.data.records import load_dataset
+
+    return FixedRetriever(load_dataset(source.dataset), source.split)
+
+
+async def steady(pilot: Pilot) -> None:
+    """Everything loaded, no toasts, no blinking cursor: the frame is the same on every run."""
+    await settle(pilot)
+    for widget in pilot.app.screen.query(Input):
+        widget.cursor_blink = False
+    pilot.app.clear_notifications()
+    await pilot.pause()
+
+
+def test_search_screen(snap_compare, make_app, retriever) -> None:
+    caption = retriever.records[2].captions[1]
+
+    async def run_before(pilot: Pilot) -> None:
+        pilot.app.screen.use_text(caption)
+        await settle(pilot)
+        await pilot.press("down", "down")
+        await steady(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_search_screen_image_to_captions(snap_compare, make_app, retriever) -> None:
+    async def run_before(pilot: Pilot) -> None:
+        await pilot.press("ctrl+t")
+        pilot.app.screen.use_image(retriever.records[5].id)
+        await steady(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_browse_screen(snap_compare, make_app) -> None:
+    async def run_before(pilot: Pilot) -> None:
+        await pilot.press("f3")
+        await settle(pilot)
+        await pilot.press("down", "down", "down")
+        await steady(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_evaluate_screen_after_a_run(snap_compare, make_app, retriever, artifacts, monkeypatch) -> None:
+    from core.evaluation import runner
+
+    result = fixed_eval(retriever, artifacts / "results")
+    summary = {k: v for k, v in result.payload.items() if k not in ("per_query", "caption_image")}
+    history = [
+        {**summary, "model_id": "capsearch-compact-scratch@random", "timestamp": "2026-11-26T09:30:00+00:00"},
+        summary,
+    ]
+    monkeypatch.setattr(runner, "run_eval", lambda *args, **kwargs: result)
+    monkeypatch.setattr(runner, "load_history", lambda: history)
+
+    async def run_before(pilot: Pilot) -> None:
+        await pilot.press("f4", "ctrl+g")
+        await steady(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_finetune_screen(snap_compare, make_app) -> None:
+    async def run_before(pilot: Pilot) -> None:
+        await pilot.press("f5")
+        await steady(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_help_screen(snap_compare, make_app) -> None:
+    async def run_before(pilot: Pilot) -> None:
+        await pilot.press("f1")
+        await steady(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)

@@ -1,0 +1,285 @@
+"""Search: a query (text, or an image id / path), a direction, ranked results and the selected one in detail.
+
+Results follow typing: each keystroke bumps a generation counter and (re)starts a short debounce; the
+search runs in a thread and its results are shown only if no newer query was typed meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, Input, ListView
+
+from core.errors import CapsearchError
+from tui.widgets.detail_pane import DetailPane
+from tui.widgets.nav_bar import NavBar
+from tui.widgets.query_bar import DIRECTIONS, DirectionSwitch, QueryBar, is_image_direction
+from tui.widgets.results_list import ResultsList
+from tui.widgets.status_bar import StatusBar
+
+DEBOUNCE_S = 0.02
+TOP_K = 20
+
+
+class SearchScreen(Screen[None]):
+    """The start screen."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "ctrl+t", "next_direction", "Direction", tooltip="Cycle text→images, image→captions, image→images"
+        ),
+        Binding(
+            "ctrl+r",
+            "search_from_selected",
+            "Search from this",
+            tooltip="The selected image becomes the query",
+        ),
+        Binding("ctrl+l", "clear_query", "Clear", tooltip="Clear the query and the results"),
+        Binding("escape", "focus_query", "Query", tooltip="Back to the query input", show=False),
+        Binding("down", "focus_results", "Results", tooltip="Move from the query to the results", show=False),
+    ]
+
+    class Done(Message):
+        """Results of the search for ``generation``."""
+
+        def __init__(
+            self,
+            generation: int,
+            hits: list[Any],
+            truth: Any,
+            truth_id: str | None,
+            summary: str,
+            query_image: tuple[Path, str] | None,
+        ) -> None:
+            super().__init__()
+            self.query_image = query_image
+            self.generation = generation
+            self.hits = hits
+            self.truth = truth
+            self.truth_id = truth_id
+            self.summary = summary
+
+    class Failed(Message):
+        def __init__(self, generation: int, error: BaseException, explicit: bool) -> None:
+            super().__init__()
+            self.generation = generation
+            self.error = error
+            self.explicit = explicit
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generation = 0
+        self._debounce: Timer | None = None
+        self._typed_at = time.perf_counter()
+        self.latencies: list[float] = []
+        """Seconds from the last change of the query to its results on screen, one per shown result set."""
+
+    def compose(self) -> ComposeResult:
+        yield NavBar("search")
+        yield QueryBar()
+        with Horizontal(id="search-body"):
+            yield ResultsList(TOP_K, id="results")
+            yield DetailPane(id="detail")
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "retriever", self._retriever_changed)
+        self.watch(self.app, "activity", self._activity_changed, init=False)
+        self.query_one("#query", Input).focus()
+
+    def _activity_changed(self, _activity: str) -> None:
+        if self.app.retriever is None:  # type: ignore[attr-defined]
+            self.query_one(ResultsList).show_message(self._waiting_text())
+
+    @property
+    def direction(self) -> str:
+        return self.query_one(DirectionSwitch).direction
+
+    @property
+    def query_text(self) -> str:
+        return self.query_one("#query", Input).value.strip()
+
+    def _retriever_changed(self, retriever: Any) -> None:
+        results = self.query_one(ResultsList)
+        if retriever is None:
+            results.show_message(self._waiting_text())
+        elif self.query_text:
+            self._schedule(0)
+        else:
+            results.show_message(
+                f"ready: {retriever.size:,} images of {retriever.dataset}/{retriever.split}; "
+                f"type a query ({DIRECTIONS[self.direction]})"
+            )
+
+    def _waiting_text(self) -> str:
+        activity = self.app.activity  # type: ignore[attr-defined]
+        if activity:
+            return f"getting ready ({activity}); type away: results appear as soon as the model is loaded"
+        return "no model is open: Ctrl+O opens a dataset and a model"
+
+    # -- typing → debounced search ------------------------------------------------------------------
+    @on(Input.Changed, "#query")
+    def _typed(self) -> None:
+        self._schedule(DEBOUNCE_S)
+
+    @on(Input.Submitted, "#query")
+    def _submitted(self) -> None:
+        self._schedule(0, explicit=True)
+
+    @on(DirectionSwitch.Changed)
+    def _direction_changed(self) -> None:
+        if self.is_mounted:
+            self._schedule(0)
+
+    def _schedule(self, delay: float, explicit: bool = False) -> None:
+        """A new query: bump the generation (older results are now stale) and search after ``delay``."""
+        self.generation += 1
+        self._typed_at = time.perf_counter()
+        if self._debounce is not None:
+            self._debounce.stop()
+        self._debounce = self.set_timer(delay, lambda: self._start(explicit)) if delay else None
+        if not delay:
+            self._start(explicit)
+
+    def _start(self, explicit: bool) -> None:
+        query, results = self.query_text, self.query_one(ResultsList)
+        retriever = self.app.retriever  # type: ignore[attr-defined]
+        if not query:
+            results.show_message("type a query to search")
+            self.query_one(DetailPane).show(None, None)
+        elif retriever is None:
+            results.show_message(self._waiting_text())
+        else:
+            self._search(retriever, self.generation, query, self.direction, explicit)
+
+    @work(thread=True, group="search")
+    def _search(self, retriever: Any, generation: int, query: str, direction: str, explicit: bool) -> None:
+        with self.app.search_lock:  # type: ignore[attr-defined]
+            if generation != self.generation:  # a newer query was typed while waiting: skip this one
+                return
+            try:
+                message = self._run_search(retriever, generation, query, direction)
+            except Exception as exc:  # noqa: BLE001 - shown inline or as a notification
+                self.post_message(self.Failed(generation, exc, explicit))
+                return
+        self.post_message(message)
+
+    @staticmethod
+    def _run_search(retriever: Any, generation: int, query: str, direction: str) -> Done:
+        truth, truth_id, query_image = None, None, None
+        if direction == "text-image":
+            hits = retriever.search_text(query, k=TOP_K)
+            truth = retriever.ground_truth(query)
+            summary = f"top {len(hits)} images of {retriever.size:,} for “{query}”"
+        else:  # the query is an image id of the split, or an image file path
+            if direction == "image-text":
+                hits = retriever.image_to_text(query, k=TOP_K)
+                truth_id = query  # the query image's own captions are the right answers
+                summary = f"top {len(hits)} captions of {retriever.caption_count:,} for image “{query}”"
+            else:
+                hits = retriever.image_to_image(query, k=TOP_K)
+                summary = f"top {len(hits)} images of {retriever.size:,} for image “{query}”"
+            record = next((r for r in retriever.records if r.id == query), None)
+            if record is not None:
+                first = record.captions[0] if record.captions else "no captions"
+                query_image = (retriever.image_path(record), f"{record.id} · {first}")
+            else:
+                query_image = (Path(query).expanduser(), "an image file outside the dataset")
+        return SearchScreen.Done(generation, hits, truth, truth_id, summary, query_image)
+
+    async def on_search_screen_done(self, message: Done) -> None:
+        if message.generation != self.generation:
+            return  # stale: a newer query is on its way
+        results = self.query_one(ResultsList)
+        await results.ensure_rows(len(message.hits))
+        if message.generation != self.generation:
+            return  # a newer query was typed while the rows were mounted
+        truth_id = message.truth_id or (message.truth[0].id if message.truth else None)
+        results.show_hits(
+            message.hits, message.truth, message.summary, truth_id=truth_id, query_image=message.query_image
+        )
+        self._show_detail()
+        typed_at = self._typed_at
+        self.call_after_refresh(lambda: self.latencies.append(time.perf_counter() - typed_at))
+
+    def on_search_screen_failed(self, message: Failed) -> None:
+        if message.generation != self.generation:
+            return
+        error = message.error
+        text = error.message if isinstance(error, CapsearchError) else f"{type(error).__name__}: {error}"
+        self.query_one(ResultsList).show_message(f"⚠ {text}")
+        if message.explicit or not isinstance(error, CapsearchError):
+            self.app.notify_error(error, title="Search failed")  # type: ignore[attr-defined]
+
+    # -- selection → detail --------------------------------------------------------------------------
+    @on(ListView.Highlighted)
+    def _highlighted(self) -> None:
+        self._show_detail()
+
+    @on(ListView.Selected)
+    def _selected(self) -> None:
+        self.action_search_from_selected()
+
+    def _show_detail(self) -> None:
+        results = self.query_one(ResultsList)
+        hit = results.highlighted
+        pane = self.query_one(DetailPane)
+        if hit is None:
+            pane.show(None, None)
+            return
+        pane.show(
+            hit.record,
+            hit.path,
+            rank=hit.rank,
+            score=hit.score,
+            caption=hit.caption,
+            is_truth=results.truth_id == hit.record.id,
+        )
+
+    # -- actions -------------------------------------------------------------------------------------
+    def use_image(self, image: str) -> None:
+        """Make ``image`` (an id or a path) the query; a text direction becomes image→images."""
+        switch = self.query_one(DirectionSwitch)
+        if not is_image_direction(switch.direction):
+            switch.direction = "image-image"
+        self.query_one("#query", Input).value = image
+        self._schedule(0)
+
+    def use_text(self, text: str) -> None:
+        """Make ``text`` a text→images query."""
+        self.query_one(DirectionSwitch).direction = "text-image"
+        query = self.query_one("#query", Input)
+        query.value = text
+        query.focus()
+        self._schedule(0)
+
+    def action_search_from_selected(self) -> None:
+        hit = self.query_one(ResultsList).highlighted
+        if hit is None:
+            self.notify("Select a result first (↓ from the query, then ↑/↓).", severity="warning")
+            return
+        self.use_image(hit.record.id)
+
+    def action_next_direction(self) -> None:
+        self.query_one(DirectionSwitch).action_step(1)
+
+    def action_clear_query(self) -> None:
+        query = self.query_one("#query", Input)
+        query.value = ""
+        query.focus()
+
+    def action_focus_query(self) -> None:
+        self.query_one("#query", Input).focus()
+
+    def action_focus_results(self) -> None:
+        self.query_one(ResultsList).list_view.focus()

@@ -1,0 +1,45 @@
+"""The bottom status line: active dataset and split, model id, index type and vector count, or what is loading."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import Static
+
+
+class StatusBar(Static):
+    """Follows the app's ``retriever`` and ``activity`` reactives."""
+
+    DEFAULT_CSS = """
+    StatusBar {
+        height: 1;
+        padding: 0 1;
+        background: $panel;
+        color: $text-muted;
+    }
+    """
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "retriever", self._refresh, init=False)
+        self.watch(self.app, "activity", self._refresh, init=False)
+        self._refresh()
+
+    def _refresh(self, _value: Any = None) -> None:
+        app: Any = self.app
+        retriever, activity = app.retriever, app.activity
+        text = Text()
+        if retriever is not None:
+            for label, value in (
+                ("dataset", f"{retriever.dataset}/{retriever.split}"),
+                ("model", retriever.model_id),
+                ("index", retriever.index_kind),
+                ("vectors", f"{retriever.size:,}"),
+            ):
+                text.append(f"{label} ", "dim")
+                text.append(f"{value}   ", "bold")
+        elif not activity:
+            text.append("no model loaded: Ctrl+O opens a dataset and a model", "dim")
+        if activity:
+            text.append(f"⟳ {activity}", "bold yellow")
+        self.update(text)
