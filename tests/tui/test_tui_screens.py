@@ -12,6 +12,7 @@ from tui.screens.help import HelpScreen
 from tui.screens.open_dialog import OpenDialog
 from tui.screens.search import SearchScreen
 from tui.widgets.image_preview import ImagePreview
+from tui.widgets.metrics_table import SweepTable
 from tui.widgets.query_bar import DirectionSwitch
 from tui.widgets.results_list import ResultsList
 from tui.widgets.status_bar import StatusBar
@@ -154,3 +155,30 @@ async def test_the_open_dialog_switches_the_split(make_app, source) -> None:
         assert app.retriever.split == "val"
         assert app.source.split == "val" and app.source.dataset == source.dataset
         assert "synthetic/val" in str(app.screen.query_one(StatusBar).render())
+
+
+class _SweepApp(App[None]):
+    def compose(self) -> ComposeResult:
+        from textual_plotext import PlotextPlot
+
+        yield SweepTable()
+        yield PlotextPlot()
+
+
+async def test_the_sweep_plot_draws_from_its_first_point() -> None:
+    payload = {
+        "metrics": {"hnsw": {"text_to_image": {"R@1": 10.0, "R@10": 50.0}, "image_to_text": {"R@10": 40.0}}},
+        "recall_vs_exact": {"hnsw": {"text_to_image": 97.5}},
+        "timings": {"latency": {"hnsw": {"search_ms": {"p50": 0.2}}}},
+    }
+    app = _SweepApp()
+    async with app.run_test(size=(80, 30)) as pilot:
+        table = app.query_one(SweepTable)
+        plot = app.query_one("PlotextPlot")
+        for ef in (16, 64):
+            table.add_point(ef, payload)
+            table.draw(plot.plt)
+            plot.refresh()
+            await pilot.pause()
+            assert "97.5" in app.export_screenshot()
+        assert table.row_count == 2

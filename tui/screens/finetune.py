@@ -202,13 +202,14 @@ class FinetuneScreen(Screen[None]):
         plot: Any = self.query_one("#ft-plot")
         plt = plot.plt
         plt.clear_data()
-        plt.title("training loss (left) · val mean recall % (right)")
+        # Series are named in the title: plotext's legend breaks on a series of one point.
+        plt.title("by step: training loss (cyan, left axis), val mean recall % (green, right axis)")
         if self.losses:
-            plt.plot([s for s, _ in self.losses], [v for _, v in self.losses], marker="braille", label="loss")
+            xs, ys = zip(*self.losses, strict=True)
+            plt.plot(xs, ys, marker="braille", color="cyan")
         if self.val_points:
-            plt.plot(
-                [s for s, _ in self.val_points], [v for _, v in self.val_points], yside="right", label="val R"
-            )
+            xs, ys = zip(*self.val_points, strict=True)
+            plt.plot(xs, ys, yside="right", marker="dot", color="green")
         plot.refresh()
 
     def on_task_log(self, message: TaskLog) -> None:

@@ -139,10 +139,11 @@ class SweepTable(DataTable[str]):
     def draw(self, plt: Any) -> None:
         """Plot the points on a plotext ``plt`` (the caller refreshes its widget)."""
         plt.clear_data()
-        plt.title("HNSW: recall vs efSearch")
+        # Series are named in the title: plotext's legend breaks on a series of one point.
+        plt.title("HNSW vs efSearch: text→image R@10 (cyan), recall@10 against exact (green)")
         plt.xlabel("efSearch (log scale)")
         plt.xscale("log")
-        for column, label in ((1, "t→i R@10"), (2, "recall@10 vs exact")):
+        for column, color in ((1, "cyan"), (2, "green")):
             pts = [(p[0], p[column]) for p in self.points if p[column] is not None]
             if pts:
-                plt.plot([x for x, _ in pts], [y for _, y in pts], marker="dot", label=label)
+                plt.plot([x for x, _ in pts], [y for _, y in pts], marker="dot", color=color)
