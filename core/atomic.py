@@ -6,6 +6,7 @@ A reader never sees a half-written artifact, and an interrupted run leaves the o
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -64,3 +65,12 @@ def append_jsonl(target: str | os.PathLike[str], row: dict[str, Any]) -> None:
 def save_npy(target: str | os.PathLike[str], array: np.ndarray) -> None:
     with atomic_path(target) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (read in 4 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()

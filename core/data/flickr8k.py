@@ -14,7 +14,6 @@ Archives are never modified: their members are extracted once into a cache under
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from core.atomic import atomic_path, write_json
+from core.atomic import atomic_path, file_sha256, write_json
 from core.data.captions import normalize_reference
 from core.data.folder import (
     SKIP_DIRS,
@@ -79,14 +78,6 @@ class Layout:
     lists: dict[str, tuple[Root, Path]]
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def extract_zip(archive: Path, report: ValidationReport, reporter: Reporter) -> Path:
     """The archive's members under a checksum-keyed cache folder (extracted on first use, atomically).
 
@@ -95,9 +86,7 @@ def extract_zip(archive: Path, report: ValidationReport, reporter: Reporter) -> 
     """
     label = archive.name
     reporter.update(f"checksum {label}", 0, None)
-    cache = (
-        artifacts_root() / "cache" / "archives" / f"{safe_name(archive.stem)}-{_sha256_file(archive)[:12]}"
-    )
+    cache = artifacts_root() / "cache" / "archives" / f"{safe_name(archive.stem)}-{file_sha256(archive)[:12]}"
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -322,7 +311,7 @@ def collect_flickr8k(
             report.note(
                 f"{len(unassigned)} usable image(s) are in no official split list and in no split: {names}"
             )
-        inputs.update({f"split:{r.label(p)}": _sha256_file(p) for r, p in layout.lists.values()})
+        inputs.update({f"split:{r.label(p)}": file_sha256(p) for r, p in layout.lists.values()})
         return Collection("flickr8k", *common, splits, "official", None, None, inputs, report, facts)
     if layout.lists:
         report.note("official split lists ignored: the random split scheme was asked for")

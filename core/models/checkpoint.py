@@ -7,7 +7,6 @@ A checkpoint dir holds ``model.safetensors`` (the state dict) and ``model.json``
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import pickle
@@ -23,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from core.atomic import atomic_path, write_json
+from core.atomic import atomic_path, file_sha256, write_json
 from core.errors import ModelError, WeightsUnavailableError
 
 WEIGHTS_FILE = "model.safetensors"
@@ -40,15 +39,6 @@ def quiet_open_clip() -> Iterator[None]:
         yield
     finally:
         logging.disable(previous)
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 4 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
