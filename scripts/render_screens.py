@@ -6,7 +6,10 @@ would, saves an SVG screenshot and converts it with ``rsvg-convert`` (``apt-get 
     .venv/bin/python scripts/render_screens.py                      # the built-in demo
     .venv/bin/python scripts/render_screens.py --dataset flickr8k --model artifacts/models/<name>
 
-Output: ``<artifacts>/reports/screens/{search,search-image,browse,evaluate,finetune,help}.{svg,png}``.
+Output: ``<artifacts>/reports/screens/{search,search-image,browse,evaluate,finetune,help}.png`` (``--svg``
+keeps the SVGs beside them). The evaluation and the short fine-tune it shows write their usual outputs
+under the artifacts root: point ``CAPSEARCH_ARTIFACTS`` at a scratch folder and pass ``--dataset`` and
+``--model`` paths to keep the real one clean.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -125,6 +129,7 @@ def main() -> int:
     parser.add_argument("--size", default="120x40", help="terminal size, COLSxROWS (default: 120x40)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: reports/screens)")
     parser.add_argument("--only", nargs="*", help="render only these screens")
+    parser.add_argument("--svg", action="store_true", help="keep the SVG screenshots next to the PNGs")
     args = parser.parse_args()
 
     rsvg = shutil.which("rsvg-convert")
@@ -148,9 +153,12 @@ def main() -> int:
     for name, step in scenes(query, image_id).items():
         if args.only and name not in args.only:
             continue
-        svg = asyncio.run(render(source, retriever, name, step, (cols, rows), out))
-        png = svg.with_suffix(".png")
-        subprocess.run([rsvg, "--zoom", "1.0", str(svg), "-o", str(png)], check=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            svg = asyncio.run(
+                render(source, retriever, name, step, (cols, rows), out if args.svg else Path(tmp))
+            )
+            png = out / f"{name}.png"
+            subprocess.run([rsvg, "--zoom", "1.0", str(svg), "-o", str(png)], check=True)
         print(png)
     return 0
 

@@ -47,7 +47,7 @@ class DetailPane(Vertical):
         if record is not None:
             text.append(record.id, "bold")
             if is_truth:
-                text.append("  ★ ground truth", "bold green")
+                text.append("  ✓ ground truth", "bold green")
             text.append("\n")
             if rank is not None and score is not None:
                 text.append(f"rank {rank} · score {score:.4f}\n", "dim")

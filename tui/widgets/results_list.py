@@ -28,7 +28,7 @@ THUMB_CELLS = (8, 3)
 
 
 class ResultRow(ListItem):
-    """One ranked hit: thumbnail, then rank · score · id (★ when it is the ground truth) and the caption."""
+    """One ranked hit: thumbnail, then rank · score · id (✓ when it is the ground truth) and the caption."""
 
     DEFAULT_CSS = """
     ResultRow {
@@ -60,7 +60,7 @@ class ResultRow(ListItem):
             (f"#{hit.rank:<3}", "bold"),
             (f" {hit.score:6.3f}  ", "dim"),
             (hit.record.id, "bold" if hit.caption is None else ""),
-            ("  ★ ground truth" if is_truth else "", "bold"),
+            ("  ✓ ground truth" if is_truth else "", "bold"),
         )
         body = (
             hit.caption
@@ -178,7 +178,7 @@ class ResultsList(Vertical):
         if truth is not None:
             record, rank = truth
             where = "shown below" if rank <= len(self.hits) else "below the fold"
-            truth_line.update(f"★ ground truth {record.id} is at rank {rank} ({where})")
+            truth_line.update(f"✓ ground truth {record.id} is at rank {rank} ({where})")
         rows = list(self.query(ResultRow))
         missing: list[tuple[int, Path]] = []
         box = thumbs.box_for(*THUMB_CELLS)
