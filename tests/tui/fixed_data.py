@@ -10,22 +10,13 @@ from typing import Any
 
 from core.data.records import ImageRecord, PreparedDataset
 from core.errors import CapsearchError
+from core.search.retriever import Hit
 
 
 def fixed_score(query: str, key: str) -> float:
     """A stable pseudo-similarity in [-0.2, 0.8)."""
     digest = hashlib.sha256(f"{query}\0{key}".encode()).digest()
     return int.from_bytes(digest[:4], "big") / 2**32 - 0.2
-
-
-@dataclass(frozen=True)
-class FixedHit:
-    rank: int
-    score: float
-    record: ImageRecord
-    path: Path
-    caption: str | None = None
-    caption_index: int | None = None
 
 
 class FixedRetriever:
@@ -64,28 +55,27 @@ class FixedRetriever:
                 return record
         raise CapsearchError(f"{str(image)!r} is not an image of this split", hint="give an image id")
 
-    def search_text(self, query: str, k: int = 10) -> list[FixedHit]:
+    def search_text(self, query: str, k: int = 10) -> list[Hit]:
         return [
-            FixedHit(i, fixed_score(query, r.id), r, self.image_path(r))
+            Hit(i, fixed_score(query, r.id), r, self.image_path(r))
             for i, r in enumerate(self._images(query)[:k], 1)
         ]
 
-    def image_to_image(self, image: str | Path, k: int = 10) -> list[FixedHit]:
+    def image_to_image(self, image: str | Path, k: int = 10) -> list[Hit]:
         query = self._record(image)
         ranked = [query, *(r for r in self._images(query.id) if r.id != query.id)]
         return [
-            FixedHit(i, fixed_score(query.id, r.id), r, self.image_path(r))
-            for i, r in enumerate(ranked[:k], 1)
+            Hit(i, fixed_score(query.id, r.id), r, self.image_path(r)) for i, r in enumerate(ranked[:k], 1)
         ]
 
-    def image_to_text(self, image: str | Path, k: int = 10) -> list[FixedHit]:
+    def image_to_text(self, image: str | Path, k: int = 10) -> list[Hit]:
         query = self._record(image).id
         ranked = sorted(range(len(self.captions)), key=lambda j: -fixed_score(query, self.captions[j][1]))[:k]
         out = []
         for rank, j in enumerate(ranked, 1):
             record = self.records[self.captions[j][0]]
             text = self.captions[j][1]
-            out.append(FixedHit(rank, fixed_score(query, text), record, self.image_path(record), text, j))
+            out.append(Hit(rank, fixed_score(query, text), record, self.image_path(record), text, j))
         return out
 
     def ground_truth(self, query: str) -> tuple[ImageRecord, int] | None:
