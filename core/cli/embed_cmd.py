@@ -24,7 +24,7 @@ def register_embed(sub: argparse._SubParsersAction) -> None:
         description="embed a split's images and captions into artifacts/embeddings/<model-id>/<dataset>/<split>/; "
         "a valid cache is reused, a stale one rebuilt, an interrupted run resumed",
     )
-    retrieval_cmds._add_common(parser)
+    retrieval_cmds.add_common_options(parser)
     split = next(a for a in parser._actions if "--split" in a.option_strings)
     split.help = "dataset split, or all (default: test)"
     parser.add_argument(
@@ -48,10 +48,10 @@ def _embed(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
         raise CapsearchError("--batch-size must be >= 1 and --workers >= 0")
-    data = load_dataset(retrieval_cmds._dataset(args))
+    data = load_dataset(retrieval_cmds.dataset_of(args))
     splits = data.splits if args.split == "all" else [args.split]
     lm = load_model(
-        retrieval_cmds._model(args), args.pretrained, device=args.device, precision=args.precision
+        retrieval_cmds.model_of(args), args.pretrained, device=args.device, precision=args.precision
     )
     rows = []
     with RichReporter() as reporter:

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # -- shared options ---------------------------------------------------------------------------------------
-def _add_common(parser: argparse.ArgumentParser, split: str = "test") -> None:
+def add_common_options(parser: argparse.ArgumentParser, split: str = "test") -> None:
+    """The dataset, split, model, weights and device options every retrieval command shares."""
     parser.add_argument(
         "--dataset", help=f"prepared dataset name or folder (default: {DEFAULT_DATASET!r} if prepared)"
     )
@@ -64,7 +65,8 @@ def _spec(args: argparse.Namespace, kind: str) -> IndexSpec:
     return IndexSpec(kind=kind, m=args.m, ef_construction=args.ef_construction, ef_search=args.ef_search)  # type: ignore[arg-type]
 
 
-def _dataset(args: argparse.Namespace) -> str:
+def dataset_of(args: argparse.Namespace) -> str:
+    """``--dataset``, else the default dataset when it is prepared."""
     if args.dataset:
         return args.dataset
     from core.data.records import load_dataset
@@ -79,7 +81,7 @@ def _dataset(args: argparse.Namespace) -> str:
     return DEFAULT_DATASET
 
 
-def _model(args: argparse.Namespace) -> str:
+def model_of(args: argparse.Namespace) -> str:
     """``--model``, else the demo model when it has been trained."""
     if args.model:
         return args.model
@@ -101,7 +103,7 @@ def _register_index(sub: argparse._SubParsersAction) -> None:
     parser = add_command(
         sub, "index", _index, help="build (or reuse) the FAISS indexes of a split's images and captions"
     )
-    _add_common(parser)
+    add_common_options(parser)
     parser.add_argument(
         "--kind",
         choices=KINDS,
@@ -119,8 +121,8 @@ def _index(args: argparse.Namespace) -> int:
     from core.search.retriever import caption_ids
 
     spec = _spec(args, args.kind)
-    data = load_dataset(_dataset(args))
-    lm = load_model(_model(args), args.pretrained, device=args.device)
+    data = load_dataset(dataset_of(args))
+    lm = load_model(model_of(args), args.pretrained, device=args.device)
     table = Table(title=f"indexes of {data.name}/{args.split} for {lm.model_id}")
     for column in ("side", "kind", "params", "vectors", "dim", "build s", "size", "cache", "folder"):
         table.add_column(
@@ -157,7 +159,7 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     parser = add_command(
         sub, "eval", _eval, help="Recall@K both ways, ranks and query latency; writes results JSON"
     )
-    _add_common(parser)
+    add_common_options(parser)
     parser.add_argument(
         "--index",
         choices=("exact", "hnsw", "both", "auto"),
@@ -185,9 +187,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     with RichReporter() as reporter:
         result = run_eval(
-            _dataset(args),
+            dataset_of(args),
             args.split,
-            _model(args),
+            model_of(args),
             pretrained=args.pretrained,
             index=args.index,
             ks=args.k,
@@ -252,7 +254,7 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "query", nargs="?", help="the text query (or, for image-* directions, an image path or id)"
     )
-    _add_common(parser)
+    add_common_options(parser)
     parser.add_argument("--image", help="an image file or dataset image id to search with")
     parser.add_argument(
         "--direction",
@@ -289,8 +291,8 @@ def _search(args: argparse.Namespace) -> int:
             )
     with RichReporter() as reporter:
         retriever = Retriever.open(
-            _dataset(args),
-            _model(args),
+            dataset_of(args),
+            model_of(args),
             pretrained=args.pretrained,
             split=args.split,
             index=args.index,

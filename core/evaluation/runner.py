@@ -214,8 +214,13 @@ def run_eval(
         metrics[name] = metrics_from_ranks(ranks, ks)
         timings[f"rank_{name}_s"] = round(time.perf_counter() - start, 4)
         per_query[name] = {**ranks.to_dict(), "depth": ranks.depth}
-        reporter.update(
-            "evaluate", len(metrics), len(variants), index=name, mean_recall=mean_recall(metrics[name])
+        reporter.update(  # the metrics of each index as soon as they are known (live tables)
+            "evaluate",
+            len(metrics),
+            len(variants),
+            index=name,
+            metrics=metrics[name],
+            mean_recall=mean_recall(metrics[name]),
         )
     approximate = [n for n, ix in built.items() if any(i.kind != "exact" for i in ix.values())]
     if approximate:
