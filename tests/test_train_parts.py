@@ -27,6 +27,23 @@ def test_clip_loss_is_low_for_matched_pairs_and_ln_n_for_uninformative():
     assert ClipLoss()(same, same, scale) == pytest.approx(math.log(8), rel=1e-4)
 
 
+def test_clip_loss_matches_open_clip_and_a_loop_reference_with_k_captions():
+    from open_clip.loss import ClipLoss as OpenClipLoss
+
+    g = torch.Generator().manual_seed(0)
+    image, text = _unit(torch.randn(6, 16, generator=g)), _unit(torch.randn(6, 3, 16, generator=g))
+    scale = torch.tensor(2.5)
+    ours = ClipLoss()(image, text[:, 0], scale)
+    assert ours == pytest.approx(float(OpenClipLoss()(image, text[:, 0], scale.exp())), rel=1e-5)
+    # k = 3: each caption a text->image query over 6 images; each image an image->text query over all 18
+    # captions whose positives are its own 3 (mean log-probability)
+    flat = text.reshape(18, 16)
+    logits = scale.exp() * image @ flat.t()
+    t2i = sum(-torch.log_softmax(logits[:, j], 0)[j // 3] for j in range(18)) / 18
+    i2t = sum(-torch.log_softmax(logits[i], 0)[3 * i + c] for i in range(6) for c in range(3)) / 18
+    assert ClipLoss()(image, text, scale) == pytest.approx(float((t2i + i2t) / 2), rel=1e-5)
+
+
 def test_margin_loss_sanity():
     loss = MarginRankingLoss(margin=0.2)
     emb = _unit(torch.eye(4))
@@ -59,6 +76,9 @@ def test_schedule_warms_up_then_follows_a_cosine():
     assert lr_factor(100, 10, 1.0, min_ratio=0.1) == pytest.approx(0.1)
     assert progress_of(10, 100) == pytest.approx(0.1)
     assert progress_of(10, 100, elapsed_s=30, budget_s=60) == pytest.approx(0.5)
+    # a busy machine: the budget is spent but only 10 of the 40 promised steps are done
+    assert progress_of(10, 100, elapsed_s=90, budget_s=60, min_steps=40) == pytest.approx(0.25)
+    assert progress_of(50, 100, elapsed_s=30, budget_s=60, min_steps=40) == pytest.approx(0.5)
 
 
 def test_wise_ft_endpoints_and_sweep():

@@ -15,12 +15,22 @@ MAX_LOGIT_SCALE = math.log(100.0)  # open_clip clamps the learnable temperature 
 
 
 class ClipLoss(nn.Module):
-    """Symmetric cross-entropy over the image-text similarity matrix of a batch (pairs on the diagonal)."""
+    """Symmetric cross-entropy over the image-text similarity matrix of a batch (pairs on the diagonal).
+
+    With ``text`` of shape [b, k, d] (k captions of every image) every caption is a text->image query
+    over the b images, and every image an image->text query over all b*k captions with k positives
+    (the mean log-probability of its own captions, as in SupCon); k = 1 is the plain CLIP loss.
+    """
 
     def forward(self, image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-        logits = logit_scale.exp() * image @ text.t()
-        labels = torch.arange(logits.shape[0], device=logits.device)
-        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+        b = image.shape[0]
+        k = text.shape[1] if text.ndim == 3 else 1
+        logits = logit_scale.exp() * image @ text.reshape(b * k, -1).t()  # [b, b*k]
+        owner = torch.arange(b, device=logits.device).repeat_interleave(k)
+        text_to_image = F.cross_entropy(logits.t(), owner)
+        log_prob = logits.log_softmax(dim=1).view(b, b, k)
+        image_to_text = -log_prob[torch.arange(b), torch.arange(b)].mean()
+        return (text_to_image + image_to_text) / 2
 
 
 class MarginRankingLoss(nn.Module):

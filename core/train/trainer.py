@@ -30,7 +30,7 @@ from core.evaluation.recall import mean_recall, recall_metrics
 from core.progress import Reporter, ensure
 from core.train.data import CaptionTable, augment, epoch_batches, image_size_of, normalize, preload_images
 from core.train.freeze import apply_freeze, set_train_mode
-from core.train.loss import clamp_logit_scale, make_loss
+from core.train.loss import ClipLoss, clamp_logit_scale, make_loss
 from core.train.schedule import lr_factor, progress_of
 from core.train.setup import StartModel
 from core.train.text import TextFeatures
@@ -54,13 +54,14 @@ class TrainConfig:
     loss: str = "clip"
     margin: float = 0.2
     freeze: str = "full"
-    captions_per_image: int = 1  # k > 1: each step averages the loss over k captions of every image
+    captions_per_image: int = 1  # k > 1: each step uses k captions of every image (see Trainer.loss_of)
     precision: str = "auto"  # auto (bf16 on CPU, bf16/fp16 on GPU) | bf16 | fp16 | fp32
     crop_scale: float = 0.8  # smallest crop area of the random resized crop; 1.0 turns cropping off
     flip: bool = False
     seed: int = 0
     patience: int = 0  # stop after this many validations without improvement (0: never)
     time_budget_s: float | None = None
+    min_steps: int = 0  # with a time budget: train at least this many steps even when the budget runs out
     val_split: str = "val"
     device: str | None = None
 
@@ -234,6 +235,13 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(enabled=self.dtype == torch.float16 and self.device.type == "cuda")
 
+    def loss_of(self, image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The batch loss for images [b, d] and k captions of each [b, k, d]: the CLIP loss takes all k
+        at once (k positives per image); the margin loss is averaged over the k caption slots."""
+        if isinstance(self.loss_fn, ClipLoss):
+            return self.loss_fn(image, text, scale)
+        return sum(self.loss_fn(image, text[:, j], scale) for j in range(text.shape[1])) / text.shape[1]
+
     # -- state -----------------------------------------------------------------------------------
     def _save_last(self, state: dict[str, Any]) -> None:
         payload = {
@@ -252,7 +260,11 @@ class Trainer:
         if not path.is_file():
             return None
         payload = torch.load(path, map_location="cpu", weights_only=False)
-        saved = {k: v for k, v in payload["config"].items() if k not in ("time_budget_s", "device", "epochs")}
+        saved = {
+            k: v
+            for k, v in payload["config"].items()
+            if k not in ("time_budget_s", "min_steps", "device", "epochs")
+        }
         now = {k: v for k, v in self.cfg.to_dict().items() if k in saved}
         if saved != now:
             raise CapsearchError(
@@ -387,7 +399,7 @@ class Trainer:
                     factor = lr_factor(
                         step,
                         cfg.warmup_steps,
-                        progress_of(step, total_steps, elapsed, cfg.time_budget_s),
+                        progress_of(step, total_steps, elapsed, cfg.time_budget_s, cfg.min_steps),
                         cfg.min_lr_ratio,
                     )
                     for group in self.optimizer.param_groups:
@@ -402,8 +414,7 @@ class Trainer:
                             txt = F.normalize(train.text(cap_idx.reshape(-1)).float(), dim=-1)
                             txt = txt.view(len(img), -1, txt.shape[-1])
                             scale = self.model.logit_scale.float()
-                            loss = sum(self.loss_fn(img, txt[:, j], scale) for j in range(txt.shape[1]))
-                            loss = loss / (txt.shape[1] * cfg.accum_steps)
+                            loss = self.loss_of(img, txt, scale) / cfg.accum_steps
                         self.scaler.scale(loss).backward()
                         loss_sum += float(loss.detach())
                         batch_index += 1
@@ -430,7 +441,7 @@ class Trainer:
                         samples_per_s=round(cfg.batch_size * cfg.accum_steps / max(now - t0, 1e-9), 1),
                         epoch=epoch + 1,
                     )
-                    if cfg.time_budget_s and elapsed >= cfg.time_budget_s:
+                    if cfg.time_budget_s and elapsed >= cfg.time_budget_s and step >= cfg.min_steps:
                         result.stopped, stop = "time-budget", True
                         break
                 epoch_done = epoch + batch_index / max(n_usable, 1)
