@@ -47,6 +47,12 @@ def test_loss_falls_over_a_few_steps(synthetic_small, artifacts):
     assert {"t2i_R@1", "i2t_R@10", "mean_recall"} <= set(rec.val[0])
 
 
+def test_min_steps_outlast_a_spent_time_budget(synthetic_small, artifacts):
+    cfg = dataclasses.replace(FAST, epochs=4, time_budget_s=1e-6, min_steps=5)
+    result = train(start_model(TINY), synthetic_small, artifacts / "m", cfg, Recorder())
+    assert (result.steps, result.stopped) == (5, "time-budget")
+
+
 def test_recall_rises_well_above_chance(synthetic_small, artifacts):
     start = start_model("capsearch-compact-demo")
     apply_freeze(start.model, "frozen-text")  # caption features of the frozen text trunk are computed once

@@ -17,9 +17,16 @@ def lr_factor(step: int, warmup_steps: int, progress: float, min_ratio: float = 
     return warm * (min_ratio + (1.0 - min_ratio) * cosine)
 
 
-def progress_of(step: int, total_steps: int, elapsed_s: float = 0.0, budget_s: float | None = None) -> float:
-    """How far training has come: the larger of the step fraction and the elapsed fraction of the budget."""
+def progress_of(
+    step: int, total_steps: int, elapsed_s: float = 0.0, budget_s: float | None = None, min_steps: int = 0
+) -> float:
+    """How far training has come: the larger of the step fraction and the elapsed fraction of the budget.
+    With ``min_steps``, the budget's fraction never runs ahead of ``step / min_steps``, so a slow (busy)
+    machine still trains that many steps under a full schedule."""
     frac = step / max(total_steps, 1)
     if budget_s:
-        frac = max(frac, elapsed_s / budget_s)
+        spent = elapsed_s / budget_s
+        if min_steps > 0:
+            spent = min(spent, step / min_steps)
+        frac = max(frac, spent)
     return min(frac, 1.0)
