@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rich_argparse import RawDescriptionRichHelpFormatter
@@ -32,8 +33,10 @@ capsearch-compact-scratch (random init), or an open_clip name with --pretrained.
 every key, Ctrl+P searches every action, Ctrl+O opens another dataset or model.
 
 Image previews use the best protocol the terminal supports (Kitty, Sixel), colored half cells elsewhere
-(e.g. tmux); CAPSEARCH_PREVIEW=halfcell forces half cells where a terminal misreports its support.
+(e.g. tmux); --preview (or CAPSEARCH_PREVIEW) forces one where a terminal misreports its support.
 """
+
+PREVIEW_CHOICES = ("auto", "kitty", "sixel", "halfcell", "unicode")
 
 
 def add_app_arguments(app: argparse.ArgumentParser) -> None:
@@ -50,6 +53,11 @@ def add_app_arguments(app: argparse.ArgumentParser) -> None:
         default="auto",
         choices=("auto", "exact", "hnsw"),
         help="index kind (default: auto by size)",
+    )
+    app.add_argument(
+        "--preview",
+        choices=PREVIEW_CHOICES,
+        help="image preview protocol (default: auto, the best the terminal supports)",
     )
 
 
@@ -76,6 +84,8 @@ def app_parser() -> argparse.ArgumentParser:
 
 def open_app(args: argparse.Namespace) -> int:
     """Run the TUI until the user quits (imported lazily so the rest of the CLI starts fast)."""
+    if args.preview:  # read when the preview widget is imported, before Textual starts
+        os.environ["CAPSEARCH_PREVIEW"] = args.preview
     from tui.app import CapsearchApp
     from tui.session import Source
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -18,6 +19,18 @@ def test_importing_the_app_loads_no_heavy_core_module() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("mode", "widget"),
+    [("kitty", "TGPImage"), ("sixel", "Image"), ("halfcell", "HalfcellImage"), ("unicode", "UnicodeImage")],
+)
+def test_preview_mode_forces_the_protocol(mode: str, widget: str) -> None:
+    code = "from tui.widgets.image_preview import ImageWidget as w\nprint(w.__module__, w.__name__)\n"
+    env = {**os.environ, "CAPSEARCH_PREVIEW": mode}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    module = "textual_image.widget.sixel" if mode == "sixel" else "textual_image.widget"
+    assert proc.stdout.split() == [module, widget], proc.stderr
 
 
 def test_app_help_shows_flickr8k_a_photo_folder_and_pretrained_weights(

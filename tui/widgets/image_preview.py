@@ -2,7 +2,8 @@
 
 The textual-image widget class is picked before Textual starts (importing ``textual_image.widget`` queries
 the terminal): the best protocol the terminal supports (Kitty TGP, Sixel) on a TTY, colored half cells
-elsewhere (tmux without passthrough, headless tests).
+elsewhere (tmux without passthrough, headless tests). ``CAPSEARCH_PREVIEW`` (set by ``capsearch app
+--preview``) forces one: kitty, sixel, halfcell or unicode.
 """
 
 from __future__ import annotations
@@ -17,15 +18,24 @@ from textual import work
 from textual.app import ComposeResult
 from textual.message import Message
 from textual.widget import Widget
-from textual_image.widget import HalfcellImage
+from textual_image.widget import HalfcellImage, SixelImage, TGPImage, UnicodeImage
 from textual_image.widget import Image as AutoImage
 
 from tui import thumbs
 
+PREVIEW_MODES: dict[str, type[Widget]] = {
+    "kitty": TGPImage,
+    "sixel": SixelImage,
+    "halfcell": HalfcellImage,
+    "unicode": UnicodeImage,
+}
+
 
 def _image_class() -> type[Widget]:
     mode = os.environ.get("CAPSEARCH_PREVIEW", "auto")
-    if mode == "halfcell" or not (sys.__stdout__ and sys.__stdout__.isatty()):
+    if mode in PREVIEW_MODES:
+        return PREVIEW_MODES[mode]
+    if not (sys.__stdout__ and sys.__stdout__.isatty()):
         return HalfcellImage
     return AutoImage
 
