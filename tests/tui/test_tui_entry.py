@@ -23,13 +23,18 @@ def test_importing_the_app_loads_no_heavy_core_module() -> None:
 
 @pytest.mark.parametrize(
     ("mode", "widget"),
-    [("kitty", "TGPImage"), ("sixel", "Image"), ("halfcell", "HalfcellImage"), ("unicode", "UnicodeImage")],
+    [
+        ("kitty", "TGPImage"),
+        ("sixel", "SixelPreviewImage"),
+        ("halfcell", "HalfcellImage"),
+        ("unicode", "UnicodeImage"),
+    ],
 )
 def test_preview_mode_forces_the_protocol(mode: str, widget: str) -> None:
     code = "from tui.widgets.image_preview import ImageWidget as w\nprint(w.__module__, w.__name__)\n"
     env = {**os.environ, "CAPSEARCH_PREVIEW": mode}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    module = "textual_image.widget.sixel" if mode == "sixel" else "textual_image.widget"
+    module = "tui.widgets.image_preview" if mode == "sixel" else "textual_image.widget"
     assert proc.stdout.split() == [module, widget], proc.stderr
 
 

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 from PIL import Image as PILImage
+from rich.control import Control
+from rich.segment import Segment
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -20,12 +22,36 @@ from textual.message import Message
 from textual.widget import Widget
 from textual_image.widget import HalfcellImage, SixelImage, TGPImage, UnicodeImage
 from textual_image.widget import Image as AutoImage
+from textual_image.widget.sixel import _ImageSixelImpl
 
 from tui import thumbs
 
+
+class _SixelData(_ImageSixelImpl):
+    """textual-image's Sixel painter with the cursor left on the image's last row, not the row below it.
+
+    The Sixel data rides on the image's last row, and textual-image 0.12.0 then moves the cursor to
+    ``visible_region.bottom``: one row too low. Partial updates move the cursor before every chunk, but a
+    full repaint (a screen switched or resumed) writes each row in one go, so the rest of that row went to
+    the row below and the old cells stayed on screen (lnqs/textual-image#146).
+    """
+
+    def _get_sixel_segments(self, sixel_data: str) -> list[Segment]:
+        *segments, move = super()._get_sixel_segments(sixel_data)
+        region = self.screen.find_widget(self).visible_region
+        return [*segments, Segment(Control.move_to(region.right, region.bottom - 1).segment.text, move.style)]
+
+
+class SixelPreviewImage(SixelImage, Renderable=SixelImage._Renderable):
+    """textual-image's Sixel widget drawn by ``_SixelData``."""
+
+    def compose(self) -> ComposeResult:
+        yield _SixelData(self.image, self._sixel_options)
+
+
 PREVIEW_MODES: dict[str, type[Widget]] = {
     "kitty": TGPImage,
-    "sixel": SixelImage,
+    "sixel": SixelPreviewImage,
     "halfcell": HalfcellImage,
     "unicode": UnicodeImage,
 }
@@ -37,7 +63,7 @@ def _image_class() -> type[Widget]:
         return PREVIEW_MODES[mode]
     if not (sys.__stdout__ and sys.__stdout__.isatty()):
         return HalfcellImage
-    return AutoImage
+    return SixelPreviewImage if AutoImage is SixelImage else AutoImage
 
 
 ImageWidget = _image_class()
