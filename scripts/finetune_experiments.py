@@ -19,6 +19,7 @@ import json
 import time
 
 import numpy as np
+import torch
 
 from core.atomic import write_json, write_jsonl
 from core.data.prepare import prepare_synthetic
@@ -32,34 +33,51 @@ from core.train.trainer import TrainConfig, train
 FLICKR8K = "flickr8k"
 
 
+def write_subset(parent: PreparedDataset, name: str, rows: dict[str, list], source: str) -> PreparedDataset:
+    """A prepared dataset ``name`` holding ``rows`` (split -> records of ``parent``) with parent's images."""
+    folder = datasets_dir() / name
+    for split, records in rows.items():
+        write_jsonl(folder / f"{split}.jsonl", [r.to_row() for r in records])
+    meta = dict(parent.meta)
+    meta.update(
+        {
+            "name": name,
+            "source": source,
+            "input_checksum": f"{parent.fingerprint[:16]}-{name}",
+            "splits": {
+                s: {"images": len(r), "captions": sum(len(x.captions) for x in r)} for s, r in rows.items()
+            },
+        }
+    )
+    write_json(folder / "dataset.json", meta)
+    return load_dataset(name)
+
+
 def make_halves(seed: int = 0) -> tuple[PreparedDataset, PreparedDataset]:
     """flickr8k-half-a / flickr8k-half-b: disjoint halves of the train images, the same val and test."""
     parent = load_dataset(FLICKR8K)
     train = parent.split("train")
     order = np.random.default_rng(seed).permutation(len(train))
     halves = {"a": sorted(order[: len(train) // 2]), "b": sorted(order[len(train) // 2 :])}
-    out = []
-    for tag, idx in halves.items():
-        name = f"{FLICKR8K}-half-{tag}"
-        folder = datasets_dir() / name
-        rows = {"train": [train[i] for i in idx], "val": parent.split("val"), "test": parent.split("test")}
-        for split, records in rows.items():
-            write_jsonl(folder / f"{split}.jsonl", [r.to_row() for r in records])
-        meta = dict(parent.meta)
-        meta.update(
-            {
-                "name": name,
-                "source": f"{parent.name} train half {tag.upper()} (seed {seed}) + its val and test",
-                "input_checksum": f"{parent.fingerprint[:16]}-half-{tag}-{seed}",
-                "splits": {
-                    s: {"images": len(r), "captions": sum(len(x.captions) for x in r)}
-                    for s, r in rows.items()
-                },
-            }
+    return tuple(
+        write_subset(
+            parent,
+            f"{FLICKR8K}-half-{tag}",
+            {"train": [train[i] for i in idx], "val": parent.split("val"), "test": parent.split("test")},
+            f"{parent.name} train half {tag.upper()} (seed {seed}) + its val and test",
         )
-        write_json(folder / "dataset.json", meta)
-        out.append(load_dataset(name))
-    return out[0], out[1]
+        for tag, idx in halves.items()
+    )
+
+
+def probe_of(half_a: PreparedDataset, n: int = 1000, seed: int = 0) -> str:
+    """flickr8k-half-a-probe: a dataset whose test split is ``n`` seeded images of half A's train split, so
+    that its recall shows how much of what the base model learned survives fine-tuning on half B."""
+    train = half_a.split("train")
+    pick = sorted(np.random.default_rng(seed).permutation(len(train))[:n])
+    rows = {"train": [], "val": [], "test": [train[i] for i in pick]}
+    source = f"{n} images of {half_a.name} train (seed {seed}) as its test split"
+    return write_subset(half_a, f"{half_a.name}-probe", rows, source).name
 
 
 def _synthetic() -> str:
@@ -94,16 +112,29 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs per run (default 3)")
     ap.add_argument("--run-budget-min", type=float, help="wall-clock cap per fine-tuning run (default: none)")
     ap.add_argument("--only", nargs="+", help="run only these fine-tuning runs (default: all)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    ap.add_argument(
+        "--forgetting",
+        choices=("half-a-probe", "synthetic"),
+        default="half-a-probe",
+        help="forgetting measured on 1,000 of half A's training images (what the base learned) or on the "
+        "synthetic scenes' test split",
+    )
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     half_a, half_b = make_halves()
-    other = _synthetic()
+    other = probe_of(half_a) if args.forgetting == "half-a-probe" else _synthetic()
     base_dir = models_dir() / "compact-flickr8k-half-a"
     t0 = time.monotonic()
-    base_cfg = TrainConfig(
+    base_cfg = TrainConfig(  # the compact model's recipe (scripts/train_compact_flickr8k.py), shorter
         epochs=200,
         lr=1e-3,
         warmup_steps=30,
-        crop_scale=0.7,
+        captions_per_image=5,
+        crop_scale=0.4,
+        flip=True,
+        weight_decay=0.2,
         time_budget_s=args.base_budget_min * 60,
         freeze="frozen-text" if "minilm" in args.config else "full",
         device="cpu",
