@@ -5,9 +5,9 @@ captions. End-to-end times ``Retriever.search_text`` (query parse, encoding, sea
 hits with their records and paths); then the encoding and the search are timed apart, and the encoding
 with 1 vs the default number of intra-op threads and in fp32.
 
-Usage: .venv/bin/python scripts/bench_query_latency.py [--dataset flickr8k] [--queries 50]
+Usage: .venv/bin/python scripts/bench_query_latency.py [--dataset flickr8k] [--queries 50] [--precision bf16]
 (the dataset is prepared from ../shared/data/flickr8k when missing). Writes
-artifacts/results/bench_query_latency.json. The first run also embeds the test split (cached after).
+artifacts/results/bench_query_latency_<precision>.json. The first run also embeds the test split (cached after).
 """
 
 from __future__ import annotations
@@ -72,11 +72,14 @@ def main() -> None:
     parser.add_argument("--flickr8k", type=Path, default=REPO.parent / "shared" / "data" / "flickr8k")
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("-k", type=int, default=10)
+    parser.add_argument(
+        "--precision", default="fp32", choices=("fp32", "bf16"), help="inference precision (default fp32)"
+    )
     args = parser.parse_args()
 
     info = machine_info()
     data = dataset(args.dataset, args.flickr8k)
-    lm = load_model(MODEL, device="cpu")
+    lm = load_model(MODEL, device="cpu", precision=args.precision)
     start = time.perf_counter()
     retriever = Retriever.open(data, lm, split="test", index="exact")
     open_s = time.perf_counter() - start
@@ -97,9 +100,9 @@ def main() -> None:
     engine.QUERY_THREADS = default_threads
     encode_default_threads = time_each(lambda q: engine.encode_text_query(lm, q), queries)
     engine.QUERY_THREADS = 1
-    fp32 = load_model(MODEL, device="cpu", precision="fp32")
-    engine.encode_text_query(fp32, "warm up")
-    encode_fp32 = time_each(lambda q: engine.encode_text_query(fp32, q), queries)
+    other = load_model(MODEL, device="cpu", precision="bf16" if args.precision == "fp32" else "fp32")
+    engine.encode_text_query(other, "warm up")
+    encode_other = time_each(lambda q: engine.encode_text_query(other, q), queries)
 
     result = {
         "benchmark": "text query latency end to end (tokenize + encode + exact search + metadata)",
@@ -123,12 +126,12 @@ def main() -> None:
         "encode_ms_by_setting": {
             f"{lm.precision}_1_thread": percentiles(encode),
             f"{lm.precision}_{default_threads}_threads": percentiles(encode_default_threads),
-            "fp32_1_thread": percentiles(encode_fp32),
+            f"{other.precision}_1_thread": percentiles(encode_other),
         },
         "goal": {"p50_ms": 15},
         "machine": info,
     }
-    out = results_dir() / "bench_query_latency.json"
+    out = results_dir() / f"bench_query_latency_{lm.precision}.json"
     write_json(out, result)
     e2e = result["end_to_end_ms"]
     print(f"end to end p50 {e2e['p50']} ms, p95 {e2e['p95']} ms -> {out}")

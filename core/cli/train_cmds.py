@@ -12,7 +12,7 @@ from rich.table import Table
 
 from core.cli.console import RichReporter, add_command, console
 
-DEFAULT_CONFIG = "capsearch-compact-minilm"
+DEFAULT_CONFIG = "capsearch-compact-minilm128"
 DEMO_QUERY = "a large red circle on a white background"
 
 TRAIN_DESCRIPTION = """\
