@@ -46,6 +46,10 @@ def test_clip_loss_matches_open_clip_and_a_loop_reference_with_k_captions():
 
 def test_margin_loss_sanity():
     loss = MarginRankingLoss(margin=0.2)
+    g = torch.Generator().manual_seed(2)
+    image, slots = _unit(torch.randn(5, 8, generator=g)), _unit(torch.randn(5, 3, 8, generator=g))
+    mean_of_slots = sum(float(loss(image, slots[:, j])) for j in range(3)) / 3
+    assert loss(image, slots) == pytest.approx(mean_of_slots, rel=1e-6)  # k captions: the slots' mean
     emb = _unit(torch.eye(4))
     assert loss(emb, emb) == 0  # positives 1, negatives 0: every hinge is satisfied
     same = _unit(torch.ones(4, 4))

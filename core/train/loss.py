@@ -35,7 +35,8 @@ class ClipLoss(nn.Module):
 
 class MarginRankingLoss(nn.Module):
     """VSE++ hinge loss: for each pair, the hardest negative caption and the hardest negative image
-    must score ``margin`` below the positive (cosine similarities; the temperature is not used)."""
+    must score ``margin`` below the positive (cosine similarities; the temperature is not used). With
+    ``text`` of shape [b, k, d] the loss is averaged over the k caption slots."""
 
     def __init__(self, margin: float = 0.2) -> None:
         super().__init__()
@@ -44,6 +45,8 @@ class MarginRankingLoss(nn.Module):
     def forward(
         self, image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor | None = None
     ) -> torch.Tensor:
+        if text.ndim == 3:
+            return sum(self(image, text[:, j]) for j in range(text.shape[1])) / text.shape[1]
         scores = image @ text.t()
         positive = scores.diag().view(-1, 1)
         eye = torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)

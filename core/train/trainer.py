@@ -30,7 +30,7 @@ from core.evaluation.recall import mean_recall, recall_metrics
 from core.progress import Reporter, ensure
 from core.train.data import CaptionTable, augment, epoch_batches, image_size_of, normalize, preload_images
 from core.train.freeze import apply_freeze, set_train_mode
-from core.train.loss import ClipLoss, clamp_logit_scale, make_loss
+from core.train.loss import clamp_logit_scale, make_loss
 from core.train.schedule import lr_factor, progress_of
 from core.train.setup import StartModel
 from core.train.text import TextFeatures
@@ -54,7 +54,7 @@ class TrainConfig:
     loss: str = "clip"
     margin: float = 0.2
     freeze: str = "full"
-    captions_per_image: int = 1  # k > 1: each step uses k captions of every image (see Trainer.loss_of)
+    captions_per_image: int = 1  # k > 1: each step uses k captions of every image (see core.train.loss)
     precision: str = "auto"  # auto (bf16 on CPU, bf16/fp16 on GPU) | bf16 | fp16 | fp32
     crop_scale: float = 0.8  # smallest crop area of the random resized crop; 1.0 turns cropping off
     flip: bool = False
@@ -235,13 +235,6 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(enabled=self.dtype == torch.float16 and self.device.type == "cuda")
 
-    def loss_of(self, image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """The batch loss for images [b, d] and k captions of each [b, k, d]: the CLIP loss takes all k
-        at once (k positives per image); the margin loss is averaged over the k caption slots."""
-        if isinstance(self.loss_fn, ClipLoss):
-            return self.loss_fn(image, text, scale)
-        return sum(self.loss_fn(image, text[:, j], scale) for j in range(text.shape[1])) / text.shape[1]
-
     # -- state -----------------------------------------------------------------------------------
     def _save_last(self, state: dict[str, Any]) -> None:
         payload = {
@@ -414,7 +407,7 @@ class Trainer:
                             txt = F.normalize(train.text(cap_idx.reshape(-1)).float(), dim=-1)
                             txt = txt.view(len(img), -1, txt.shape[-1])
                             scale = self.model.logit_scale.float()
-                            loss = self.loss_of(img, txt, scale) / cfg.accum_steps
+                            loss = self.loss_fn(img, txt, scale) / cfg.accum_steps
                         self.scaler.scale(loss).backward()
                         loss_sum += float(loss.detach())
                         batch_index += 1
