@@ -31,6 +31,7 @@ VARIANTS = {  # name: (config, freezing policy)
     "scratch": ("capsearch-compact-scratch", "full"),
     "minilm": ("capsearch-compact-minilm", "frozen-text"),
     "minilm128": ("capsearch-compact-minilm128", "frozen-text"),
+    "minilm160": ("capsearch-compact-minilm160", "frozen-text"),
 }
 FLICKR8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k"
 

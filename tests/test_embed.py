@@ -19,7 +19,7 @@ from core.data.prepare import prepare_synthetic
 from core.data.records import PreparedDataset, load_dataset
 from core.embed import cache as cache_mod
 from core.embed.cache import split_embeddings
-from core.embed.engine import encode_images, encode_text_query, encode_texts, token_lengths
+from core.embed.engine import encode_images, encode_text_query, encode_texts, text_forward, token_lengths
 from core.errors import Cancelled, CapsearchError
 from core.models.checkpoint import build_model, make_preprocess, make_tokenizer
 from core.models.loading import LoadedModel, load_model
@@ -81,11 +81,12 @@ def _model_from_cfg(cfg: dict[str, Any], model_id: str) -> LoadedModel:
 
 
 def _text_model(name: str, tiny32: LoadedModel) -> LoadedModel:
-    """capsearch-tiny; ViT-B-32's text tower (beside a tiny image tower, to build fast); a CustomTextCLIP."""
+    """capsearch-tiny; ViT-B-32's text tower (beside a tiny image tower, to build fast); a CustomTextCLIP;
+    the compact models' Hugging Face (MiniLM, mean-pooled) text tower."""
     tiny_cfg = open_clip.get_model_config("capsearch-tiny")
-    if name == "ViT-B-32":
-        cfg = {**open_clip.get_model_config("ViT-B-32"), "vision_cfg": tiny_cfg["vision_cfg"]}
-        return _model_from_cfg(cfg, "vit-b-32-text@random")
+    if name in ("ViT-B-32", "capsearch-compact-minilm"):
+        cfg = {**open_clip.get_model_config(name), "vision_cfg": tiny_cfg["vision_cfg"]}
+        return _model_from_cfg(cfg, f"{name}-text@random")
     if name == "custom-text":
         return _model_from_cfg({**tiny_cfg, "custom_text": True}, "custom@random")
     return tiny32
@@ -98,9 +99,10 @@ def test_token_lengths_end_at_the_eot_token(tiny32: LoadedModel) -> None:
     assert (lengths == eot + 1).all() and lengths[4] == 77 and lengths[0] == 4
 
 
-@pytest.mark.parametrize("name", ["capsearch-tiny", "ViT-B-32", "custom-text"])
+@pytest.mark.parametrize("name", ["capsearch-tiny", "ViT-B-32", "custom-text", "capsearch-compact-minilm"])
 def test_length_bucketed_text_equals_encode_text(name: str, tiny32: LoadedModel) -> None:
     lm = _text_model(name, tiny32)
+    assert text_forward(lm)[1] is not None  # every one of these towers runs on cut tokens
     reference = _reference_text(lm, CAPTIONS)
     got = encode_texts(lm, CAPTIONS, batch_size=2)  # several buckets of different lengths
     assert got.dtype == np.float32 and got.shape == reference.shape

@@ -7,11 +7,13 @@ fails to decode gives a zero row and is listed, never an exception.
 
 Texts: all captions are tokenized, sorted by token length and batched; each batch runs the text
 transformer only up to its longest caption. For CLIP's causal text tower this is exact (position i attends
-only to positions <= i, and the pooled EOT token lies inside the kept prefix); towers where it would not be
-(HF encoders, bidirectional or CLS-pooled towers) run at full context.
+only to positions <= i, and the pooled EOT token lies inside the kept prefix); for a Hugging Face text tower
+with mean or CLS pooling too (padding is masked out of attention and pooling alike); other towers run at
+full context.
 
 The towers run in ``lm.precision`` (see :mod:`core.models.device`): for bf16/fp16 a cast copy of the
-model is kept (refreshed when the fp32 weights change), so ``lm.model`` itself stays fp32.
+model is kept (refreshed when the fp32 weights change), so ``lm.model`` itself stays fp32. A bf16 copy on
+the CPU also has its linear layers prepacked for oneDNN (:mod:`core.embed.packed`).
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.hf_model import ClsPooler, HFTextEncoder, MeanPooler
 from open_clip.transformer import TextTransformer, text_global_pool
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from core.data.images import load_rgb
+from core.embed.packed import pack_for_cpu, packing_available
 from core.errors import CapsearchError
 from core.models.loading import LoadedModel
 from core.progress import Reporter, ensure
@@ -46,6 +50,8 @@ _INFERENCE_COPIES: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], n
 )
 _PREFETCH_DEPTH = 2
 QUERY_THREADS = 1
+# Prepack the linear layers of a bf16 CPU copy (see core.embed.packed); a benchmark turns it off to compare.
+PACK_CPU_BF16 = True
 
 
 # -- the model in its inference precision -------------------------------------------------------------------
@@ -54,13 +60,16 @@ def _weights_key(model: nn.Module, dtype: torch.dtype) -> tuple[Any, ...]:
 
 
 def inference_model(lm: LoadedModel) -> nn.Module:
-    """``lm.model`` in ``lm.dtype``, in eval mode: the model itself for fp32, else a cached cast copy."""
+    """``lm.model`` in ``lm.dtype``, in eval mode: the model itself for fp32, else a cached cast copy (on
+    the CPU in bf16, with prepacked linear layers)."""
     if lm.dtype == torch.float32:
         return lm.model
     key = _weights_key(lm.model, lm.dtype)
     cached = _INFERENCE_COPIES.get(lm.model)
     if cached is None or cached[0] != key:
         cast = copy.deepcopy(lm.model).to(lm.dtype).eval()
+        if PACK_CPU_BF16 and lm.device.type == "cpu" and lm.dtype == torch.bfloat16 and packing_available():
+            cast = pack_for_cpu(cast)
         _INFERENCE_COPIES[lm.model] = (key, cast)
         return cast
     return cached[1]
@@ -107,17 +116,28 @@ def causal_text_encoder(model: nn.Module) -> _CausalText | None:
     return _CausalText(tower, pool, eos)
 
 
-def token_lengths(tokens: torch.Tensor) -> np.ndarray:
-    """Per row, one past the last non-padding (non-zero) token: the prefix a causal tower needs."""
+def token_lengths(tokens: torch.Tensor, pad_id: int = 0) -> np.ndarray:
+    """Per row, one past the last non-padding token: the prefix a causal or padding-masked tower needs."""
     positions = torch.arange(1, tokens.shape[1] + 1).expand_as(tokens)
-    return (positions * (tokens != 0)).amax(dim=1).clamp(min=1).numpy()
+    return (positions * (tokens != pad_id)).amax(dim=1).clamp(min=1).numpy()
 
 
-def _text_forward(lm: LoadedModel) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
-    """The text encoder to call and whether it accepts truncated tokens."""
+def _masked_hf_text(model: nn.Module) -> HFTextEncoder | None:
+    """A Hugging Face text tower whose output ignores trailing padding (mean or CLS pooling), else None."""
+    text = getattr(model, "text", None)
+    if isinstance(text, HFTextEncoder) and isinstance(text.pooler, (MeanPooler, ClsPooler)):
+        return text
+    return None
+
+
+def text_forward(lm: LoadedModel) -> tuple[Callable[[torch.Tensor], torch.Tensor], int | None]:
+    """The text encoder to call and the padding id after which tokens may be cut (None: never cut)."""
     model = inference_model(lm)
     causal = causal_text_encoder(model)
-    return (causal, True) if causal is not None else (model.encode_text, False)
+    if causal is not None:
+        return causal, 0
+    hf = _masked_hf_text(model)
+    return model.encode_text, None if hf is None else hf.config.pad_token_id
 
 
 def _normalized(features: torch.Tensor) -> np.ndarray:
@@ -133,8 +153,8 @@ def encode_texts(
     if not texts:
         return out
     tokens = lm.tokenizer(list(texts))
-    forward, truncatable = _text_forward(lm)
-    lengths = token_lengths(tokens) if truncatable else np.full(len(texts), tokens.shape[1])
+    forward, pad_id = text_forward(lm)
+    lengths = token_lengths(tokens, pad_id) if pad_id is not None else np.full(len(texts), tokens.shape[1])
     order = np.argsort(lengths, kind="stable")
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
@@ -170,9 +190,9 @@ def encode_text_query(lm: LoadedModel, text: str) -> np.ndarray:
     if not text.strip():
         raise CapsearchError("the text query is empty", hint='type a description, e.g. "a dog in the snow"')
     tokens = lm.tokenizer([text])
-    forward, truncatable = _text_forward(lm)
-    if truncatable:
-        tokens = tokens[:, : int(token_lengths(tokens)[0])]
+    forward, pad_id = text_forward(lm)
+    if pad_id is not None:
+        tokens = tokens[:, : int(token_lengths(tokens, pad_id)[0])]
     threads = QUERY_THREADS if lm.device.type == "cpu" else torch.get_num_threads()
     with torch.inference_mode(), _intra_op_threads(threads):
         return _normalized(forward(tokens.to(lm.device)))[0]

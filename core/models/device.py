@@ -2,7 +2,7 @@
 
 Device: ``auto`` picks CUDA, then Apple MPS, then the CPU; ``$CAPSEARCH_DEVICE`` or an explicit argument
 overrides it. Precision: ``auto`` runs inference in bf16 on CUDA GPUs that support it (fp16 on others and
-on MPS) and in bf16 on CPUs with native bf16 instructions (AVX512-BF16 / AMX), else fp32; ``fp32`` is exact.
+on MPS) and in exact fp32 on the CPU; ``bf16`` on the CPU is opt-in (fast on CPUs with AVX512-BF16 / AMX).
 Measured side by side on such a CPU (2-core AMD EPYC, torch 2.14, ViT-B-32; see
 artifacts/results/bench_embedding.json): a bf16 *copy* of the model encoded images ~2.1x and captions ~2x
 faster than fp32, cosine >= 0.9999 to the fp32 embeddings, 97% identical text->image top-1; bf16
