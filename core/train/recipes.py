@@ -18,6 +18,7 @@ import torch
 
 from core.atomic import write_json
 from core.data.records import load_dataset
+from core.models.checkpoint import hf_text_tower
 from core.paths import models_dir, reports_dir, results_dir, safe_name
 from core.progress import Reporter, ensure
 from core.train import wise_ft
@@ -54,8 +55,7 @@ def recommended_config(**overrides: Any) -> TrainConfig:
 def resolve_freeze(policy: str, model: torch.nn.Module) -> str:
     if policy != "auto":
         return policy
-    text = getattr(model, "text", None)
-    return "frozen-text" if text is not None and hasattr(text, "pooler") else "full"
+    return "frozen-text" if hf_text_tower(model) is not None else "full"
 
 
 def finetune(

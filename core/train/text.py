@@ -14,17 +14,15 @@ import torch
 from torch import nn
 
 from core.atomic import save_npy, write_text
+from core.models.checkpoint import hf_text_tower
 from core.progress import Reporter, ensure
 from core.train.data import cache_dir, tokenize_all
 
 
 def has_frozen_hf_trunk(model: nn.Module) -> bool:
     """True when the model has a Hugging Face text tower whose trunk has no trainable parameter."""
-    text = getattr(model, "text", None)
-    trunk = getattr(text, "transformer", None)
-    return (
-        trunk is not None and hasattr(text, "pooler") and not any(p.requires_grad for p in trunk.parameters())
-    )
+    text = hf_text_tower(model)
+    return text is not None and not any(p.requires_grad for p in text.transformer.parameters())
 
 
 def _trunk_digest(model: nn.Module) -> str:
