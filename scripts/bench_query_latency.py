@@ -9,11 +9,17 @@ intra-op threads, in the other precision, and (bf16) without prepacked linear la
 Usage: .venv/bin/python scripts/bench_query_latency.py [--dataset flickr8k] [--queries 50] [--precision bf16]
 (the dataset is prepared from ../shared/data/flickr8k when missing). Writes
 artifacts/results/bench_query_latency_<precision>.json. The first run also embeds the test split (cached after).
+This shared VM's speed swings with its neighbours' load (the same code measured 13 and 24 ms p50 half an
+hour apart), so the file also keeps a line per run (``runs``, with the code's commit) and the median over
+the runs of the current commit.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -56,6 +62,51 @@ def time_each(fn: Callable[[str], Any], queries: list[str]) -> list[float]:
         fn(q)
         out.append(1000 * (time.perf_counter() - start))
     return out
+
+
+def commit() -> str:
+    """The checked-out commit, ``-dirty`` when the code (not the artifacts) has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "core", "scripts"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return "unknown"
+    return (
+        head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        if head.returncode == 0
+        else "unknown"
+    )
+
+
+def with_run_history(out: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` plus the earlier runs kept in ``out`` and the median p50 over this commit's runs."""
+    try:
+        runs = json.loads(out.read_text()).get("runs", [])
+    except (OSError, ValueError):
+        runs = []
+    e2e = result["end_to_end_ms"]
+    runs.append({
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "commit": result["commit"],
+        "end_to_end_p50_ms": e2e["p50"],
+        "end_to_end_p95_ms": e2e["p95"],
+        "encode_p50_ms": {name: v["p50"] for name, v in result["encode_ms_by_setting"].items()},
+        "load_average": result["machine"]["load_average"],
+    })  # fmt: skip
+    same = [r["end_to_end_p50_ms"] for r in runs if r["commit"] == result["commit"]]
+    return {
+        **result,
+        "runs": runs,
+        "this_commit": {"runs": len(same), "end_to_end_p50_ms_median": round(statistics.median(same), 3),
+                        "end_to_end_p50_ms_min": min(same), "end_to_end_p50_ms_max": max(same)},
+    }  # fmt: skip
 
 
 def dataset(name: str, source: Path) -> PreparedDataset:
@@ -123,6 +174,7 @@ def main() -> None:
         "benchmark": "text query latency end to end (tokenize + encode + exact search + metadata)",
         "model": f"{MODEL} (random init)",
         "model_id": lm.model_id,
+        "commit": commit(),
         "precision": lm.precision,
         "device": "cpu",
         "timed_through": "core.search.retriever.Retriever.search_text",
@@ -144,9 +196,13 @@ def main() -> None:
         "machine": info,
     }
     out = results_dir() / f"bench_query_latency_{lm.precision}.json"
+    result = with_run_history(out, result)
     write_json(out, result)
-    e2e = result["end_to_end_ms"]
-    print(f"end to end p50 {e2e['p50']} ms, p95 {e2e['p95']} ms -> {out}")
+    e2e, same = result["end_to_end_ms"], result["this_commit"]
+    print(
+        f"end to end p50 {e2e['p50']} ms, p95 {e2e['p95']} ms; median p50 over this commit's "
+        f"{same['runs']} runs {same['end_to_end_p50_ms_median']} ms -> {out}"
+    )
 
 
 if __name__ == "__main__":

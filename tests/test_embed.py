@@ -219,9 +219,16 @@ def test_stale_cache_is_detected_and_rebuilt(
     reporter = Recorder()
     assert not _fresh(tiny32, dataset, reporter).reused and any("stale" in s for s in reporter.logs)
 
-    reporter = Recorder()  # same model id, other precision: the same folder, made differently
+    reporter = Recorder()  # same model id, other precision: a cache of its own, and the fp32 one stays
     other = _fresh(load_model("capsearch-tiny", device="cpu", precision="bf16"), dataset, reporter)
-    assert not other.reused and any("made by" in line for line in reporter.logs)
+    assert not other.reused and other.cache_dir == first.cache_dir.with_name("train.bf16")
+    assert _fresh(tiny32, dataset).reused
+
+    manifest_path = first.cache_dir / "manifest.json"  # a cache another model left in this folder
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "model_id": "someone-else@random"}))
+    reporter = Recorder()
+    assert not _fresh(tiny32, dataset, reporter).reused and any("made by" in s for s in reporter.logs)
 
 
 def test_interrupted_run_resumes_from_completed_chunks(

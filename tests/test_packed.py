@@ -7,9 +7,10 @@ import copy
 import open_clip
 import pytest
 import torch
+from open_clip.transformer import QuickGELU, ResidualAttentionBlock
 from torch import nn
 
-from core.embed.packed import PackedLinear, PackedSelfAttention, pack_for_cpu, packing_available
+from core.embed.packed import PackedBlock, PackedLinear, pack_for_cpu, packing_available
 from core.models.checkpoint import build_model, make_tokenizer
 
 pytestmark = pytest.mark.skipif(
@@ -28,7 +29,7 @@ def _bf16_pair(cfg: dict) -> tuple[nn.Module, nn.Module]:
 
 
 def _packed_count(model: nn.Module) -> int:
-    return sum(isinstance(m, (PackedLinear, PackedSelfAttention)) for m in model.modules())
+    return sum(isinstance(m, (PackedLinear, PackedBlock)) for m in model.modules())
 
 
 @pytest.mark.parametrize("name", ["capsearch-tiny", "capsearch-compact-minilm128"])
@@ -48,21 +49,42 @@ def test_packed_model_matches_the_plain_bf16_model(name: str) -> None:
             assert torch.nn.functional.cosine_similarity(a.float(), b.float()).min() > 0.999
 
 
-@pytest.mark.parametrize("bool_mask", [False, True])
-def test_packed_self_attention_equals_multihead_attention(bool_mask: bool) -> None:
+@pytest.mark.parametrize("act", [nn.GELU, QuickGELU, lambda: nn.GELU(approximate="tanh")])
+@pytest.mark.parametrize("causal", [False, True])
+def test_packed_block_equals_the_open_clip_block(act: type[nn.Module], causal: bool) -> None:
     torch.manual_seed(0)
-    mha = nn.MultiheadAttention(32, 4, batch_first=True).eval()
+    block = ResidualAttentionBlock(32, 4, act_layer=act).eval()
+    for p in block.parameters():  # LayerNorm starts at identity; make every weight count
+        p.data.normal_(0, 0.2)
+    assert PackedBlock.supports(block)
     x = torch.randn(2, 6, 32)
-    blocked = torch.triu(torch.ones(6, 6, dtype=torch.bool), diagonal=1)
-    mask = blocked if bool_mask else torch.zeros(6, 6).masked_fill(blocked, float("-inf"))
+    mask = torch.zeros(6, 6).masked_fill(torch.ones(6, 6).triu(1).bool(), float("-inf")) if causal else None
     with torch.inference_mode():
-        want = mha(x, x, x, need_weights=False, attn_mask=mask)[0]
-        got = PackedSelfAttention(mha)(x, x, x, need_weights=False, attn_mask=mask)[0]
+        want = block(x, attn_mask=mask)
+        got = PackedBlock(block)(x, attn_mask=mask)
     assert torch.allclose(want, got, atol=1e-5)
 
 
-def test_packed_attention_refuses_cross_attention() -> None:
-    attn = PackedSelfAttention(nn.MultiheadAttention(8, 2, batch_first=True))
+def test_blocks_packed_block_cannot_stand_in_for_keep_their_attention() -> None:
+    model = nn.Sequential(ResidualAttentionBlock(16, 2, ls_init_value=0.1), ResidualAttentionBlock(16, 2))
+    pack_for_cpu(model)
+    assert isinstance(model[0], ResidualAttentionBlock) and isinstance(model[0].mlp.c_fc, PackedLinear)
+    assert isinstance(model[0].attn, nn.MultiheadAttention)
+    assert isinstance(model[1], PackedBlock)
+
+
+def test_packed_block_refuses_cross_attention() -> None:
+    block = PackedBlock(ResidualAttentionBlock(8, 2))
     x, y = torch.randn(1, 3, 8), torch.randn(1, 3, 8)
     with pytest.raises(ValueError, match="self-attention"):
-        attn(x, y, y)
+        block(x, y, y)
+
+
+def test_a_packed_linear_fuses_an_activation_or_a_residual_not_both() -> None:
+    linear = nn.Linear(8, 8)
+    layer = PackedLinear.of(linear, gelu="none")
+    x = torch.randn(2, 8)
+    with torch.inference_mode():
+        assert torch.allclose(layer(x), nn.functional.gelu(linear(x)), atol=1e-5)
+    with pytest.raises(ValueError, match="not both"):
+        layer(x, residual=x)

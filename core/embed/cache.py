@@ -1,4 +1,5 @@
-"""The embeddings of a dataset split, cached under ``embeddings/<model-id>/<dataset>/<split>/``.
+"""The embeddings of a dataset split, cached under ``embeddings/<model-id>/<dataset>/<split>/``
+(``<split>.bf16/`` and so on for inference precisions other than fp32, so that each keeps its own cache).
 
 Layout: ``manifest.json`` (model id, precision, dims, counts, ordered image ids, checksum of the inputs,
 failed images), ``image_emb.npy`` ``[n_images, d]`` and ``caption_emb.npy`` ``[n_captions, d]``
@@ -52,8 +53,9 @@ class SplitEmbeddings:
     encode_seconds: float = 0.0
 
 
-def cache_dir(model_id: str, dataset: str, split: str) -> Path:
-    return embeddings_dir() / safe_name(model_id) / safe_name(dataset) / split
+def cache_dir(model_id: str, dataset: str, split: str, precision: str = "fp32") -> Path:
+    leaf = split if precision == "fp32" else f"{split}.{precision}"
+    return embeddings_dir() / safe_name(model_id) / safe_name(dataset) / leaf
 
 
 def _flatten_captions(records: list[ImageRecord]) -> tuple[list[str], np.ndarray]:
@@ -175,7 +177,7 @@ def split_embeddings(
     reporter = ensure(reporter)
     records = dataset.split(split)
     captions, caption_image = _flatten_captions(records)
-    folder = cache_dir(lm.model_id, dataset.name, split)
+    folder = cache_dir(lm.model_id, dataset.name, split, lm.precision)
     checksum = input_checksum(lm, dataset, records)
     result = SplitEmbeddings(
         records=records,
