@@ -40,6 +40,12 @@ def reports_dir() -> Path:
     return artifacts_root() / "reports"
 
 
+def split_folder(split: str, precision: str = "fp32") -> str:
+    """The folder of a split's embeddings or indexes: ``test`` in fp32, ``test.bf16`` in bf16, and so on,
+    so that each inference precision keeps its own caches."""
+    return split if precision == "fp32" else f"{split}.{precision}"
+
+
 def safe_name(text: str) -> str:
     """A file-system-safe rendering of a model id or dataset name (``ViT-B-32@openai`` -> ``ViT-B-32_openai``)."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("._") or "_"

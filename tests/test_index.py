@@ -124,3 +124,13 @@ def test_cache_reuses_and_rebuilds(artifacts: Path) -> None:
         x, _ids(200), "m@random", "ds", "test", "images", IndexSpec("hnsw", ef_search=77)
     )
     assert reused and hnsw.index.hnsw.efSearch == 77
+
+
+def test_each_precision_keeps_its_own_index(artifacts: Path) -> None:
+    x = _clustered(200)
+    bf16 = x + np.float32(1e-3) * _clustered(200, seed=5)  # what bf16 encoding does to the same gallery
+    args = ("m@random", "ds", "test", "images", "exact")
+    assert not cached_index(x, _ids(200), *args)[1]
+    assert not cached_index(bf16, _ids(200), *args, precision="bf16")[1]
+    assert cached_index(x, _ids(200), *args)[1], "the bf16 index must not replace the fp32 one"
+    assert index_dir(*args[:4], IndexSpec("exact"), "bf16").parent.name == "test.bf16"

@@ -135,10 +135,10 @@ def _index(args: argparse.Namespace) -> int:
             sides.append(("captions", emb.caption_emb, caption_ids(emb.records, emb.caption_image)))
         for side, vectors, ids in sides:
             index, reused = cached_index(
-                vectors, ids, lm.model_id, data.name, args.split, side, spec, reporter
+                vectors, ids, lm.model_id, data.name, args.split, side, spec, reporter, lm.precision
             )
             params = ", ".join(f"{k}={v}" for k, v in index.spec.params().items()) or "-"
-            folder = index_dir(lm.model_id, data.name, args.split, side, index.spec)
+            folder = index_dir(lm.model_id, data.name, args.split, side, index.spec, lm.precision)
             table.add_row(
                 side,
                 index.kind,

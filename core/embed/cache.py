@@ -1,5 +1,5 @@
 """The embeddings of a dataset split, cached under ``embeddings/<model-id>/<dataset>/<split>/``
-(``<split>.bf16/`` and so on for inference precisions other than fp32, so that each keeps its own cache).
+(``<split>.bf16/`` in bf16: see :func:`core.paths.split_folder`).
 
 Layout: ``manifest.json`` (model id, precision, dims, counts, ordered image ids, checksum of the inputs,
 failed images), ``image_emb.npy`` ``[n_images, d]`` and ``caption_emb.npy`` ``[n_captions, d]``
@@ -27,7 +27,7 @@ from core.atomic import atomic_path, save_npy, write_json
 from core.data.records import ImageRecord, PreparedDataset
 from core.embed.engine import encode_texts, iter_image_batches
 from core.models.loading import LoadedModel
-from core.paths import embeddings_dir, safe_name
+from core.paths import embeddings_dir, safe_name, split_folder
 from core.progress import Reporter, ensure
 
 FORMAT = 1
@@ -54,8 +54,7 @@ class SplitEmbeddings:
 
 
 def cache_dir(model_id: str, dataset: str, split: str, precision: str = "fp32") -> Path:
-    leaf = split if precision == "fp32" else f"{split}.{precision}"
-    return embeddings_dir() / safe_name(model_id) / safe_name(dataset) / leaf
+    return embeddings_dir() / safe_name(model_id) / safe_name(dataset) / split_folder(split, precision)
 
 
 def _flatten_captions(records: list[ImageRecord]) -> tuple[list[str], np.ndarray]:

@@ -115,8 +115,9 @@ class _Evaluation:
         ):
             start = time.perf_counter()
             index, reused = cached_index(
-                vectors, ids, self.lm.model_id, self.data.name, self.split, side, spec, reporter=self.reporter
-            )
+                vectors, ids, self.lm.model_id, self.data.name, self.split, side, spec,
+                reporter=self.reporter, precision=self.lm.precision,
+            )  # fmt: skip
             out[side] = index
             info[side] = {
                 "kind": index.kind,

@@ -1,6 +1,7 @@
 """The index cache: one folder per (model, dataset, split, side, index kind and build parameters).
 
-Layout: ``indexes_dir()/<model-id>/<dataset>/<split>/<images|captions>-<label>/`` where the label is
+Layout: ``indexes_dir()/<model-id>/<dataset>/<split>/<images|captions>-<label>/`` (``<split>.bf16`` in bf16,
+as :func:`core.paths.split_folder` names it) where the label is
 ``exact`` or ``hnsw-m<M>-efc<efConstruction>`` (efSearch is set at load time, so it does not key the cache).
 A cached index is reused only when its model id, vector count and source-vector checksum all match the
 current embeddings; otherwise it is rebuilt and replaced.
@@ -15,17 +16,20 @@ import numpy as np
 
 from core.errors import IndexMismatchError
 from core.index.vector_index import IndexSpec, VectorIndex, vectors_digest
-from core.paths import indexes_dir, safe_name
+from core.paths import indexes_dir, safe_name, split_folder
 from core.progress import Reporter, ensure
 
 Side = Literal["images", "captions"]
 
 
-def index_dir(model_id: str, dataset: str, split: str, side: Side, spec: IndexSpec) -> Path:
+def index_dir(
+    model_id: str, dataset: str, split: str, side: Side, spec: IndexSpec, precision: str = "fp32"
+) -> Path:
     """The cache folder of a resolved (non-``auto``) spec."""
     if spec.kind == "auto":
         raise ValueError("resolve an auto spec before asking for its folder")
-    return indexes_dir() / safe_name(model_id) / safe_name(dataset) / split / f"{side}-{spec.label()}"
+    leaf = split_folder(split, precision)
+    return indexes_dir() / safe_name(model_id) / safe_name(dataset) / leaf / f"{side}-{spec.label()}"
 
 
 def cached_index(
@@ -37,11 +41,12 @@ def cached_index(
     side: Side,
     spec: IndexSpec | str = "auto",
     reporter: Reporter | None = None,
+    precision: str = "fp32",
 ) -> tuple[VectorIndex, bool]:
     """The index of ``vectors`` from the cache when valid, else built and saved; returns (index, reused)."""
     reporter = ensure(reporter)
     spec = IndexSpec.parse(spec).resolve(len(vectors))
-    folder = index_dir(model_id, dataset, split, side, spec)
+    folder = index_dir(model_id, dataset, split, side, spec, precision)
     if (folder / "index.json").is_file():
         try:
             index = VectorIndex.load(folder, expected_model_id=model_id, expected_count=len(vectors))

@@ -96,12 +96,14 @@ class Retriever:
         spec = IndexSpec.parse(index)
         keys = (lm.model_id, data.name, split)
         image_index, _ = cached_index(
-            emb.image_emb, [r.id for r in emb.records], *keys, "images", spec, reporter=reporter
+            emb.image_emb, [r.id for r in emb.records], *keys, "images", spec, reporter, lm.precision
         )
         caption_index = None
         if len(emb.captions):
             ids = caption_ids(emb.records, emb.caption_image)
-            caption_index, _ = cached_index(emb.caption_emb, ids, *keys, "captions", spec, reporter=reporter)
+            caption_index, _ = cached_index(
+                emb.caption_emb, ids, *keys, "captions", spec, reporter, lm.precision
+            )
         return cls(lm, data, split, emb, image_index, caption_index)
 
     # -- properties -----------------------------------------------------------------------------------
