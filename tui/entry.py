@@ -36,6 +36,8 @@ Image previews use the best protocol the terminal supports (Kitty, Sixel), color
 (e.g. tmux); --preview (or CAPSEARCH_PREVIEW) forces one where a terminal misreports its support.
 """
 
+# "auto" and the keys of tui.widgets.image_preview.PREVIEW_MODES, spelled out so that parsing arguments
+# imports no textual-image (tests/tui/test_tui_entry.py keeps the two in step).
 PREVIEW_CHOICES = ("auto", "kitty", "sixel", "halfcell", "unicode")
 
 

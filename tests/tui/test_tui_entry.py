@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tui.entry import main
+from tui.entry import PREVIEW_CHOICES, main
 
 
 def test_importing_the_app_loads_no_heavy_core_module() -> None:
@@ -19,6 +19,12 @@ def test_importing_the_app_loads_no_heavy_core_module() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_preview_option_offers_every_preview_mode() -> None:
+    from tui.widgets.image_preview import PREVIEW_MODES
+
+    assert ("auto", *PREVIEW_MODES) == PREVIEW_CHOICES
 
 
 @pytest.mark.parametrize(
