@@ -65,24 +65,19 @@ def time_each(fn: Callable[[str], Any], queries: list[str]) -> list[float]:
 
 
 def commit() -> str:
-    """The checked-out commit, ``-dirty`` when the code (not the artifacts) has uncommitted changes."""
+    """The checked-out commit, with ``-dirty`` when core/ or scripts/ have uncommitted changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "core", "scripts"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
+        head, dirty = (
+            git("rev-parse", "--short", "HEAD"),
+            git("status", "--porcelain", "--", "core", "scripts"),
         )
     except OSError:
         return "unknown"
-    return (
-        head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-        if head.returncode == 0
-        else "unknown"
-    )
+    return (head or "unknown") + ("-dirty" if dirty else "")
 
 
 def with_run_history(out: Path, result: dict[str, Any]) -> dict[str, Any]:
