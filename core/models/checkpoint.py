@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import pickle
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +24,7 @@ from torch import nn
 
 from core.atomic import atomic_path, file_sha256, write_json
 from core.errors import ModelError, WeightsUnavailableError
+from core.safe_load import UnreadableArtifactError, first_line, load_torch_file
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
@@ -148,16 +148,17 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"weights file {path} does not exist",
             hint="check the path, or omit --pretrained for random init",
         )
-    try:
-        if path.suffix == ".safetensors":
+    hint = "give a .safetensors file or a torch state dict saved with torch.save(model.state_dict(), ...)"
+    if path.suffix == ".safetensors":
+        try:
             state: Any = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ModelError(
-            f"cannot read weights from {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
-            hint="give a .safetensors file or a torch state dict saved with torch.save(model.state_dict(), ...)",
-        ) from exc
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelError(f"cannot read weights from {path} ({first_line(exc)})", hint=hint) from exc
+    else:
+        try:
+            state = load_torch_file(path, hint=hint)
+        except UnreadableArtifactError as exc:
+            raise ModelError(f"cannot read weights: {exc.message}", hint=hint) from exc
     if isinstance(state, dict):
         for key in ("state_dict", "model", "module"):
             if isinstance(state.get(key), dict):

@@ -59,7 +59,7 @@ def preload_images(
     path = cache_dir() / "images" / key
     records = dataset.split(split)
     if path.is_file():
-        arr = np.load(path)
+        arr = np.load(path, allow_pickle=False)
         if arr.shape[0] == len(records):
             return torch.from_numpy(arr)
     if not records:

@@ -76,7 +76,7 @@ def cached_pooled(
     stored = np.zeros((0, model.text.config.hidden_size), dtype=np.float32)
     if names.is_file() and feats.is_file():
         listed = json.loads(names.read_text(encoding="utf-8"))
-        stored = np.load(feats)
+        stored = np.load(feats, allow_pickle=False)
         if len(listed) == len(stored):
             known = {c: i for i, c in enumerate(listed)}
         else:

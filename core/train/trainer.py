@@ -28,6 +28,7 @@ from core.data.records import PreparedDataset
 from core.errors import Cancelled, CapsearchError
 from core.evaluation.recall import mean_recall, recall_metrics
 from core.progress import Reporter, ensure
+from core.safe_load import load_torch_file
 from core.train.data import CaptionTable, augment, epoch_batches, image_size_of, normalize, preload_images
 from core.train.freeze import apply_freeze, set_train_mode
 from core.train.loss import clamp_logit_scale, make_loss
@@ -252,7 +253,7 @@ class Trainer:
         path = self.out_dir / LAST_STATE
         if not path.is_file():
             return None
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = load_torch_file(path, hint="pass --restart to start this run over (the file is replaced)")
         saved = {
             k: v
             for k, v in payload["config"].items()
