@@ -12,11 +12,11 @@ from pathlib import Path
 
 from core.data.records import PreparedDataset, load_dataset
 from core.errors import DatasetError
+from core.models.catalogue import DEMO_MODEL
 from core.paths import models_dir, results_dir
 from core.progress import Reporter, ensure
 
 DEMO_DATASET = "synthetic"
-DEMO_MODEL = "demo-synthetic"
 DEMO_CONFIG = "capsearch-compact-demo"
 DEMO_SCENES = 1000
 

@@ -35,10 +35,11 @@ from textual import events  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
 from core.cli.console import RichReporter  # noqa: E402
+from core.models.catalogue import newest_trained_on  # noqa: E402
 from core.paths import models_dir, results_dir, safe_name  # noqa: E402
 from tui.app import CapsearchApp  # noqa: E402
 from tui.screens.search import DEBOUNCE_S, TOP_K, SearchScreen  # noqa: E402
-from tui.session import Source, open_retriever, trained_model_for  # noqa: E402
+from tui.session import Source, open_retriever  # noqa: E402
 from tui.widgets.results_list import ResultsList  # noqa: E402
 
 TARGET_P50_MS = 100.0
@@ -51,9 +52,9 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 def default_model(dataset: str) -> tuple[str, str | None]:
     """The newest model trained on ``dataset`` (as the app picks it), else capsearch-tiny with a note."""
-    model = trained_model_for(dataset)
+    model = newest_trained_on(dataset)
     if model is not None:
-        return model, None
+        return str(model), None
     return (
         "capsearch-tiny",
         f"no model trained on {dataset!r} under {models_dir()}; measured with capsearch-tiny",

@@ -7,12 +7,10 @@ heavy core modules (torch, open_clip, faiss) are imported here, lazily.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import core
+from core.models.catalogue import builtin_configs, default_model, demo_model_dir, list_checkpoints
 from core.progress import Reporter
 
 if TYPE_CHECKING:
@@ -34,35 +32,22 @@ class Source:
         return f"{self.dataset or 'the demo dataset'} / {self.split} with {model}"
 
 
-def trained_model_for(dataset: str) -> str | None:
-    """The newest checkpoint under the artifacts' models directory trained on ``dataset`` (by name)."""
-    from core.paths import models_dir
-
-    found = []
-    for meta in models_dir().glob("*/model.json"):
-        try:
-            if json.loads(meta.read_text(encoding="utf-8")).get("dataset") == dataset:
-                found.append(meta)
-        except (OSError, ValueError):
-            continue
-    return str(max(found, key=lambda p: p.stat().st_mtime).parent) if found else None
-
-
 def resolve(source: Source, reporter: Reporter) -> tuple[str, str]:
-    """The dataset and model to open. Without a model: the newest one trained on the dataset, else the
-    demo model; without a dataset: the demo's (both prepared and trained on first use)."""
-    if source.dataset is not None and source.model is not None:
-        return source.dataset, source.model
+    """The dataset and model to open. Without a model: :func:`core.models.catalogue.default_model` of the
+    dataset (the newest model trained on it, else the demo model); without a dataset: the demo's. The
+    demo dataset and model are prepared and trained on first use."""
     if source.dataset is not None:
+        if source.model is not None:
+            return source.dataset, source.model
         from core.data.records import load_dataset
 
-        model = trained_model_for(load_dataset(source.dataset).name)
-        if model is not None:
-            return source.dataset, model
+        model = default_model(load_dataset(source.dataset).name)
+        if model != demo_model_dir():
+            return source.dataset, str(model)
     from core.demo import ensure_demo
 
     dataset, model_dir = ensure_demo(reporter)
-    return source.dataset or str(dataset.dir), source.model or str(model_dir)
+    return source.dataset or str(dataset.dir), source.model or model_dir
 
 
 def open_retriever(source: Source, reporter: Reporter) -> Retriever:
@@ -83,20 +68,10 @@ def open_retriever(source: Source, reporter: Reporter) -> Retriever:
 def model_choices() -> list[tuple[str, str]]:
     """``(label, value)`` for every model the app can open: trained checkpoints and built-in configs.
 
-    Read from the file system only (no torch import): checkpoint folders under the artifacts' models
-    directory and the capsearch open_clip configs shipped with the core.
+    Read from :mod:`core.models.catalogue` (the file system only, no torch import).
     """
-    from core.paths import models_dir
-
-    choices: list[tuple[str, str]] = []
-    root = models_dir()
-    if root.is_dir():
-        for folder in sorted(root.iterdir()):
-            if (folder / "model.json").is_file():
-                choices.append((f"{folder.name} (trained)", str(folder)))
-    configs = Path(core.__file__).parent / "models" / "configs"
-    for config in sorted(configs.glob("*.json")):
-        choices.append((f"{config.stem} (untrained)", config.stem))
+    choices = [(f"{folder.name} (trained)", str(folder)) for folder in list_checkpoints()]
+    choices += [(f"{name} (untrained)", name) for name in builtin_configs()]
     choices.append(("ViT-B-32 (open_clip; weights: openai)", "ViT-B-32"))
     return choices
 

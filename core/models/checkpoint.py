@@ -2,6 +2,7 @@
 
 A checkpoint dir holds ``model.safetensors`` (the state dict) and ``model.json``
 (``{"model_cfg": <open_clip model config>, "model_id": "<dir name>@<sha256[:12] of the weights>", ...meta}``).
+Importing this module registers the built-in configs (``core/models/configs``) with open_clip.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from torch import nn
 
 from core.atomic import atomic_path, file_sha256, write_json
 from core.errors import ModelError, WeightsUnavailableError
+from core.models.catalogue import CONFIG_DIR, META_FILE
 from core.safe_load import UnreadableArtifactError, first_line, load_torch_file
 
 WEIGHTS_FILE = "model.safetensors"
-META_FILE = "model.json"
 Tokenizer = Callable[..., torch.Tensor]
+
+open_clip.add_model_config(CONFIG_DIR)
 
 
 @contextmanager
@@ -200,10 +203,6 @@ def save_checkpoint_dir(path: Path, model: nn.Module, model_cfg: dict[str, Any],
     model_id = f"{path.name}@{file_sha256(path / WEIGHTS_FILE)[:12]}"
     write_json(path / META_FILE, {**meta, "model_cfg": model_cfg, "model_id": model_id})
     return model_id
-
-
-def is_checkpoint_dir(path: Path) -> bool:
-    return (path / META_FILE).is_file()
 
 
 def read_checkpoint_meta(path: Path) -> dict[str, Any]:

@@ -18,14 +18,12 @@ import open_clip
 import torch
 from torch import nn
 
-import core.models  # noqa: F401  (registers the built-in configs with open_clip)
 from core.errors import ModelError, WeightsUnavailableError
-from core.models import builtin_configs
+from core.models.catalogue import builtin_configs, is_checkpoint_dir, list_checkpoints
 from core.models.checkpoint import (
     Tokenizer,
     build_model,
     file_sha256,
-    is_checkpoint_dir,
     load_checkpoint_dir,
     load_weights,
     make_preprocess,
@@ -67,12 +65,6 @@ def _ways_out(name: str) -> str:
         f"local weights file for {name}; or use a built-in model without pretrained weights "
         "(e.g. capsearch-tiny, or omit --pretrained for a seeded random init)"
     )
-
-
-def list_checkpoints() -> list[Path]:
-    """Checkpoint dirs saved under the artifacts ``models/`` folder."""
-    root = models_dir()
-    return sorted(p for p in root.iterdir() if is_checkpoint_dir(p)) if root.is_dir() else []
 
 
 def _checkpoint_dir(name: str) -> Path | None:

@@ -17,7 +17,7 @@ import open_clip
 import torch
 from torch import nn
 
-from core.models import CONFIG_DIR
+from core.models.catalogue import CONFIG_DIR, is_checkpoint_dir
 from core.models.checkpoint import build_model, make_tokenizer
 from core.paths import models_dir
 
@@ -47,7 +47,7 @@ def start_model(
         torch.manual_seed(seed)
         model = build_model(cfg, pretrained_text=True).to(device)
         return StartModel(model, cfg, make_tokenizer(cfg), f"{name}@random")
-    from core.models.checkpoint import is_checkpoint_dir, read_checkpoint_meta
+    from core.models.checkpoint import read_checkpoint_meta
     from core.models.loading import load_model
 
     lm = load_model(name, pretrained=pretrained, device=str(device))

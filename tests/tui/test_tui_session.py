@@ -6,8 +6,9 @@ import json
 import os
 import time
 
+from core.models.catalogue import newest_trained_on
 from core.progress import Reporter
-from tui.session import Source, model_choices, resolve, trained_model_for
+from tui.session import Source, model_choices, resolve
 
 
 def fake_checkpoint(root, name: str, dataset: str) -> str:
@@ -23,9 +24,9 @@ def test_without_a_model_the_newest_one_trained_on_the_dataset_opens(artifacts, 
     fake_checkpoint(artifacts, "elsewhere", "flickr8k")
     now = time.time()
     os.utime(os.path.join(older, "model.json"), (now - 60, now - 60))
-    assert trained_model_for(synthetic_small.name) == newer
+    assert str(newest_trained_on(synthetic_small.name)) == newer
     assert resolve(Source(dataset=str(synthetic_small.dir)), Reporter()) == (str(synthetic_small.dir), newer)
-    assert trained_model_for("no-such-dataset") is None
+    assert newest_trained_on("no-such-dataset") is None
 
 
 def test_a_given_dataset_and_model_are_used_as_they_are(artifacts) -> None:
