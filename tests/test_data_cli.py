@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.cli import build_parser
-from tui.entry import main
+from core.cli import build_parser, main
 
 
 def test_prepare_synthetic_then_list(artifacts: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,30 +7,43 @@ arguments and returns an exit code. :func:`core.cli.console.run` turns core erro
 from __future__ import annotations
 
 import argparse
+import sys
+from importlib.metadata import version
 
 from rich_argparse import RawDescriptionRichHelpFormatter
-
-from core import __version__
-from core.cli import data_cmds, retrieval_cmds, train_cmds
 
 DESCRIPTION = """\
 capsearch: image <-> text retrieval over captioned image collections.
 
 Typical session:
   capsearch prepare synthetic                 # the built-in captioned scenes
-  capsearch prepare flickr8k ../shared/data/flickr8k
+  capsearch prepare flickr8k /path/to/flickr8k
   capsearch eval --dataset flickr8k --model capsearch-tiny
   capsearch search "a dog runs on the beach" --dataset flickr8k -k 5
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full parser; the ``tui`` entry point adds its ``app`` command to the same subparsers."""
+    """The full parser, every command's module imported (here, so that ``capsearch app`` starts without)."""
+    from core.cli import app_cmd, data_cmds, retrieval_cmds, train_cmds
+
     parser = argparse.ArgumentParser(
         prog="capsearch", description=DESCRIPTION, formatter_class=RawDescriptionRichHelpFormatter
     )
-    parser.add_argument("--version", action="version", version=f"capsearch {__version__}")
+    parser.add_argument("--version", action="version", version=f"capsearch {version('capsearch')}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (data_cmds, retrieval_cmds, train_cmds):
+    for module in (data_cmds, retrieval_cmds, train_cmds, app_cmd):
         module.register(sub)
     return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``capsearch`` console script; ``capsearch app`` is parsed on its own, for a fast first paint."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["app"]:
+        from core.cli.app_cmd import app_parser, open_app
+
+        return open_app(app_parser().parse_args(argv[1:]))
+    from core.cli.console import main as run_cli
+
+    return run_cli(build_parser(), argv)

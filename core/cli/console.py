@@ -84,17 +84,22 @@ def run(handler: Handler, args: argparse.Namespace) -> int:
 
 
 def add_command(
-    sub: argparse._SubParsersAction, name: str, handler: Handler, help: str, description: str | None = None
+    sub: argparse._SubParsersAction,
+    name: str,
+    handler: Handler,
+    help: str,
+    description: str | None = None,
+    formatter_class: type[argparse.HelpFormatter] = RichHelpFormatter,
 ) -> argparse.ArgumentParser:
-    """Add a subcommand whose handler is run through :func:`run`."""
-    parser = sub.add_parser(
-        name, help=help, description=description or help, formatter_class=RichHelpFormatter
-    )
+    """Add a subcommand whose handler is run through :func:`run` (a raw-description formatter keeps a
+    description's own line breaks)."""
+    parser = sub.add_parser(name, help=help, description=description or help, formatter_class=formatter_class)
     parser.set_defaults(handler=handler)
     return parser
 
 
 def main(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` with ``parser`` and run the chosen command (its help, exit code 2, without one)."""
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)

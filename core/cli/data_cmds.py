@@ -31,7 +31,7 @@ with its file and line in report.txt and counted in the summary. Sources are nev
 preparing the same inputs twice gives byte-identical files.
 
   capsearch prepare synthetic                       # built-in captioned scenes (offline demo)
-  capsearch prepare flickr8k ../shared/data/flickr8k
+  capsearch prepare flickr8k /path/to/flickr8k
   capsearch prepare flickr8k Flickr8k.zip --name flickr8k-zip
   capsearch prepare folder ~/photos                 # uncaptioned: a text-to-image search gallery
   capsearch prepare folder ./pets --captions pets.jsonl

@@ -10,12 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from core.cli.console import RichReporter, add_command
+from core.cli.options import add_common_options, dataset_of, model_of
 
 
 def register_embed(sub: argparse._SubParsersAction) -> None:
     """Add ``embed`` (its dataset/model options are the shared ones of the retrieval commands)."""
-    from core.cli import retrieval_cmds
-
     parser = add_command(
         sub,
         "embed",
@@ -24,9 +23,7 @@ def register_embed(sub: argparse._SubParsersAction) -> None:
         description="embed a split's images and captions into artifacts/embeddings/<model-id>/<dataset>/<split>/; "
         "a valid cache is reused, a stale one rebuilt, an interrupted run resumed",
     )
-    retrieval_cmds.add_common_options(parser)
-    split = next(a for a in parser._actions if "--split" in a.option_strings)
-    split.help = "dataset split, or all (default: test)"
+    add_common_options(parser, split_help="dataset split, or all (default: test)")
     parser.add_argument(
         "--precision",
         help="inference number format: auto (default: bf16 on GPUs and CPUs with native bf16, else fp32), "
@@ -40,7 +37,6 @@ def register_embed(sub: argparse._SubParsersAction) -> None:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from core.cli import retrieval_cmds
     from core.data.records import load_dataset
     from core.embed.cache import split_embeddings
     from core.errors import CapsearchError
@@ -48,11 +44,9 @@ def _embed(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
         raise CapsearchError("--batch-size must be >= 1 and --workers >= 0")
-    data = load_dataset(retrieval_cmds.dataset_of(args))
+    data = load_dataset(dataset_of(args))
     splits = data.splits if args.split == "all" else [args.split]
-    lm = load_model(
-        retrieval_cmds.model_of(args), args.pretrained, device=args.device, precision=args.precision
-    )
+    lm = load_model(model_of(args), args.pretrained, device=args.device, precision=args.precision)
     rows = []
     with RichReporter() as reporter:
         for split in splits:

@@ -11,11 +11,11 @@ from rich.table import Table
 
 from core.cli.console import RichReporter, add_command, console
 from core.cli.embed_cmd import register_embed
-from core.errors import CapsearchError, DatasetError, ModelError
+from core.cli.options import add_common_options, dataset_of, model_of
+from core.errors import CapsearchError
 from core.index.vector_index import KINDS, IndexSpec
 
 DIRECTIONS = ("text-image", "image-text", "image-image", "text-text")
-DEFAULT_DATASET = "synthetic"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,23 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # -- shared options ---------------------------------------------------------------------------------------
-def add_common_options(parser: argparse.ArgumentParser, split: str = "test") -> None:
-    """The dataset, split, model, weights and device options every retrieval command shares."""
-    parser.add_argument(
-        "--dataset", help=f"prepared dataset name or folder (default: {DEFAULT_DATASET!r} if prepared)"
-    )
-    parser.add_argument(
-        "--model",
-        help="open_clip model name, checkpoint dir or model under artifacts/models "
-        "(default: the built-in demo model, once trained)",
-    )
-    parser.add_argument(
-        "--pretrained", help="open_clip weights tag or a local weights file (default: random init)"
-    )
-    parser.add_argument("--split", default=split, help=f"dataset split (default: {split})")
-    parser.add_argument("--device", help="cpu, cuda or mps (default: the best available)")
-
-
 def _add_hnsw(parser: argparse.ArgumentParser) -> None:
     default = IndexSpec()
     parser.add_argument("--m", type=int, default=default.m, help=f"HNSW M (default {default.m})")
@@ -63,39 +46,6 @@ def _add_hnsw(parser: argparse.ArgumentParser) -> None:
 
 def _spec(args: argparse.Namespace, kind: str) -> IndexSpec:
     return IndexSpec(kind=kind, m=args.m, ef_construction=args.ef_construction, ef_search=args.ef_search)  # type: ignore[arg-type]
-
-
-def dataset_of(args: argparse.Namespace) -> str:
-    """``--dataset``, else the default dataset when it is prepared."""
-    if args.dataset:
-        return args.dataset
-    from core.data.records import load_dataset
-
-    try:
-        load_dataset(DEFAULT_DATASET)
-    except DatasetError as err:
-        raise DatasetError(
-            f"no --dataset given and no {DEFAULT_DATASET!r} dataset is prepared",
-            hint="pass --dataset NAME (`capsearch datasets` lists them) or run `capsearch prepare synthetic`",
-        ) from err
-    return DEFAULT_DATASET
-
-
-def model_of(args: argparse.Namespace) -> str:
-    """``--model``, else the demo model when it has been trained."""
-    if args.model:
-        return args.model
-    from core.demo import DEMO_MODEL
-    from core.models.checkpoint import is_checkpoint_dir
-    from core.paths import models_dir
-
-    path = models_dir() / DEMO_MODEL
-    if not is_checkpoint_dir(path):
-        raise ModelError(
-            "no --model given and the demo model has not been trained yet",
-            hint="pass --model NAME (e.g. capsearch-tiny or ViT-B-32), or run `capsearch demo` once",
-        )
-    return str(path)
 
 
 # -- index --------------------------------------------------------------------------------------------------

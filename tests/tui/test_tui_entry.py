@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from tui.entry import PREVIEW_CHOICES, main
+from core.cli import main
+from core.cli.app_cmd import PREVIEW_CHOICES
 
 
 def test_importing_the_app_loads_no_heavy_core_module() -> None:

@@ -1,10 +1,12 @@
-"""The ``capsearch`` console script: the core's CLI plus the ``app`` command that opens the TUI."""
+"""``capsearch app``: its options, and the one place the core's CLI opens the terminal app (lazily).
+
+Parsing these options imports neither the other commands' modules (numpy, faiss, ...) nor Textual, so
+``capsearch app`` starts as fast as the app itself can.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 from rich_argparse import RawDescriptionRichHelpFormatter
 
@@ -18,7 +20,7 @@ later starts reuse them and take seconds.
 
 Examples:
   capsearch app                                        # the built-in demo
-  capsearch prepare flickr8k ../shared/data/flickr8k   # once: Flickr8k as a prepared dataset
+  capsearch prepare flickr8k /path/to/flickr8k         # once: Flickr8k as a prepared dataset
   capsearch app --dataset flickr8k                     # with the newest model trained on it
   capsearch app --dataset flickr8k --model compact-flickr8k
   capsearch prepare folder ~/Pictures --name photos    # once: your own photos (an uncaptioned gallery)
@@ -44,7 +46,9 @@ PREVIEW_CHOICES = ("auto", "kitty", "sixel", "halfcell", "unicode")
 def add_app_arguments(app: argparse.ArgumentParser) -> None:
     app.add_argument("--dataset", help="a prepared dataset's name or folder (default: the demo dataset)")
     app.add_argument(
-        "--model", help="model name, checkpoint folder or open_clip name (default: the demo model)"
+        "--model",
+        help="model name, checkpoint folder or open_clip name (default: the newest model trained on the "
+        "dataset, else the demo model)",
     )
     app.add_argument("--pretrained", help="open_clip weights tag (e.g. openai) or a local weights file")
     app.add_argument(
@@ -63,20 +67,23 @@ def add_app_arguments(app: argparse.ArgumentParser) -> None:
     )
 
 
-def add_app_command(parser: argparse.ArgumentParser) -> None:
-    """Add ``capsearch app`` to the core's parser (so ``capsearch --help`` lists it)."""
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``app`` to the full parser (so that ``capsearch --help`` lists it)."""
     from core.cli.console import add_command
 
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    app = add_command(sub, "app", open_app, help=APP_HELP)
-    app.description = APP_DESCRIPTION
-    app.formatter_class = RawDescriptionRichHelpFormatter
+    app = add_command(
+        sub,
+        "app",
+        open_app,
+        help=APP_HELP,
+        description=APP_DESCRIPTION,
+        formatter_class=RawDescriptionRichHelpFormatter,
+    )
     add_app_arguments(app)
 
 
 def app_parser() -> argparse.ArgumentParser:
-    """``capsearch app`` on its own: parsed without importing the core's CLI modules (numpy, faiss, ...),
-    which would delay the first paint."""
+    """``capsearch app`` on its own, parsed without the other commands' modules."""
     app = argparse.ArgumentParser(
         prog="capsearch app", description=APP_DESCRIPTION, formatter_class=RawDescriptionRichHelpFormatter
     )
@@ -85,30 +92,14 @@ def app_parser() -> argparse.ArgumentParser:
 
 
 def open_app(args: argparse.Namespace) -> int:
-    """Run the TUI until the user quits (imported lazily so the rest of the CLI starts fast)."""
-    if args.preview:  # read when the preview widget is imported, before Textual starts
-        os.environ["CAPSEARCH_PREVIEW"] = args.preview
-    from tui.app import CapsearchApp
-    from tui.session import Source
+    """Run the terminal app until the user quits."""
+    from tui.launch import run_app  # the core's only import of the terminal app (see pyproject's contracts)
 
-    source = Source(
-        dataset=args.dataset, model=args.model, pretrained=args.pretrained, split=args.split, index=args.index
+    return run_app(
+        dataset=args.dataset,
+        model=args.model,
+        pretrained=args.pretrained,
+        split=args.split,
+        index=args.index,
+        preview=args.preview,
     )
-    CapsearchApp(source).run()
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["app"]:
-        return open_app(app_parser().parse_args(argv[1:]))
-    from core.cli import build_parser
-    from core.cli.console import main as run_cli
-
-    parser = build_parser()
-    add_app_command(parser)
-    return run_cli(parser, argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
