@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib.metadata import version
 
 from rich_argparse import RawDescriptionRichHelpFormatter
 
@@ -25,6 +24,8 @@ Typical session:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, every command's module imported (here, so that ``capsearch app`` starts without)."""
+    from importlib.metadata import version
+
     from core.cli import app_cmd, data_cmds, retrieval_cmds, train_cmds
 
     parser = argparse.ArgumentParser(
