@@ -6,6 +6,7 @@ A reader never sees a half-written artifact, and an interrupted run leaves the o
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -16,22 +17,59 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import ArtifactsWriteError
+
+# errno -> what the user is told; any other OSError is a bug or a damaged disk and propagates as it is.
+_CANNOT_WRITE = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+}
+
+
+def cannot_write(exc: OSError, folder: Path) -> ArtifactsWriteError | None:
+    """The user-facing error for a write to ``folder`` that failed with ``exc``, or None if not a write
+    problem the user can fix (permissions, a read-only mount, a full disk)."""
+    reason = _CANNOT_WRITE.get(exc.errno or -1)
+    if reason is None or (exc.filename and not Path(os.fsdecode(exc.filename)).is_relative_to(folder)):
+        return None  # not a write problem, or one about another file (a source being read)
+    return ArtifactsWriteError(
+        f"cannot write to {folder}: {reason}",
+        hint="free some space or fix the folder's permissions, "
+        "or point CAPSEARCH_ARTIFACTS at a writable folder",
+    )
+
+
+@contextlib.contextmanager
+def writing_to(folder: Path) -> Iterator[None]:
+    """Turn permission, read-only and disk-full errors inside the block into :class:`ArtifactsWriteError`."""
+    try:
+        yield
+    except OSError as exc:
+        error = cannot_write(exc, folder)
+        if error is None:
+            raise
+        raise error from exc
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it is renamed onto ``target``, on error removed."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, target)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with writing_to(target.parent):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp_path, target)
+        finally:
+            tmp_path.unlink(missing_ok=True)
 
 
 def write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
@@ -55,11 +93,12 @@ def write_jsonl(target: str | os.PathLike[str], rows: list[dict[str, Any]]) -> N
 def append_jsonl(target: str | os.PathLike[str], row: dict[str, Any]) -> None:
     """Append one line to a JSONL history file (a single small write, flushed and fsynced)."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    with writing_to(target.parent):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def save_npy(target: str | os.PathLike[str], array: np.ndarray) -> None:

@@ -33,3 +33,7 @@ class IndexMismatchError(CapsearchError):
 
 class Cancelled(CapsearchError):
     """Long work was cancelled by the user; whatever was written before stays valid."""
+
+
+class ArtifactsWriteError(CapsearchError):
+    """The artifacts folder cannot be written: no permission, read-only, or full."""

@@ -18,7 +18,7 @@ from core.data.validation import ValidationReport
 from core.errors import DatasetError
 
 FORMATS = ("token", "csv", "jsonl")
-_DRIVE = re.compile(r"^[A-Za-z]:")
+_DRIVE = re.compile(r"^[A-Za-z]:[/\\]")  # a Windows drive path; "A:.jpg" is a POSIX file name
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +25,7 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
 
 
 def check_ratios(ratios: tuple[float, ...]) -> None:
-    if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
+    if len(ratios) != 3 or not all(math.isfinite(r) and r >= 0 for r in ratios) or sum(ratios) <= 0:
         raise DatasetError(
             f"bad split ratios {ratios}",
             hint="three non-negative numbers for train, val, test, e.g. 0.7,0.15,0.15",

@@ -10,6 +10,7 @@ operators inside a term (``"salt + pepper" - cat``) and are removed. The query v
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,6 +96,11 @@ def parse_query(query: str, resolve_image: ImageResolver = image_file) -> list[Q
             )
         if weight == 0:
             raise QueryError(f"term {text!r} has weight 0", hint="drop the term or give it a non-zero weight")
+        if not math.isfinite(weight):
+            raise QueryError(
+                f"term {text!r} has a weight that is not a finite number ({match and match.group(1)})",
+                hint="give a weight such as 2 or 0.5",
+            )
         terms.append(QueryTerm(weight=sign * weight, text=text, image=resolve_image(text)))
     return terms
 
@@ -112,7 +118,11 @@ def combine(
         vector = encode_image(term.image) if term.image is not None else encode_text(term.text)
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         total = term.weight * vector if total is None else total + term.weight * vector
+    if total is None or not np.isfinite(total).all():
+        raise QueryError("the query weights are too large to combine", hint="use weights such as 2 or 0.5")
     norm = float(np.linalg.norm(total))
+    if not math.isfinite(norm):
+        raise QueryError("the query weights are too large to combine", hint="use weights such as 2 or 0.5")
     if norm < 1e-6:
         raise QueryError(
             "the query terms cancel out (their weighted sum is zero)", hint="change a term or a weight"

@@ -1,0 +1,39 @@
+"""One writer per artifact folder: an advisory ``flock`` on ``<folder>/.lock``.
+
+Two capsearch processes on one artifacts root may both want to write the same dataset, cache, index or
+model folder. Every atomic file write is safe on its own, but a run is several writes (a training run's
+checkpoint, resume state and history; a dataset's splits and report), so the second writer waits until
+the first has finished and then finds its work done or continues from it. The lock is released by the
+kernel when its process dies, so a killed run never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from core.atomic import writing_to
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the write lock of ``folder`` (created if missing); ``on_wait`` is told when another holds it."""
+    folder = Path(folder)
+    with writing_to(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait(f"waiting for another capsearch process that is writing {folder}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -1,0 +1,49 @@
+"""Untrusted text made safe for a terminal: captions, file names, queries, EXIF strings, error messages.
+
+Data reaches the screen through Rich (CLI tables, the app's widgets). Two things in it must never act:
+terminal control sequences (ESC, CSI, OSC, C1 controls, carriage returns, bidirectional overrides that
+reorder what is shown) and Rich markup (``[link=...]``, ``[on red]``). :func:`visible` shows every such
+character as a ``\\x1b``-style escape, and lone surrogates (file names that are not UTF-8, decoded with
+``surrogateescape``) as ``\\udcff``, so nothing is lost from view and nothing can fail to encode.
+:func:`markup_safe` also escapes Rich markup, for strings that are embedded in markup.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rich.markup import escape
+
+# Unicode "format" characters that reorder or hide text: bidi embeddings/overrides/isolates, zero-width.
+_INVISIBLE_FORMAT = frozenset("\u200b\u200c\u200d\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e")
+_INVISIBLE_FORMAT |= frozenset("\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff")
+
+
+def _escape_char(ch: str) -> str:
+    code = ord(ch)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}"
+
+
+# C0 and C1 controls, DEL, lone surrogates, and the invisible format characters above.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff" + "".join(sorted(_INVISIBLE_FORMAT)) + "]")
+
+
+def visible(text: object) -> str:
+    """``text`` as a string with every control, format and surrogate character shown as an escape.
+
+    A backslash that could be mistaken for such an escape stays as it is: the output is for reading,
+    not for parsing back. Tabs become one space (they only move the cursor).
+    """
+    return _UNSAFE.sub(lambda m: " " if m.group() == "\t" else _escape_char(m.group()), str(text))
+
+
+def markup_safe(text: object) -> str:
+    """:func:`visible`, then Rich markup escaped: safe to embed in a Rich/Textual markup string."""
+    return escape(visible(text))
+
+
+def is_clean(text: str) -> bool:
+    """True when ``text`` holds no character :func:`visible` would escape."""
+    return _UNSAFE.search(text) is None

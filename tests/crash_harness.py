@@ -1,0 +1,160 @@
+"""A reusable crash-consistency harness: SIGKILL a capsearch command at random points, run it again,
+and check that what it leaves equals an uninterrupted run's output.
+
+A :class:`Command` names the CLI arguments, the commands that must have run before it (its inputs) and
+what counts as its output: every data file under the artifacts root, compared byte for byte, while
+metadata files that hold times or absolute paths (``*.json``, ``report.txt``, resume state) need only
+exist and parse. The kill points are seeded delays spread between the CLI's start-up time and the uninterrupted run's
+duration, so a
+run is reproducible in what it tries; each point reports whether the kill landed before the command
+finished. ``scripts/kill_harness.py`` runs the long version; ``tests/test_crash_consistency.py`` the
+bounded one in CI. Later commands (the library, the service) add a :class:`Command` and reuse the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = Path(sys.executable).with_name("capsearch")
+VOLATILE_SUFFIXES = (".json", ".pt")
+VOLATILE_NAMES = ("report.txt", "history.jsonl")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One capsearch command under test."""
+
+    name: str
+    argv: tuple[str, ...]
+    before: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass
+class Point:
+    """One kill: when it was sent, whether the command was still running, and whether the rerun matched."""
+
+    delay_s: float
+    killed_mid_run: bool
+    consistent: bool
+    differences: list[str] = field(default_factory=list)
+
+
+def environment(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        CAPSEARCH_ARTIFACTS=str(root),
+        PYTHONPATH=str(REPO),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+    )
+    return env
+
+
+def run(argv: tuple[str, ...], root: Path, timeout_s: float = 600) -> float:
+    """Run ``capsearch argv`` to completion under ``root``; its wall time. Raises on a non-zero exit."""
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [str(CLI), *argv], env=environment(root), capture_output=True, text=True, timeout=timeout_s
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"capsearch {' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return time.monotonic() - t0
+
+
+def kill_after(argv: tuple[str, ...], root: Path, delay_s: float) -> bool:
+    """Start ``capsearch argv``, SIGKILL its whole process group after ``delay_s``; True if it was running."""
+    proc = subprocess.Popen(
+        [str(CLI), *argv],
+        env=environment(root),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        proc.wait(timeout=delay_s)
+        return False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return True
+
+
+def digest(root: Path) -> dict[str, str]:
+    """What an output must equal: data files by content; metadata files by presence and valid JSON."""
+    out: dict[str, str] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = str(path.relative_to(root))
+        if path.name in VOLATILE_NAMES or path.suffix in VOLATILE_SUFFIXES:
+            if path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+            out[rel] = "present"
+        else:
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def differences(expected: dict[str, str], got: dict[str, str]) -> list[str]:
+    diff = [f"missing {k}" for k in expected.keys() - got.keys()]
+    diff += [f"extra {k}" for k in got.keys() - expected.keys()]
+    diff += [f"differs {k}" for k in expected.keys() & got.keys() if expected[k] != got[k]]
+    return sorted(diff)
+
+
+def check_command(command: Command, workdir: Path, points: int, seed: int) -> list[Point]:
+    """Kill ``command`` at ``points`` seeded random moments; each rerun's output must equal a clean run's."""
+    base = workdir / f"{command.name}-base"
+    base.mkdir(parents=True)
+    for argv in command.before:
+        run(argv, base)
+    clean = workdir / f"{command.name}-clean"
+    shutil.copytree(base, clean)
+    duration = run(command.argv, clean)
+    startup = run(("datasets",), workdir / "startup")  # interpreter and imports: no work to interrupt yet
+    expected = digest(clean)
+    rng = random.Random(seed)
+    results = []
+    for i in range(points):
+        root = workdir / f"{command.name}-kill{i}"
+        shutil.copytree(base, root)
+        delay = rng.uniform(min(startup, duration), duration)
+        killed = kill_after(command.argv, root, delay)
+        run(command.argv, root)
+        diff = differences(expected, digest(root))
+        results.append(Point(round(delay, 3), killed, not diff, diff))
+        shutil.rmtree(root)
+    return results
+
+
+PREPARE = ("prepare", "synthetic", "--n", "60", "--seed", "0")
+COMMANDS = {
+    "prepare": Command("prepare", PREPARE),
+    "embed": Command(
+        "embed",
+        ("embed", "--dataset", "synthetic", "--model", "capsearch-tiny", "--split", "all")
+        + ("--precision", "fp32", "--device", "cpu", "--batch-size", "8"),
+        before=(PREPARE,),
+    ),
+    "index": Command(
+        "index",
+        ("index", "--dataset", "synthetic", "--model", "capsearch-tiny", "--split", "test", "--kind", "hnsw"),
+        before=(PREPARE,),
+    ),
+    "train": Command(
+        "train",
+        ("train", "--dataset", "synthetic", "--model", "capsearch-tiny", "--epochs", "2")
+        + ("--batch-size", "16", "--precision", "fp32", "--device", "cpu", "--name", "k"),
+        before=(PREPARE,),
+    ),
+}

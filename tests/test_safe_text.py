@@ -1,0 +1,61 @@
+"""Untrusted text never reaches a terminal raw: controls, surrogates, bidi overrides and Rich markup."""
+
+from __future__ import annotations
+
+import io
+
+from hypothesis import given
+from hypothesis import strategies as st
+from rich.console import Console
+from rich.text import Text
+
+from core.safe_text import is_clean, markup_safe, visible
+
+ATTACKS = [
+    "\x1b[2J\x1b[H",  # clear screen, cursor home
+    "\x1b]0;owned\x07",  # set the window title
+    "\x1b]8;;http://evil.example/\x1b\\click\x1b]8;;\x1b\\",  # OSC 8 hyperlink
+    "\x1b[5A\x1b[10C",  # cursor moves
+    "\x9b2J",  # C1 CSI
+    "line\rover",  # carriage return overwrite
+    "abc\u202eexe.jpg",  # right-to-left override
+    "caf\udce9.jpg",  # a non-UTF-8 file name decoded with surrogateescape
+]
+
+
+def test_every_attack_is_shown_not_obeyed():
+    for attack in ATTACKS:
+        shown = visible(attack)
+        assert is_clean(shown), repr(shown)
+        assert "\x1b" not in shown and "\x07" not in shown and "\r" not in shown
+    assert visible("\x1b[2J") == "\\x1b[2J"
+    assert visible("caf\udce9") == "caf\\udce9"
+
+
+def test_rich_markup_in_data_is_printed_literally():
+    caption = "[link=http://evil.example]a dog[/link] [bold red]on fire[/]"
+    out = io.StringIO()
+    Console(file=out, force_terminal=True, highlight=False, width=200).print(markup_safe(caption))
+    text = out.getvalue()
+    assert "[link=http://evil.example]a dog[/link]" in text
+    assert "\x1b]8;" not in text  # no hyperlink was emitted
+
+
+def test_printable_text_is_unchanged():
+    caption = "A black dog runs on the beach – très bien, 犬 🐕 [sic] (50%) \\x1b"
+    assert visible(caption) == caption
+    assert Text.from_markup(markup_safe(caption)).plain == caption
+
+
+@given(st.text())
+def test_output_is_always_clean_and_encodable(text):
+    shown = visible(text)
+    assert is_clean(shown)
+    shown.encode("utf-8")  # never a lone surrogate
+    assert visible(shown) == shown  # idempotent
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Cf"))))
+def test_text_without_controls_passes_through(text):
+    assert visible(text) == text.replace("\t", " ")
+    assert Text.from_markup(markup_safe(text)).plain == text
