@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from crash_harness import COMMANDS, differences, digest
 
-from tui.entry import main as capsearch
+from core.cli import main as capsearch
 
 FAULTS = [errno.ENOSPC, errno.EACCES, errno.EROFS]
 
