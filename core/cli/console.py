@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,18 +21,29 @@ from rich.progress import (
 )
 from rich_argparse import RichHelpFormatter
 
+from core.atomic import cannot_write
 from core.errors import Cancelled, CapsearchError
+from core.paths import artifacts_root
 from core.progress import Reporter
+from core.safe_text import markup_safe, visible
 
 console = Console(stderr=True)
 Handler = Callable[[argparse.Namespace], int]
 
 
 class RichReporter(Reporter):
-    """Draws one rich progress bar per stage on stderr (stdout stays clean for pipes)."""
+    """Draws one rich progress bar per stage on stderr (stdout stays clean for pipes).
+
+    When stderr is not a terminal (a log file, CI) rich draws nothing until the end, so each stage then
+    prints a plain line when it starts, every ``PLAIN_EVERY_S`` seconds and when it is done.
+    """
+
+    PLAIN_EVERY_S = 10.0
 
     def __init__(self) -> None:
         super().__init__()
+        self._plain = not console.is_terminal
+        self._last_line: dict[str, float] = {}
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
@@ -54,12 +66,24 @@ class RichReporter(Reporter):
 
     def update(self, stage: str, done: int, total: int | None = None, **info: Any) -> None:
         text = "  ".join(f"{k}={_fmt(v)}" for k, v in info.items() if isinstance(v, int | float | str))
+        if self._plain:
+            self._plain_line(stage, done, total, text)
+            return
         if stage not in self._tasks:
-            self._tasks[stage] = self.progress.add_task(stage, total=total, info=text)
-        self.progress.update(self._tasks[stage], completed=done, total=total, info=text)
+            self._tasks[stage] = self.progress.add_task(stage, total=total, info=markup_safe(text))
+        self.progress.update(self._tasks[stage], completed=done, total=total, info=markup_safe(text))
+
+    def _plain_line(self, stage: str, done: int, total: int | None, text: str) -> None:
+        now = time.monotonic()
+        finished = total is not None and done >= total
+        if stage in self._last_line and not finished and now - self._last_line[stage] < self.PLAIN_EVERY_S:
+            return
+        self._last_line[stage] = now
+        of = f"/{total}" if total is not None else ""
+        console.print(visible(f"{stage}: {done}{of} {text}".rstrip()), markup=False, highlight=False)
 
     def log(self, message: str) -> None:
-        self.progress.console.print(message)
+        self.progress.console.print(visible(message), markup=False, highlight=False)
 
 
 def _fmt(value: Any) -> str:
@@ -77,10 +101,20 @@ def run(handler: Handler, args: argparse.Namespace) -> int:
         console.print("[yellow]interrupted[/]; finished work was kept")
         return 130
     except CapsearchError as err:
-        console.print(f"[bold red]error:[/] {err.message}", highlight=False, soft_wrap=True)
-        if err.hint:
-            console.print(f"[dim]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
-        return 2
+        return report_error(err)
+    except OSError as exc:  # a write site outside core.atomic (extracting an archive, copying images)
+        error = cannot_write(exc, artifacts_root())
+        if error is None:
+            raise
+        return report_error(error)
+
+
+def report_error(err: CapsearchError) -> int:
+    """Print ``err`` as one line (and its hint) on stderr, untrusted text made visible; exit code 2."""
+    console.print(f"[bold red]error:[/] {markup_safe(err.message)}", highlight=False, soft_wrap=True)
+    if err.hint:
+        console.print(f"[dim]hint:[/] {markup_safe(err.hint)}", highlight=False, soft_wrap=True)
+    return 2
 
 
 def add_command(
