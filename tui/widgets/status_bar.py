@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from textual import getters
 from textual.widgets import Static
 
 if TYPE_CHECKING:
+    from textual import getters
+
     from tui.app import CapsearchApp
 
 
