@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import traceback
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.screen import Screen
 
@@ -21,24 +22,23 @@ from core.errors import Cancelled, CapsearchError
 from core.progress import Reporter
 from tui.messages import (
     DatasetOpened,
+    SourceOpened,
+    Task,
     TaskFailed,
-    TaskFinished,
     TaskLog,
     TaskProgress,
     UseImageQuery,
     UseTextQuery,
 )
-from tui.screens.browse import BrowseScreen
-from tui.screens.evaluate import EvaluateScreen
-from tui.screens.finetune import FinetuneScreen
 from tui.screens.help import HelpScreen
 from tui.screens.open_dialog import OpenDialog
+from tui.screens.registry import SCREENS
 from tui.screens.search import SearchScreen
 from tui.session import Source, open_retriever, resolve
 from tui.workers import TuiReporter, run_task
 
 
-def describe_error(error: BaseException) -> tuple[str, str]:
+def describe_error(error: BaseException) -> tuple[str, SeverityLevel]:
     """Notification text and severity for a failure: what happened, then the next step."""
     if isinstance(error, Cancelled):
         return "Cancelled; finished work was kept.", "warning"
@@ -69,23 +69,16 @@ class CapsearchApp(App[None]):
 
     TITLE = "capsearch"
     CSS_PATH = Path(__file__).with_name("app.tcss")
-    MODES: ClassVar[dict[str, Any]] = {
-        "search": SearchScreen,
-        "browse": BrowseScreen,
-        "evaluate": EvaluateScreen,
-        "finetune": FinetuneScreen,
-    }
-    DEFAULT_MODE = "search"
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (100, "-wide")]
+    MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {spec.name: spec.screen for spec in SCREENS}
+    DEFAULT_MODE = SCREENS[0].name
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
     BINDINGS: ClassVar[list[BindingType]] = [
         # Shown in the top bar rather than the footer.
         Binding("f1", "help", "Help", tooltip="List every key, per screen", show=False),
-        Binding("f2", "switch_mode('search')", "Search", tooltip="Search by text or by image", show=False),
-        Binding("f3", "switch_mode('browse')", "Browse", tooltip="Browse a dataset's images", show=False),
-        Binding(
-            "f4", "switch_mode('evaluate')", "Evaluate", tooltip="Run and compare evaluations", show=False
+        *(
+            Binding(spec.key, f"switch_mode('{spec.name}')", spec.title, tooltip=spec.tooltip, show=False)
+            for spec in SCREENS
         ),
-        Binding("f5", "switch_mode('finetune')", "Fine-tune", tooltip="Fine-tune a model", show=False),
         Binding(
             "ctrl+o", "open_source", "Open", tooltip="Open another dataset, model, split or index", show=False
         ),
@@ -120,7 +113,7 @@ class CapsearchApp(App[None]):
     def open_source(self, source: Source) -> None:
         """Open ``source`` in a worker; the current one stays in use until the new one is ready."""
         self.activity = f"opening {source.describe()}"
-        self._open(source, TuiReporter(self, "open"))
+        self._open(source, TuiReporter(self, Task.OPEN))
 
     def exit(self, *args: Any, **kwargs: Any) -> None:
         """Quit; long core work (training, embedding) is cancelled so its thread ends at the next safe point."""
@@ -130,35 +123,33 @@ class CapsearchApp(App[None]):
 
     @work(thread=True, exclusive=True, group="open")
     def _open(self, source: Source, reporter: TuiReporter) -> None:
-        def call() -> Any:
+        def call() -> SourceOpened:
             from core.data.records import load_dataset
 
             dataset, _ = resolve(source, reporter)
             self.post_message(DatasetOpened(load_dataset(dataset)))
-            return source, open_retriever(source, reporter)
+            return SourceOpened(source, open_retriever(source, reporter))
 
-        run_task(self, "open", call)
+        run_task(self, Task.OPEN, call)
 
     def on_task_progress(self, message: TaskProgress) -> None:
-        if message.task != "open":
-            return
-        self.activity = describe_progress(message)
+        if message.task == Task.OPEN:
+            self.activity = describe_progress(message)
 
     def on_dataset_opened(self, message: DatasetOpened) -> None:
         self.dataset = message.dataset
 
     def on_task_log(self, message: TaskLog) -> None:
-        if message.task == "open":
+        if message.task == Task.OPEN:
             self.log.info(message.text)
 
-    def on_task_finished(self, message: TaskFinished) -> None:
-        if message.task == "open":
-            self.activity = ""
-            self.source, self.retriever = message.result
-            self.dataset = self.retriever.data
+    def on_source_opened(self, message: SourceOpened) -> None:
+        self.activity = ""
+        self.source, self.retriever = message.source, message.retriever
+        self.dataset = self.retriever.data
 
     def on_task_failed(self, message: TaskFailed) -> None:
-        if message.task == "open":
+        if message.task == Task.OPEN:
             self.activity = ""
             if self.retriever is not None:  # back to what is still open
                 self.dataset = self.retriever.data
@@ -169,7 +160,7 @@ class CapsearchApp(App[None]):
         text, severity = describe_error(error)
         if not isinstance(error, CapsearchError):
             self.log.error("".join(traceback.format_exception(error)))
-        self.notify(text, title=title, severity=severity, timeout=12)  # type: ignore[arg-type]
+        self.notify(text, title=title, severity=severity, timeout=12)
 
     # -- navigation ----------------------------------------------------------------------------------
     def action_help(self) -> None:

@@ -1,71 +1,127 @@
-"""Typed messages that thread workers and widgets post to the UI (nothing here imports torch)."""
+"""Typed messages that thread workers and widgets post to the UI (nothing here imports torch).
+
+Core work in a thread worker reports through :class:`TaskProgress` and :class:`TaskLog`, and ends in one
+message: the outcome of its kind (:class:`SourceOpened`, :class:`EvaluationFinished`, ...) or
+:class:`TaskFailed`.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
+if TYPE_CHECKING:
+    from core.data.records import ImageRecord, PreparedDataset
+    from core.evaluation.runner import EvalResult
+    from core.search.retriever import Retriever
+    from tui.session import Source
 
+
+class Task(StrEnum):
+    """The kinds of core work the app runs in thread workers (the value is what the user reads)."""
+
+    OPEN = "open"
+    BROWSE = "browse"
+    EVALUATE = "evaluate"
+    SWEEP = "sweep"
+    HISTORY = "history"
+    FINETUNE = "finetune"
+
+
+@dataclass
 class TaskProgress(Message):
     """``done`` of ``total`` units of ``stage`` of a long ``task`` are finished (from a core Reporter)."""
 
-    def __init__(self, task: str, stage: str, done: int, total: int | None, info: dict[str, Any]) -> None:
-        super().__init__()
-        self.task = task
-        self.stage = stage
-        self.done = done
-        self.total = total
-        self.info = info
+    task: Task
+    stage: str
+    done: int
+    total: int | None
+    info: dict[str, Any]
 
 
+@dataclass
 class TaskLog(Message):
     """A one-line note from the core while ``task`` runs."""
 
-    def __init__(self, task: str, text: str) -> None:
-        super().__init__()
-        self.task = task
-        self.text = text
+    task: Task
+    text: str
 
 
+@dataclass
 class TaskFailed(Message):
     """``task`` stopped with ``error``: a CapsearchError (Cancelled included) or an unexpected exception."""
 
-    def __init__(self, task: str, error: BaseException) -> None:
-        super().__init__()
-        self.task = task
-        self.error = error
+    task: Task
+    error: BaseException
 
 
-class TaskFinished(Message):
-    """``task`` finished; ``result`` is what the core returned."""
+@dataclass
+class SourceOpened(Message):
+    """:attr:`Task.OPEN` finished: ``retriever`` searches ``source``."""
 
-    def __init__(self, task: str, result: Any) -> None:
-        super().__init__()
-        self.task = task
-        self.result = result
+    source: Source
+    retriever: Retriever
 
 
+@dataclass
+class SplitLoaded(Message):
+    """:attr:`Task.BROWSE` finished: the ``records`` of ``split`` of ``dataset``."""
+
+    dataset: PreparedDataset
+    split: str
+    records: list[ImageRecord]
+
+
+@dataclass
+class EvaluationFinished(Message):
+    """:attr:`Task.EVALUATE` finished: ``result`` of ``run_eval`` and the ``records`` of its split."""
+
+    result: EvalResult
+    records: list[ImageRecord]
+
+
+@dataclass
+class SweepFinished(Message):
+    """:attr:`Task.SWEEP` finished after ``count`` efSearch values (each reported as progress)."""
+
+    count: int
+
+
+@dataclass
+class HistoryLoaded(Message):
+    """:attr:`Task.HISTORY` finished: the earlier evaluations, oldest first."""
+
+    rows: list[dict[str, Any]]
+
+
+@dataclass
+class FinetuneFinished(Message):
+    """:attr:`Task.FINETUNE` finished: the recipe's ``summary`` of the new model in ``out_dir``."""
+
+    summary: dict[str, Any]
+    out_dir: Path
+
+
+@dataclass
 class UseImageQuery(Message):
     """Open Search with this image (a dataset image id, or a file path) as the query."""
 
-    def __init__(self, image: str | Path) -> None:
-        super().__init__()
-        self.image = image
+    image: str | Path
 
 
+@dataclass
 class UseTextQuery(Message):
     """Open Search with this text as a text→images query."""
 
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
+    text: str
 
 
+@dataclass
 class DatasetOpened(Message):
     """The dataset being opened is known (Browse works before the model has loaded)."""
 
-    def __init__(self, dataset: Any) -> None:
-        super().__init__()
-        self.dataset = dataset
+    dataset: PreparedDataset

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, cast
 
+from textual.message import Message
 from textual.message_pump import MessagePump
 
 from core.progress import Reporter
-from tui.messages import TaskFailed, TaskFinished, TaskLog, TaskProgress
+from tui.messages import Task, TaskFailed, TaskLog, TaskProgress
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from tui.app import CapsearchApp
 
 
 class TuiReporter(Reporter):
@@ -25,16 +27,14 @@ class TuiReporter(Reporter):
     Updates that finish a stage or carry extra info (loss, metrics) are always posted.
     """
 
-    def __init__(self, target: MessagePump, task: str, interval: float = 0.1) -> None:
+    def __init__(self, target: MessagePump, task: Task, interval: float = 0.1) -> None:
         """Create it on the UI thread: it joins the app's ``reporters``, all cancelled when the app exits."""
         super().__init__()
         self.target = target
         self.task = task
         self.interval = interval
         self._last: dict[str, float] = {}
-        registry = getattr(target.app, "reporters", None)
-        if registry is not None:
-            registry.add(self)
+        cast("CapsearchApp", target.app).reporters.add(self)
 
     def update(self, stage: str, done: int, total: int | None = None, **info: Any) -> None:
         now = time.monotonic()
@@ -48,15 +48,14 @@ class TuiReporter(Reporter):
         self.target.post_message(TaskLog(self.task, message))
 
 
-def run_task(target: MessagePump, task: str, call: Callable[[], T]) -> T | None:
-    """Run ``call`` (in a worker thread) and post :class:`TaskFinished` or :class:`TaskFailed` to ``target``.
+def run_task(target: MessagePump, task: Task, call: Callable[[], Message]) -> None:
+    """Run ``call`` (in a worker thread) and post the message it returns, or :class:`TaskFailed`, to ``target``.
 
     Every exception becomes a message, so the UI shows a notification rather than a traceback.
     """
     try:
-        result = call()
+        outcome = call()
     except Exception as exc:  # noqa: BLE001 - shown to the user as a notification
         target.post_message(TaskFailed(task, exc))
-        return None
-    target.post_message(TaskFinished(task, result))
-    return result
+        return
+    target.post_message(outcome)

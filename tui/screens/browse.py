@@ -8,15 +8,12 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
-from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Input, Label, Select
+from textual.widgets import Button, DataTable, Input, Label, Select
 
 from core.data.records import SPLITS
-from tui.messages import TaskFailed, UseImageQuery
+from tui.messages import SplitLoaded, Task, TaskFailed, UseImageQuery
+from tui.screens.base import CapsearchScreen
 from tui.widgets.detail_pane import DetailPane
-from tui.widgets.nav_bar import NavBar
-from tui.widgets.status_bar import StatusBar
 from tui.workers import run_task
 
 PAGE_SIZE = 50
@@ -30,7 +27,9 @@ def filter_records(records: list[Any], needle: str) -> list[Any]:
     return [r for r in records if needle in r.id.lower() or any(needle in c.lower() for c in r.captions)]
 
 
-class BrowseScreen(Screen[None]):
+class BrowseScreen(CapsearchScreen):
+    """A page of a split's images, filtered by caption; the selected one in detail."""
+
     AUTO_FOCUS = "#browse-table"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+f", "focus('#browse-filter')", "Filter", tooltip="Filter by a caption substring"),
@@ -42,13 +41,6 @@ class BrowseScreen(Screen[None]):
         Binding("escape", "focus('#browse-table')", "List", tooltip="Back to the list", show=False),
     ]
 
-    class Loaded(Message):
-        def __init__(self, dataset: Any, split: str, records: list[Any]) -> None:
-            super().__init__()
-            self.dataset = dataset
-            self.split = split
-            self.records = records
-
     def __init__(self) -> None:
         super().__init__()
         self.records: list[Any] = []
@@ -57,17 +49,16 @@ class BrowseScreen(Screen[None]):
         self._dataset: Any = None
         self.splits: list[str] = list(SPLITS)
 
-    def compose(self) -> ComposeResult:
-        yield NavBar("browse")
+    def compose_body(self) -> ComposeResult:
         with Horizontal(id="browse-controls", classes="controls"):
             yield Select(
                 [(s, s) for s in SPLITS], value="test", allow_blank=False, compact=True, id="browse-split"
             )
             yield Input(placeholder="filter: caption contains…", classes="compact", id="browse-filter")
             yield Input(placeholder="go to id…", classes="compact", id="browse-jump")
-            yield Button("◀ prev", id="browse-prev", compact=True)
+            yield Button("◀ prev", id="browse-prev", compact=True, action="screen.page(-1)")
             yield Label("", id="browse-page")
-            yield Button("next ▶", id="browse-next", compact=True)
+            yield Button("next ▶", id="browse-next", compact=True, action="screen.page(1)")
         with Horizontal(id="browse-body"):
             with Vertical(id="browse-left"):
                 table: DataTable[str] = DataTable(id="browse-table", cursor_type="row", zebra_stripes=True)
@@ -76,8 +67,6 @@ class BrowseScreen(Screen[None]):
                 table.add_column("captions", key="captions")
                 yield table
             yield DetailPane(id="browse-detail")
-        yield StatusBar()
-        yield Footer()
 
     def on_mount(self) -> None:
         self.watch(self.app, "dataset", self._dataset_changed)
@@ -89,7 +78,7 @@ class BrowseScreen(Screen[None]):
         self._dataset = dataset
         split_select = self.query_one("#browse-split", Select)
         splits = dataset.splits or list(SPLITS)
-        current = self.app.source.split if self.app.source.split in splits else splits[-1]  # type: ignore[attr-defined]
+        current = self.app.source.split if self.app.source.split in splits else splits[-1]
         self.splits = list(splits)
         split_select.set_options([(s, s) for s in splits])
         split_select.value = current
@@ -102,14 +91,13 @@ class BrowseScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="browse-load")
     def _load(self, dataset: Any, split: str) -> None:
-        records = run_task(self, "browse", lambda: dataset.split(split))
-        if records is not None:
-            self.post_message(self.Loaded(dataset, split, records))
+        run_task(self, Task.BROWSE, lambda: SplitLoaded(dataset, split, dataset.split(split)))
 
     def on_task_failed(self, message: TaskFailed) -> None:
-        self.app.notify_error(message.error, title="Cannot read the split")  # type: ignore[attr-defined]
+        if message.task == Task.BROWSE:
+            self.app.notify_error(message.error, title="Cannot read the split")
 
-    def on_browse_screen_loaded(self, message: Loaded) -> None:
+    def on_split_loaded(self, message: SplitLoaded) -> None:
         self.records = message.records
         self._apply_filter()
 
@@ -186,14 +174,6 @@ class BrowseScreen(Screen[None]):
         self._render_page(cursor=index % PAGE_SIZE)
         self.query_one("#browse-table", DataTable).focus()
 
-    @on(Button.Pressed, "#browse-prev")
-    def _prev(self) -> None:
-        self.action_page(-1)
-
-    @on(Button.Pressed, "#browse-next")
-    def _next(self) -> None:
-        self.action_page(1)
-
     def action_page(self, delta: int) -> None:
         page = min(max(self.page + delta, 0), self.pages - 1)
         if page != self.page:
@@ -211,8 +191,8 @@ class BrowseScreen(Screen[None]):
         if record is None:
             self.notify("Nothing selected.", severity="warning")
             return
-        if self._dataset is not None and self.app.retriever is not None:  # type: ignore[attr-defined]
-            same = self.app.retriever.split == str(self.query_one("#browse-split", Select).value)  # type: ignore[attr-defined]
+        if self._dataset is not None and self.app.retriever is not None:
+            same = self.app.retriever.split == str(self.query_one("#browse-split", Select).value)
             image = record.id if same else str(self._dataset.image_path(record))
         else:
             image = record.id

@@ -3,23 +3,22 @@ trains (a table and a plot); cancel at any time; the new model becomes selectabl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual import on, work
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, Select, Static
+from textual.containers import Horizontal
+from textual.widgets import Button, DataTable, Input, Label, Select, Static
 
 from core.errors import CapsearchError
-from tui.messages import TaskFailed, TaskFinished, TaskLog, TaskProgress
+from tui.messages import FinetuneFinished, Task, TaskProgress
+from tui.screens.run_form import RunFormScreen
 from tui.session import Source, resolve
 from tui.widgets.choices import DatasetSelect, ModelSelect, chosen
 from tui.widgets.metrics_table import fmt
-from tui.widgets.nav_bar import NavBar
-from tui.widgets.status_bar import StatusBar
 from tui.workers import TuiReporter, run_task
 
 
@@ -33,7 +32,24 @@ def parse_number(text: str, what: str, kind: type[int] | type[float], low: float
     return value
 
 
-class FinetuneScreen(Screen[None]):
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """The Fine-tune form: base model, dataset (None: the demo's), weights, name and recipe overrides."""
+
+    base: str | None
+    dataset: str | None
+    pretrained: str | None
+    name: str | None
+    overrides: dict[str, Any]
+    """The recipe options the user changed (``finetune`` keyword arguments)."""
+
+
+class FinetuneScreen(RunFormScreen[FinetuneSettings]):
+    """Fine-tune a model with live loss and validation recall."""
+
+    PREFIX = "ft"
+    WHAT = "A fine-tune"
+    TASKS = frozenset({Task.FINETUNE})
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+g", "start", "Start", tooltip="Start fine-tuning with these settings"),
         Binding(
@@ -43,7 +59,6 @@ class FinetuneScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.reporter: TuiReporter | None = None
         self.losses: list[tuple[int, float]] = []
         """(step, training loss) as reported (throttled)."""
         self.val_points: list[tuple[int, float]] = []
@@ -51,47 +66,40 @@ class FinetuneScreen(Screen[None]):
         self._lr = 0.0
         self.out_dir: Path | None = None
 
-    def compose(self) -> ComposeResult:
-        source: Source = self.app.source  # type: ignore[attr-defined]
-        yield NavBar("finetune")
-        with Horizontal(id="ft-body"):
-            with VerticalScroll(id="ft-form", classes="form-column"):
-                yield Label("Base model")
-                yield ModelSelect(source.model, id="ft-base")
-                yield Label("Weights (optional)")
-                yield Input(placeholder="open_clip tag or file", classes="compact", id="ft-pretrained")
-                yield Label("Dataset (train split; val checks)")
-                yield DatasetSelect(source.dataset, id="ft-dataset")
-                yield Label("Epochs · lr · batch size")
-                with Horizontal(classes="triple"):
-                    yield Input(placeholder="recipe", classes="compact", id="ft-epochs", type="integer")
-                    yield Input(placeholder="recipe", classes="compact", id="ft-lr")
-                    yield Input(placeholder="recipe", classes="compact", id="ft-batch", type="integer")
-                yield Label("Time budget (minutes)")
-                yield Input(placeholder="none: train all epochs", classes="compact", id="ft-minutes")
-                yield Label("New model name")
-                yield Input(placeholder="default: ft-<base>-<dataset>", classes="compact", id="ft-name")
-                with Horizontal(classes="buttons"):
-                    yield Button("Start ^G", compact=True, variant="primary", id="ft-start")
-                    yield Button("Cancel", compact=True, variant="error", id="ft-cancel", disabled=True)
-            with Vertical(id="ft-main"):
-                with Horizontal(id="ft-progress-row"):
-                    yield Static("idle: choose the settings and press Ctrl+G", id="ft-stage")
-                    yield ProgressBar(id="ft-progress", show_eta=False)
-                yield Static("", id="ft-live")
-                table: DataTable[str] = DataTable(id="ft-table", cursor_type="none", zebra_stripes=True)
-                table.add_columns("epoch", "step", "loss", "lr", "val mean R", "t→i R@1", "i→t R@1")
-                yield table
-                from textual_plotext import PlotextPlot  # only when this screen is first shown
+    def compose_form(self) -> ComposeResult:
+        source = self.app.source
+        yield Label("Base model")
+        yield ModelSelect(source.model, id="ft-base")
+        yield Label("Weights (optional)")
+        yield Input(placeholder="open_clip tag or file", classes="compact", id="ft-pretrained")
+        yield Label("Dataset (train split; val checks)")
+        yield DatasetSelect(source.dataset, id="ft-dataset")
+        yield Label("Epochs · lr · batch size")
+        with Horizontal(classes="triple"):
+            yield Input(placeholder="recipe", classes="compact", id="ft-epochs", type="integer")
+            yield Input(placeholder="recipe", classes="compact", id="ft-lr")
+            yield Input(placeholder="recipe", classes="compact", id="ft-batch", type="integer")
+        yield Label("Time budget (minutes)")
+        yield Input(placeholder="none: train all epochs", classes="compact", id="ft-minutes")
+        yield Label("New model name")
+        yield Input(placeholder="default: ft-<base>-<dataset>", classes="compact", id="ft-name")
 
-                yield PlotextPlot(id="ft-plot")
-        yield StatusBar()
-        yield Footer()
+    def compose_buttons(self) -> ComposeResult:
+        yield Button("Start ^G", compact=True, variant="primary", id="ft-start", action="screen.start")
+
+    def compose_results(self) -> ComposeResult:
+        yield Static("", id="ft-live")
+        table: DataTable[str] = DataTable(id="ft-table", cursor_type="none", zebra_stripes=True)
+        table.add_columns("epoch", "step", "loss", "lr", "val mean R", "t→i R@1", "i→t R@1")
+        yield table
+        from textual_plotext import PlotextPlot  # only when this screen is first shown
+
+        yield PlotextPlot(id="ft-plot")
 
     def on_mount(self) -> None:
         self._draw_plot()
 
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> FinetuneSettings:
         """The form: base, dataset, weights, name, and the recipe options the user changed."""
 
         def text(selector: str) -> str:
@@ -108,73 +116,48 @@ class FinetuneScreen(Screen[None]):
                 overrides[field] = parse_number(text(selector), what, kind, low)
         if "time_budget_s" in overrides:
             overrides["time_budget_s"] *= 60
-        return {
-            "base": chosen(self.query_one("#ft-base", Select)),
-            "dataset": chosen(self.query_one("#ft-dataset", Select)),
-            "pretrained": text("#ft-pretrained") or None,
-            "name": text("#ft-name") or None,
-            "overrides": overrides,
-        }
+        return FinetuneSettings(
+            base=chosen(self.query_one("#ft-base", Select)),
+            dataset=chosen(self.query_one("#ft-dataset", Select)),
+            pretrained=text("#ft-pretrained") or None,
+            name=text("#ft-name") or None,
+            overrides=overrides,
+        )
 
     def action_start(self) -> None:
-        if self.reporter is not None:
-            self.notify("A fine-tune is already running (Esc cancels it).", severity="warning")
+        started = self.begin(Task.FINETUNE, "fine-tune: starting…", interval=0.2)
+        if started is None:
             return
-        try:
-            settings = self.settings()
-        except CapsearchError as err:
-            self.app.notify_error(err, title="Check the settings")  # type: ignore[attr-defined]
-            return
-        self.reporter = TuiReporter(self, "finetune", interval=0.2)
         self.losses, self.val_points, self._step, self.out_dir = [], [], 0, None
         self.query_one("#ft-table", DataTable).clear()
         self._draw_plot()
-        self._set_running(True, "fine-tune: starting…")
-        self._finetune(settings, self.reporter)
+        self._finetune(*started)
 
     @work(thread=True, exclusive=True, group="finetune")
-    def _finetune(self, settings: dict[str, Any], reporter: TuiReporter) -> None:
-        def call() -> dict[str, Any]:
+    def _finetune(self, settings: FinetuneSettings, reporter: TuiReporter) -> None:
+        def call() -> FinetuneFinished:
             from core.data.records import load_dataset
             from core.paths import models_dir, safe_name
             from core.train.recipes import finetune
 
-            dataset, base = resolve(Source(dataset=settings["dataset"], model=settings["base"]), reporter)
-            name = settings["name"] or safe_name(f"ft-{Path(base).name}-{load_dataset(dataset).name}")
-            self.out_dir = models_dir() / name  # read on the UI thread once this task's message arrives
-            return finetune(
+            dataset, base = resolve(Source(dataset=settings.dataset, model=settings.base), reporter)
+            name = settings.name or safe_name(f"ft-{Path(base).name}-{load_dataset(dataset).name}")
+            self.out_dir = out_dir = models_dir() / name  # on failure, read on the UI thread
+            summary = finetune(
                 base,
                 dataset,
-                pretrained=settings["pretrained"],
+                pretrained=settings.pretrained,
                 name=name,
                 reporter=reporter,
-                **settings["overrides"],
+                **settings.overrides,
             )
+            return FinetuneFinished(summary, out_dir)
 
-        run_task(self, "finetune", call)
-
-    def action_cancel(self) -> None:
-        if self.reporter is not None:
-            self.reporter.cancel()
-            self.query_one("#ft-stage", Static).update("cancelling at the next safe point…")
-
-    def _set_running(self, running: bool, stage: str) -> None:
-        self.query_one("#ft-stage", Static).update(stage)
-        self.query_one("#ft-start", Button).disabled = running
-        self.query_one("#ft-cancel", Button).disabled = not running
-        self.query_one("#ft-progress", ProgressBar).set_class(running, "-running")
-        if not running:
-            self.reporter = None
+        run_task(self, Task.FINETUNE, call)
 
     # -- worker messages -----------------------------------------------------------------------------
-    def on_task_progress(self, message: TaskProgress) -> None:
-        if message.task != "finetune":
-            return
-        message.stop()
+    def progress(self, message: TaskProgress) -> None:
         info = message.info
-        self.query_one("#ft-progress", ProgressBar).update(total=message.total, progress=message.done)
-        amount = f" {message.done}/{message.total}" if message.total else ""
-        self.query_one("#ft-stage", Static).update(f"{message.stage}{amount}")
         if message.stage == "train" and "loss" in info:
             self._step, self._lr = message.done, float(info.get("lr", 0.0))
             self.losses.append((message.done, float(info["loss"])))
@@ -212,31 +195,15 @@ class FinetuneScreen(Screen[None]):
             plt.plot(xs, ys, yside="right", marker="dot", color="green")
         plot.refresh()
 
-    def on_task_log(self, message: TaskLog) -> None:
-        if message.task == "finetune":
-            message.stop()
-            self.log.info(message.text)
+    def on_finetune_finished(self, message: FinetuneFinished) -> None:
+        summary = message.summary
+        before, after = summary["test_before"]["mean_recall"], summary["test_after"]["mean_recall"]
+        self._set_running(False, f"done: {summary['name']} · test mean recall {before:.1f} → {after:.1f}")
+        self.app.model_added(message.out_dir)
 
-    def on_task_finished(self, message: TaskFinished) -> None:
-        if message.task == "finetune":
-            message.stop()
-            summary = message.result
-            before, after = summary["test_before"]["mean_recall"], summary["test_after"]["mean_recall"]
-            self._set_running(False, f"done: {summary['name']} · test mean recall {before:.1f} → {after:.1f}")
-            self.app.model_added(self.out_dir)  # type: ignore[attr-defined]
+    def failure_title(self, task: Task) -> str:
+        return "Fine-tune stopped"
 
-    def on_task_failed(self, message: TaskFailed) -> None:
-        if message.task == "finetune":
-            message.stop()
-            self._set_running(False, "stopped")
-            self.app.notify_error(message.error, title="Fine-tune stopped")  # type: ignore[attr-defined]
-            if self.out_dir is not None and (self.out_dir / "model.json").is_file():
-                self.app.model_added(self.out_dir, finished=False)  # type: ignore[attr-defined]
-
-    @on(Button.Pressed, "#ft-start")
-    def _start_pressed(self) -> None:
-        self.action_start()
-
-    @on(Button.Pressed, "#ft-cancel")
-    def _cancel_pressed(self) -> None:
-        self.action_cancel()
+    def failed(self, task: Task) -> None:
+        if self.out_dir is not None and (self.out_dir / "model.json").is_file():
+            self.app.model_added(self.out_dir, finished=False)

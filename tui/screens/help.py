@@ -12,26 +12,14 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from tui.widgets.nav_bar import SCREENS
+from tui.screens.registry import SCREENS
 
-# Keys that belong to widgets rather than screens, and Textual's own.
-EXTRA_KEYS: dict[str, list[tuple[str, str]]] = {
-    "Everywhere": [
-        ("^p", "Command palette: every action below, searchable"),
-        ("tab / shift+tab", "Move between inputs, lists and buttons"),
-        ("^q", "Quit"),
-    ],
-    "search": [
-        ("↑ / ↓", "Move through the results (the detail pane follows)"),
-        ("enter (on a result)", "Search from this: the image becomes the query"),
-        ("← / → (on the switch)", "Change the direction"),
-    ],
-    "browse": [
-        ("↑ / ↓ / pgup / pgdn", "Move through the page"),
-        ("enter (on a row)", "Open the image in Search"),
-    ],
-    "evaluate": [("enter (on a worst query)", "Open it in Search")],
-}
+# Keys of Textual's own and of widgets shown everywhere (each screen's widget keys are in its ScreenSpec).
+EVERYWHERE_KEYS: list[tuple[str, str]] = [
+    ("^p", "Command palette: every action below, searchable"),
+    ("tab / shift+tab", "Move between inputs, lists and buttons"),
+    ("^q", "Quit"),
+]
 
 
 def _key_table(rows: list[tuple[str, str]]) -> Table:
@@ -62,15 +50,10 @@ class HelpScreen(ModalScreen[None]):
 
     def sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
         """(title, [(key, what it does)]) for the app and each screen, read from their bindings."""
-        out = [("Everywhere", binding_rows(self.app, list(self.app.BINDINGS)) + EXTRA_KEYS["Everywhere"])]
-        for mode, screen_cls in self.app.MODES.items():
-            title = SCREENS[mode][1] if mode in SCREENS else mode
+        out = [("Everywhere", binding_rows(self.app, list(self.app.BINDINGS)) + EVERYWHERE_KEYS)]
+        for spec in SCREENS:
             out.append(
-                (
-                    title,
-                    binding_rows(self.app, list(getattr(screen_cls, "BINDINGS", [])))
-                    + EXTRA_KEYS.get(mode, []),
-                )
+                (spec.title, binding_rows(self.app, list(spec.screen.BINDINGS)) + list(spec.extra_keys))
             )
         return out
 

@@ -7,6 +7,7 @@ search runs in a thread and its results are shown only if no newer query was typ
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,22 +16,20 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Input, ListView
+from textual.widgets import Input, ListView
 
 from core.errors import CapsearchError
+from tui.screens.base import CapsearchScreen
 from tui.widgets.detail_pane import DetailPane
-from tui.widgets.nav_bar import NavBar
 from tui.widgets.query_bar import DIRECTIONS, DirectionSwitch, QueryBar, is_image_direction
 from tui.widgets.results_list import ResultsList
-from tui.widgets.status_bar import StatusBar
 
 DEBOUNCE_S = 0.02
 TOP_K = 20
 
 
-class SearchScreen(Screen[None]):
+class SearchScreen(CapsearchScreen):
     """The start screen."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -48,32 +47,24 @@ class SearchScreen(Screen[None]):
         Binding("down", "focus_results", "Results", tooltip="Move from the query to the results", show=False),
     ]
 
+    @dataclass
     class Done(Message):
         """Results of the search for ``generation``."""
 
-        def __init__(
-            self,
-            generation: int,
-            hits: list[Any],
-            truth: Any,
-            truth_id: str | None,
-            summary: str,
-            query_image: tuple[Path, str] | None,
-        ) -> None:
-            super().__init__()
-            self.query_image = query_image
-            self.generation = generation
-            self.hits = hits
-            self.truth = truth
-            self.truth_id = truth_id
-            self.summary = summary
+        generation: int
+        hits: list[Any]
+        truth: Any
+        truth_id: str | None
+        summary: str
+        query_image: tuple[Path, str] | None
 
+    @dataclass
     class Failed(Message):
-        def __init__(self, generation: int, error: BaseException, explicit: bool) -> None:
-            super().__init__()
-            self.generation = generation
-            self.error = error
-            self.explicit = explicit
+        """The search for ``generation`` failed; ``explicit``: the user pressed Enter."""
+
+        generation: int
+        error: BaseException
+        explicit: bool
 
     def __init__(self) -> None:
         super().__init__()
@@ -83,14 +74,11 @@ class SearchScreen(Screen[None]):
         self.latencies: list[float] = []
         """Seconds from the last change of the query to its results on screen, one per shown result set."""
 
-    def compose(self) -> ComposeResult:
-        yield NavBar("search")
+    def compose_body(self) -> ComposeResult:
         yield QueryBar()
         with Horizontal(id="search-body"):
             yield ResultsList(TOP_K, id="results")
             yield DetailPane(id="detail")
-        yield StatusBar()
-        yield Footer()
 
     def on_mount(self) -> None:
         self.watch(self.app, "retriever", self._retriever_changed)
@@ -98,7 +86,7 @@ class SearchScreen(Screen[None]):
         self.query_one("#query", Input).focus()
 
     def _activity_changed(self, _activity: str) -> None:
-        if self.app.retriever is None:  # type: ignore[attr-defined]
+        if self.app.retriever is None:
             self.query_one(ResultsList).show_message(self._waiting_text())
 
     @property
@@ -122,7 +110,7 @@ class SearchScreen(Screen[None]):
             )
 
     def _waiting_text(self) -> str:
-        activity = self.app.activity  # type: ignore[attr-defined]
+        activity = self.app.activity
         if activity:
             return f"getting ready ({activity}); type away: results appear as soon as the model is loaded"
         return "no model is open: Ctrl+O opens a dataset and a model"
@@ -153,7 +141,7 @@ class SearchScreen(Screen[None]):
 
     def _start(self, explicit: bool) -> None:
         query, results = self.query_text, self.query_one(ResultsList)
-        retriever = self.app.retriever  # type: ignore[attr-defined]
+        retriever = self.app.retriever
         if not query:
             results.show_message("type a query to search")
             self.query_one(DetailPane).show(None, None)
@@ -164,7 +152,7 @@ class SearchScreen(Screen[None]):
 
     @work(thread=True, group="search")
     def _search(self, retriever: Any, generation: int, query: str, direction: str, explicit: bool) -> None:
-        with self.app.search_lock:  # type: ignore[attr-defined]
+        with self.app.search_lock:
             if generation != self.generation:  # a newer query was typed while waiting: skip this one
                 return
             try:
@@ -219,7 +207,7 @@ class SearchScreen(Screen[None]):
         text = error.message if isinstance(error, CapsearchError) else f"{type(error).__name__}: {error}"
         self.query_one(ResultsList).show_message(f"⚠ {text}")
         if message.explicit or not isinstance(error, CapsearchError):
-            self.app.notify_error(error, title="Search failed")  # type: ignore[attr-defined]
+            self.app.notify_error(error, title="Search failed")
 
     # -- selection → detail --------------------------------------------------------------------------
     @on(ListView.Highlighted)

@@ -22,6 +22,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual_image.widget import HalfcellImage, SixelImage, TGPImage, UnicodeImage
 from textual_image.widget import Image as AutoImage
+from textual_image.widget._base import Image as BaseImage
 from textual_image.widget.sixel import _ImageSixelImpl
 
 from tui import thumbs
@@ -49,7 +50,7 @@ class SixelPreviewImage(SixelImage, Renderable=SixelImage._Renderable):
         yield _SixelData(self.image, self._sixel_options)
 
 
-PREVIEW_MODES: dict[str, type[Widget]] = {
+PREVIEW_MODES: dict[str, type[BaseImage]] = {
     "kitty": TGPImage,
     "sixel": SixelPreviewImage,
     "halfcell": HalfcellImage,
@@ -57,7 +58,7 @@ PREVIEW_MODES: dict[str, type[Widget]] = {
 }
 
 
-def _image_class() -> type[Widget]:
+def _image_class() -> type[BaseImage]:
     mode = os.environ.get("CAPSEARCH_PREVIEW", "auto")
     if mode in PREVIEW_MODES:
         return PREVIEW_MODES[mode]

@@ -7,18 +7,10 @@ from textual.containers import Horizontal
 from textual.events import Click
 from textual.widgets import Static
 
-SCREENS: dict[str, tuple[str, str]] = {
-    "search": ("F2", "Search"),
-    "browse": ("F3", "Browse"),
-    "evaluate": ("F4", "Evaluate"),
-    "finetune": ("F5", "Fine-tune"),
-}
-
 
 class _Tab(Static):
-    def __init__(self, mode: str, active: bool) -> None:
-        key, title = SCREENS[mode]
-        super().__init__(f"{key} {title}", classes="tab -active" if active else "tab")
+    def __init__(self, label: str, mode: str, active: bool) -> None:
+        super().__init__(label, classes="tab -active" if active else "tab")
         self.mode = mode
 
     async def on_click(self, event: Click) -> None:
@@ -27,7 +19,7 @@ class _Tab(Static):
 
 
 class NavBar(Horizontal):
-    """``capsearch`` and one tab per screen; F1 help on the right."""
+    """``capsearch`` and one tab per screen of :data:`tui.screens.registry.SCREENS`; F1 help on the right."""
 
     DEFAULT_CSS = """
     NavBar {
@@ -43,13 +35,12 @@ class NavBar(Horizontal):
     }
     """
 
-    def __init__(self, current: str) -> None:
-        super().__init__()
-        self.current = current
-
     def compose(self) -> ComposeResult:
+        # Imported here: the registry imports the screens, and they show this bar.
+        from tui.screens.registry import SCREENS
+
         yield Static("capsearch", classes="brand")
-        for mode in SCREENS:
-            yield _Tab(mode, mode == self.current)
+        for spec in SCREENS:
+            yield _Tab(f"{spec.key.upper()} {spec.title}", spec.name, isinstance(self.screen, spec.screen))
         yield Static(classes="spacer")
         yield Static("F1 help  ^P commands  ^O open  ^Q quit", classes="hint")

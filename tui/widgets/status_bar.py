@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.widgets import Static
 
+if TYPE_CHECKING:
+    from textual import getters
+
+    from tui.app import CapsearchApp
+
 
 class StatusBar(Static):
     """Follows the app's ``retriever`` and ``activity`` reactives."""
+
+    if TYPE_CHECKING:  # as Textual types its own ``app``: at run time the app module imports this one
+        app = getters.app(CapsearchApp)
 
     DEFAULT_CSS = """
     StatusBar {
@@ -26,8 +34,7 @@ class StatusBar(Static):
         self._refresh()
 
     def _refresh(self, _value: Any = None) -> None:
-        app: Any = self.app
-        retriever, activity = app.retriever, app.activity
+        retriever, activity = self.app.retriever, self.app.activity
         text = Text()
         if retriever is not None:
             for label, value in (
