@@ -20,6 +20,7 @@ from textual.screen import Screen
 
 from core.errors import Cancelled, CapsearchError
 from core.progress import Reporter
+from core.safe_text import markup_safe
 from tui.messages import (
     DatasetOpened,
     SourceOpened,
@@ -160,7 +161,7 @@ class CapsearchApp(App[None]):
         text, severity = describe_error(error)
         if not isinstance(error, CapsearchError):
             self.log.error("".join(traceback.format_exception(error)))
-        self.notify(text, title=title, severity=severity, timeout=12)
+        self.notify(markup_safe(text), title=title, severity=severity, timeout=12)
 
     # -- navigation ----------------------------------------------------------------------------------
     def action_help(self) -> None:

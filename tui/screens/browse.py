@@ -11,6 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Label, Select
 
 from core.data.records import SPLITS
+from core.safe_text import markup_safe
 from tui.messages import SplitLoaded, Task, TaskFailed, UseImageQuery
 from tui.screens.base import CapsearchScreen
 from tui.widgets.detail_pane import DetailPane
@@ -121,7 +122,7 @@ class BrowseScreen(CapsearchScreen):
             more = f" (+{len(record.captions) - 1})" if len(record.captions) > 1 else ""
             if len(first) + len(more) > room:
                 first = first[: max(1, room - len(more) - 1)] + "…"
-            table.add_row(str(i), record.id, first + more, key=record.id)
+            table.add_row(str(i), markup_safe(record.id), markup_safe(first) + more, key=record.id)
         filtered = f" of {len(self.records):,}" if len(self.shown) != len(self.records) else ""
         self.query_one("#browse-page", Label).update(
             f"page {self.page + 1}/{self.pages} · {len(self.shown):,}{filtered} images"
@@ -168,7 +169,9 @@ class BrowseScreen(CapsearchScreen):
         )
         if index < 0:
             where = "this filter" if len(self.shown) != len(self.records) else "this split"
-            self.notify(f"No image id starting with {wanted!r} in {where}.", severity="warning")
+            self.notify(
+                f"No image id starting with {markup_safe(repr(wanted))} in {where}.", severity="warning"
+            )
             return
         self.page = index // PAGE_SIZE
         self._render_page(cursor=index % PAGE_SIZE)

@@ -20,6 +20,7 @@ from textual.timer import Timer
 from textual.widgets import Input, ListView
 
 from core.errors import CapsearchError
+from core.safe_text import visible
 from tui.screens.base import CapsearchScreen
 from tui.widgets.detail_pane import DetailPane
 from tui.widgets.query_bar import DIRECTIONS, DirectionSwitch, QueryBar, is_image_direction
@@ -168,15 +169,17 @@ class SearchScreen(CapsearchScreen):
         if direction == "text-image":
             hits = retriever.search_text(query, k=TOP_K)
             truth = retriever.ground_truth(query)
-            summary = f"top {len(hits)} images of {retriever.size:,} for “{query}”"
+            summary = f"top {len(hits)} images of {retriever.size:,} for “{visible(query)}”"
         else:  # the query is an image id of the split, or an image file path
             if direction == "image-text":
                 hits = retriever.image_to_text(query, k=TOP_K)
                 truth_id = query  # the query image's own captions are the right answers
-                summary = f"top {len(hits)} captions of {retriever.caption_count:,} for image “{query}”"
+                summary = (
+                    f"top {len(hits)} captions of {retriever.caption_count:,} for image “{visible(query)}”"
+                )
             else:
                 hits = retriever.image_to_image(query, k=TOP_K)
-                summary = f"top {len(hits)} images of {retriever.size:,} for image “{query}”"
+                summary = f"top {len(hits)} images of {retriever.size:,} for image “{visible(query)}”"
             record = next((r for r in retriever.records if r.id == query), None)
             if record is not None:
                 first = record.captions[0] if record.captions else "no captions"

@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
+from core.safe_text import visible
 from tui.widgets.image_preview import ImagePreview
 
 if TYPE_CHECKING:
@@ -45,17 +46,17 @@ class DetailPane(Vertical):
         self.query_one(ImagePreview).show(path)
         text = Text()
         if record is not None:
-            text.append(record.id, "bold")
+            text.append(visible(record.id), "bold")
             if is_truth:
                 text.append("  ✓ ground truth", "bold green")
             text.append("\n")
             if rank is not None and score is not None:
                 text.append(f"rank {rank} · score {score:.4f}\n", "dim")
-            text.append(f"{path}\n", "dim")
+            text.append(f"{visible(path)}\n", "dim")
             if record.captions:
                 for i, line in enumerate(record.captions, 1):
                     style = "bold" if caption is not None and line == caption else ""
-                    text.append(f"{i}. {line}\n", style)
+                    text.append(f"{i}. {visible(line)}\n", style)
             else:
                 text.append("(no captions)\n", "dim italic")
         self.query_one("#detail-text", Static).update(text)

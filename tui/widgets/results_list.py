@@ -18,6 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import ListItem, ListView, Static
 
+from core.safe_text import visible
 from tui import thumbs
 from tui.widgets.image_preview import ImagePreview, decode
 
@@ -59,7 +60,7 @@ class ResultRow(ListItem):
         head = Text.assemble(
             (f"#{hit.rank:<3}", "bold"),
             (f" {hit.score:6.3f}  ", "dim"),
-            (hit.record.id, "bold" if hit.caption is None else ""),
+            (visible(hit.record.id), "bold" if hit.caption is None else ""),
             ("  ✓ ground truth" if is_truth else "", "bold"),
         )
         body = (
@@ -67,7 +68,7 @@ class ResultRow(ListItem):
             if hit.caption is not None
             else (hit.record.captions[0] if hit.record.captions else "")
         )
-        text = Text.assemble(head, "\n", Text(body))
+        text = Text.assemble(head, "\n", Text(visible(body)))
         text.no_wrap = False
         self.query_one(".row-text", Static).update(text)
 
@@ -97,7 +98,7 @@ class QueryCard(Horizontal):
         if image is not None:
             path, description = image
             self.query_one(ImagePreview).show(path)
-            self.query_one(Static).update(Text.assemble(("query image  ", "bold"), description))
+            self.query_one(Static).update(Text.assemble(("query image  ", "bold"), visible(description)))
 
 
 class ResultsList(Vertical):
@@ -171,14 +172,14 @@ class ResultsList(Vertical):
         self._generation += 1
         self.hits = hits[: self.capacity]
         self.truth_id = truth_id
-        self.query_one(".summary", Static).update(summary)
+        self.query_one(".summary", Static).update(Text(summary))
         self.query_one(QueryCard).show(query_image)
         truth_line = self.query_one(".truth", Static)
         truth_line.set_class(truth is not None, "-shown")
         if truth is not None:
             record, rank = truth
             where = "shown below" if rank <= len(self.hits) else "below the fold"
-            truth_line.update(f"✓ ground truth {record.id} is at rank {rank} ({where})")
+            truth_line.update(Text(f"✓ ground truth {visible(record.id)} is at rank {rank} ({where})"))
         rows = list(self.query(ResultRow))
         missing: list[tuple[int, Path]] = []
         box = thumbs.box_for(*THUMB_CELLS)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from textual.widgets import Static
 
+from core.safe_text import visible
+
 if TYPE_CHECKING:
     from textual import getters
 
@@ -44,7 +46,7 @@ class StatusBar(Static):
                 ("vectors", f"{retriever.size:,}"),
             ):
                 text.append(f"{label} ", "dim")
-                text.append(f"{value}   ", "bold")
+                text.append(f"{visible(value)}   ", "bold")
         elif not activity:
             text.append("no model loaded: Ctrl+O opens a dataset and a model", "dim")
         if activity:
