@@ -284,6 +284,45 @@ def _join_chunks(result: SplitEmbeddings, chunks: _Chunks, done: dict[int, Chunk
     ]
 
 
+def _manifest_base(
+    lm: LoadedModel,
+    dataset: PreparedDataset,
+    split: str,
+    records: list[ImageRecord],
+    caption_count: int,
+    checksum: str,
+    chunk_size: int,
+) -> dict[str, Any]:
+    """The manifest fields of a cache, complete or not."""
+    return {
+        "format": FORMAT,
+        "model_id": lm.model_id,
+        "precision": lm.precision,
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint,
+        "split": split,
+        "dims": lm.embed_dim,
+        "count": len(records),
+        "caption_count": caption_count,
+        "ids": [r.id for r in records],
+        "checksum": checksum,
+        "chunk_size": chunk_size,
+    }
+
+
+def _save_complete(result: SplitEmbeddings, base: dict[str, Any], n_chunks: int) -> None:
+    """Write the joined arrays, then the completed manifest, then drop the chunks."""
+    folder = result.cache_dir
+    save_npy(folder / IMAGE_FILE, result.image_emb)
+    save_npy(folder / CAPTION_FILE, result.caption_emb)
+    write_json(
+        folder / MANIFEST,
+        {**base, "complete": True, "encode_seconds": result.encode_seconds, "failed": result.failed},
+    )
+    for k in range(n_chunks):
+        _chunk_file(folder, k).unlink(missing_ok=True)
+
+
 def split_embeddings(
     lm: LoadedModel,
     dataset: PreparedDataset,
@@ -317,20 +356,7 @@ def split_embeddings(
     if result.reused:
         return result
 
-    base = {
-        "format": FORMAT,
-        "model_id": lm.model_id,
-        "precision": lm.precision,
-        "dataset": dataset.name,
-        "dataset_fingerprint": dataset.fingerprint,
-        "split": split,
-        "dims": lm.embed_dim,
-        "count": len(records),
-        "caption_count": len(captions),
-        "ids": [r.id for r in records],
-        "checksum": checksum,
-        "chunk_size": chunk_size,
-    }
+    base = _manifest_base(lm, dataset, split, records, len(captions), checksum, chunk_size)
     spent = float(manifest.get("encode_seconds", 0.0)) if manifest else 0.0
     write_json(folder / MANIFEST, {**base, "complete": False, "encode_seconds": spent})
     start_time = time.perf_counter()
@@ -348,14 +374,7 @@ def split_embeddings(
 
     _join_chunks(result, chunks, done)
     result.encode_seconds = round(spent, 3)
-    save_npy(folder / IMAGE_FILE, result.image_emb)
-    save_npy(folder / CAPTION_FILE, result.caption_emb)
-    write_json(
-        folder / MANIFEST,
-        {**base, "complete": True, "encode_seconds": result.encode_seconds, "failed": result.failed},
-    )
-    for k in range(len(chunks.bounds)):
-        _chunk_file(folder, k).unlink(missing_ok=True)
+    _save_complete(result, base, len(chunks.bounds))
     if result.failed:
         reporter.log(f"{len(result.failed)} image(s) of {where} could not be read; their rows are zero")
     return result

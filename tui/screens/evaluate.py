@@ -1,9 +1,11 @@
 """Evaluate: pick a dataset, split, model, index and Ks; run ``run_eval`` in a worker with live progress;
-see the metrics, the worst queries (openable in Search), the history of runs and an HNSW efSearch sweep."""
+see the metrics, the worst queries (openable in Search), the history of runs and an HNSW efSearch sweep.
+A run is saved (results file and history line); a sweep's evaluations are only shown."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -24,6 +26,7 @@ from textual.widgets import (
 )
 
 from core.data.records import SPLITS
+from core.directions import Direction
 from core.errors import CapsearchError
 from tui.messages import TaskFailed, TaskFinished, TaskLog, TaskProgress, UseImageQuery, UseTextQuery
 from tui.session import Source, resolve
@@ -31,8 +34,12 @@ from tui.widgets.choices import DatasetSelect, ModelSelect, chosen
 from tui.widgets.metrics_table import HistoryTable, MetricsTable, SweepTable
 from tui.widgets.nav_bar import NavBar
 from tui.widgets.status_bar import StatusBar
-from tui.widgets.worst_queries import TEXT_TO_IMAGE, WorstQueriesTable, worst_queries
+from tui.widgets.worst_queries import WorstQueriesTable
 from tui.workers import TuiReporter, run_task
+
+if TYPE_CHECKING:
+    from core.data.records import ImageRecord
+    from core.evaluation.results import EvalResult
 
 INDEX_CHOICES = [("exact", "exact"), ("HNSW", "hnsw"), ("exact + HNSW", "both")]
 SWEEP_EF = (8, 16, 32, 64, 128, 256)
@@ -62,7 +69,8 @@ class EvaluateScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.reporter: TuiReporter | None = None
-        self.result: Any = None
+        self.result: EvalResult | None = None
+        self.result_path: Path | None = None
 
     def compose(self) -> ComposeResult:
         yield NavBar("evaluate")
@@ -169,6 +177,7 @@ class EvaluateScreen(Screen[None]):
     def _evaluate(self, settings: dict[str, Any], reporter: TuiReporter) -> None:
         def call() -> Any:
             from core.data.records import load_dataset
+            from core.evaluation.results import save_result
             from core.evaluation.runner import run_eval
 
             dataset, model = resolve(Source(dataset=settings["dataset"], model=settings["model"]), reporter)
@@ -182,8 +191,9 @@ class EvaluateScreen(Screen[None]):
                 hnsw=settings["hnsw"],
                 reporter=reporter,
             )
-            records = load_dataset(result.payload["dataset_dir"]).split(settings["split"])
-            return result, records
+            path = save_result(result)
+            records = load_dataset(result.dataset_dir).split(settings["split"])
+            return result, path, records
 
         run_task(self, "evaluate", call)
 
@@ -211,7 +221,7 @@ class EvaluateScreen(Screen[None]):
                 result = run_eval(
                     dataset, settings["split"], lm, index="hnsw", ks=(1, 5, 10), hnsw=spec, reporter=reporter
                 )
-                reporter.update("sweep", i + 1, len(SWEEP_EF), ef_search=ef, payload=result.payload)
+                reporter.update("sweep", i + 1, len(SWEEP_EF), ef_search=ef, payload=result.to_json())
             return len(SWEEP_EF)
 
         run_task(self, "sweep", call)
@@ -257,16 +267,16 @@ class EvaluateScreen(Screen[None]):
     def on_task_finished(self, message: TaskFinished) -> None:
         if message.task == "evaluate":
             message.stop()
-            result, records = message.result
+            result, path, records = message.result
+            self.result_path = path
             self.show_result(result, records)
-            counts = result.payload["counts"]
-            self._set_running(False, f"done: {counts['images']} images, {counts['captions']} captions")
-            self.notify(f"Saved to {result.path}", title="Evaluation finished")
+            counts = result.counts
+            self._set_running(False, f"done: {counts.images} images, {counts.captions} captions")
+            self.notify(f"Saved to {path}", title="Evaluation finished")
             self._load_history()
         elif message.task == "sweep":
             message.stop()
             self._set_running(False, f"sweep done: {message.result} efSearch values")
-            self._load_history()
         elif message.task == "history":
             message.stop()
             self.query_one(HistoryTable).show(message.result)
@@ -278,24 +288,25 @@ class EvaluateScreen(Screen[None]):
                 self._set_running(False, "stopped")
             self.app.notify_error(message.error, title=f"{message.task.capitalize()} failed")  # type: ignore[attr-defined]
 
-    def show_result(self, result: Any, records: list[Any]) -> None:
+    def show_result(self, result: EvalResult, records: list[ImageRecord]) -> None:
         """Fill the metrics (every index that ran) and the worst queries."""
         from core.data.records import load_dataset
+        from core.evaluation.worst_queries import worst_queries
 
         self.result = result
         table = self.query_one(MetricsTable)
         for name, metrics in result.by_index.items():
             table.fill(name, metrics)
-        dataset = load_dataset(result.payload["dataset_dir"])
+        dataset = load_dataset(result.dataset_dir)
         self.query_one(WorstQueriesTable).show(
-            worst_queries(result.payload, records, dataset.image_path, WORST_SHOWN)
+            worst_queries(result, records, dataset.image_path, WORST_SHOWN)
         )
 
     # -- history and worst queries -------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="history")
     def _load_history(self) -> None:
         def call() -> list[dict[str, Any]]:
-            from core.evaluation.runner import load_history
+            from core.evaluation.results import load_history
 
             return load_history()
 
@@ -310,14 +321,15 @@ class EvaluateScreen(Screen[None]):
         if query is None:
             self.notify("Run an evaluation first; then pick one of its worst queries.", severity="warning")
             return
-        if query.direction == TEXT_TO_IMAGE:
+        if query.direction is Direction.TEXT_TO_IMAGE:
             self.post_message(UseTextQuery(query.caption))
             return
         retriever = self.app.retriever  # type: ignore[attr-defined]
-        payload = self.result.payload
-        same = retriever is not None and (retriever.dataset, retriever.split) == (
-            payload["dataset"],
-            payload["split"],
+        result = self.result
+        same = (
+            retriever is not None
+            and result is not None
+            and (retriever.dataset, retriever.split) == (result.dataset, result.split)
         )
         # another dataset may be open in Search: then the image goes by its file
         self.post_message(UseImageQuery(query.image_id if same else query.path))
