@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -30,45 +29,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchlib import FLICKR8K, machine_info  # noqa: E402
+
 from core.atomic import write_json  # noqa: E402
 from core.data.images import load_rgb  # noqa: E402
 from core.embed.engine import causal_text_encoder, encode_images, encode_texts, token_lengths  # noqa: E402
 from core.models.loading import LoadedModel, load_model  # noqa: E402
 from core.paths import results_dir  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL = "ViT-B-32"
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU, core count, torch threads, load and library versions, for the results JSON."""
-    import faiss
-    import open_clip
-    import PIL
-
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average": list(os.getloadavg()),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "versions": {
-            "torch": torch.__version__,
-            "open_clip": open_clip.__version__,
-            "numpy": np.__version__,
-            "pillow": PIL.__version__,
-            "faiss": faiss.__version__,
-        },
-    }
 
 
 def flickr8k_test(source: Path, n_images: int, n_captions: int) -> tuple[list[Path], list[str]]:
@@ -165,35 +134,91 @@ def knobs(lm: LoadedModel, paths: list[Path], texts: list[str]) -> dict[str, Any
     return result
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--captions", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32, help="image batch, both sides (default 32)")
     parser.add_argument("--text-batch-size", type=int, default=128, help="caption batch, both sides")
-    parser.add_argument("--flickr8k", type=Path, default=REPO.parent / "shared" / "data" / "flickr8k")
-    args = parser.parse_args()
+    parser.add_argument("--flickr8k", type=Path, default=FLICKR8K)
+    return parser.parse_args()
 
+
+def throughput(
+    fp32: LoadedModel, auto: LoadedModel, paths: list[Path], texts: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Embeddings and seconds of the naive loop, the engine (auto precision) and the engine in fp32.
+
+    Images run in the order naive, engine, engine, naive (load on this shared machine drifts).
+    """
+    (naive_img, decode_s), naive_a = timed(lambda: naive_images(fp32, paths, args.batch_size))
+    (engine_img, failed), engine_a = timed(lambda: encode_images(auto, paths, args.batch_size))
+    _, engine_b = timed(lambda: encode_images(auto, paths, args.batch_size))
+    _, naive_b = timed(lambda: naive_images(fp32, paths, args.batch_size))
+    naive_txt, naive_txt_s = timed(lambda: naive_texts(fp32, texts, args.text_batch_size))
+    engine_txt, engine_txt_s = timed(lambda: encode_texts(auto, texts, args.text_batch_size))
+    exact_txt, exact_txt_s = timed(lambda: encode_texts(fp32, texts, args.text_batch_size))
+    (exact_img, _), exact_img_s = timed(lambda: encode_images(fp32, paths, args.batch_size))
+    return {
+        "naive": (naive_img, naive_txt, [naive_a, naive_b], naive_txt_s),
+        "engine": (engine_img, engine_txt, [engine_a, engine_b], engine_txt_s),
+        "engine_fp32": (exact_img, exact_txt, [exact_img_s], exact_txt_s),
+        "decode_s": decode_s,
+        "failed": failed,
+    }
+
+
+def side(n_img: int, n_txt: int, runs: tuple[np.ndarray, np.ndarray, list[float], float]) -> dict[str, Any]:
+    """Images and captions per second of one side (images: the mean of its runs)."""
+    _, _, image_s, text_s = runs
+    return {
+        "images_per_s": round(n_img / (sum(image_s) / len(image_s)), 2),
+        "captions_per_s": round(n_txt / text_s, 2),
+    }
+
+
+def ratios(runs: dict[str, Any]) -> dict[str, float]:
+    """How many times faster than the naive loop the engine is (auto precision and fp32)."""
+
+    def seconds(name: str) -> tuple[float, float]:
+        _, _, image_s, text_s = runs[name]
+        return sum(image_s) / len(image_s), text_s
+
+    naive, engine, exact = seconds("naive"), seconds("engine"), seconds("engine_fp32")
+    return {
+        "images": round(naive[0] / engine[0], 2),
+        "captions": round(naive[1] / engine[1], 2),
+        "images_fp32": round(naive[0] / exact[0], 2),
+        "captions_fp32": round(naive[1] / exact[1], 2),
+    }
+
+
+def agreements(runs: dict[str, Any]) -> dict[str, Any]:
+    naive_img, naive_txt = runs["naive"][:2]
+    engine_img, engine_txt = runs["engine"][:2]
+    exact_img, exact_txt = runs["engine_fp32"][:2]
+    return {
+        "engine_images": agreement(engine_img, naive_img),
+        "engine_captions": agreement(engine_txt, naive_txt),
+        "engine_fp32_images": agreement(exact_img, naive_img),
+        "engine_fp32_captions": agreement(exact_txt, naive_txt),
+        "text_to_image_ranking": ranking_agreement(engine_img, engine_txt, naive_img, naive_txt),
+    }
+
+
+def main() -> None:
+    args = arguments()
     info = machine_info()
     paths, texts = flickr8k_test(args.flickr8k, args.images, args.captions)
     fp32 = load_model(MODEL, device="cpu", precision="fp32")
     auto = load_model(MODEL, device="cpu")
     print(f"{len(paths)} images, {len(texts)} captions; engine precision {auto.precision}", file=sys.stderr)
-
-    # images in the order naive, engine, engine, naive (load on this shared machine drifts); totals compared
-    (naive_img, decode_s), naive_a = timed(lambda: naive_images(fp32, paths, args.batch_size))
-    (engine_img, failed), engine_a = timed(lambda: encode_images(auto, paths, args.batch_size))
-    _, engine_b = timed(lambda: encode_images(auto, paths, args.batch_size))
-    _, naive_b = timed(lambda: naive_images(fp32, paths, args.batch_size))
-    naive_img_s, engine_img_s = (naive_a + naive_b) / 2, (engine_a + engine_b) / 2
-    naive_txt, naive_txt_s = timed(lambda: naive_texts(fp32, texts, args.text_batch_size))
-    engine_txt, engine_txt_s = timed(lambda: encode_texts(auto, texts, args.text_batch_size))
-    exact_txt, exact_txt_s = timed(lambda: encode_texts(fp32, texts, args.text_batch_size))
-    (exact_img, _), exact_img_s = timed(lambda: encode_images(fp32, paths, args.batch_size))
+    runs = throughput(fp32, auto, paths, texts, args)
     print("throughput done; timing knobs", file=sys.stderr)
     knob_times = knobs(fp32, paths, texts)
 
     n_img, n_txt = len(paths), len(texts)
+    naive, engine = runs["naive"], runs["engine"]
     result = {
         "benchmark": "embedding throughput, naive open_clip loop vs capsearch engine",
         "model": f"{MODEL} (random init)",
@@ -207,38 +232,19 @@ def main() -> None:
         "batch_size": {"images": args.batch_size, "captions": args.text_batch_size},
         "engine_precision": auto.precision,
         "naive": {
-            "images_per_s": round(n_img / naive_img_s, 2),
-            "captions_per_s": round(n_txt / naive_txt_s, 2),
-            "image_decode_s": round(decode_s, 2),
-            "seconds": {"images": [round(naive_a, 2), round(naive_b, 2)], "captions": round(naive_txt_s, 2)},
+            **side(n_img, n_txt, naive),
+            "image_decode_s": round(runs["decode_s"], 2),
+            "seconds": {"images": [round(s, 2) for s in naive[2]], "captions": round(naive[3], 2)},
         },
         "engine": {
-            "images_per_s": round(n_img / engine_img_s, 2),
-            "captions_per_s": round(n_txt / engine_txt_s, 2),
-            "failed_images": len(failed),
-            "seconds": {
-                "images": [round(engine_a, 2), round(engine_b, 2)],
-                "captions": round(engine_txt_s, 2),
-            },
+            **side(n_img, n_txt, engine),
+            "failed_images": len(runs["failed"]),
+            "seconds": {"images": [round(s, 2) for s in engine[2]], "captions": round(engine[3], 2)},
         },
-        "engine_fp32": {
-            "images_per_s": round(n_img / exact_img_s, 2),
-            "captions_per_s": round(n_txt / exact_txt_s, 2),
-        },
-        "ratios": {
-            "images": round(naive_img_s / engine_img_s, 2),
-            "captions": round(naive_txt_s / engine_txt_s, 2),
-            "images_fp32": round(naive_img_s / exact_img_s, 2),
-            "captions_fp32": round(naive_txt_s / exact_txt_s, 2),
-        },
+        "engine_fp32": side(n_img, n_txt, runs["engine_fp32"]),
+        "ratios": ratios(runs),
         "goals": {"captions": 3.5, "images": 1.2},
-        "agreement_with_naive": {
-            "engine_images": agreement(engine_img, naive_img),
-            "engine_captions": agreement(engine_txt, naive_txt),
-            "engine_fp32_images": agreement(exact_img, naive_img),
-            "engine_fp32_captions": agreement(exact_txt, naive_txt),
-            "text_to_image_ranking": ranking_agreement(engine_img, engine_txt, naive_img, naive_txt),
-        },
+        "agreement_with_naive": agreements(runs),
         "knobs_fp32_model": knob_times,
         "machine": info,
         "load_average_end": list(os.getloadavg()),

@@ -23,12 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_embedding import machine_info  # noqa: E402
+from benchlib import REPO, machine_info  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
 from core.paths import results_dir  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 SESSION = "capsearch-first-paint"
 PAINTED = "describe a picture"
 READY = "vectors "

@@ -26,23 +26,20 @@ import faiss
 import numpy as np
 
 from core.atomic import atomic_path, write_json
-from core.data.records import load_dataset
+from core.data.records import PreparedDataset, load_dataset
 from core.embed.cache import split_embeddings
+from core.evaluation.latency import percentile, percentiles
 from core.evaluation.recall import neighbour_recall
 from core.evaluation.runner import library_versions
 from core.index.vector_index import AUTO_EXACT_MAX, IndexSpec, VectorIndex
-from core.models.loading import load_model
+from core.models.loading import LoadedModel, load_model
 from core.paths import reports_dir, results_dir, safe_name
 
 K = 10
 
 
 def _stats(wall: list[float], cpu: list[float]) -> dict[str, float]:
-    return {
-        "p50": float(np.percentile(wall, 50)),
-        "p95": float(np.percentile(wall, 95)),
-        "cpu_p50": float(np.percentile(cpu, 50)),
-    }
+    return {**percentiles(wall, digits=None), "cpu_p50": percentile(cpu, 50, digits=None)}
 
 
 def _timed(index: VectorIndex, q: np.ndarray, wall: list[float], cpu: list[float], k: int) -> None:
@@ -252,7 +249,7 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> int:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -276,17 +273,27 @@ def main() -> int:
     )
     parser.add_argument("--skip-crossover", action="store_true")
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    started = time.perf_counter()
-    lm = load_model(args.model, args.pretrained, device=args.device)
-    data = load_dataset(args.dataset)
+
+def pooled_embeddings(
+    lm: LoadedModel, data: PreparedDataset, splits: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The image and caption embeddings of ``splits``, each side concatenated."""
     images, captions = [], []
-    for split in args.splits:
+    for split in splits:
         emb = split_embeddings(lm, data, split)
         images.append(emb.image_emb)
         captions.append(emb.caption_emb)
-    image_emb, caption_emb = np.concatenate(images), np.concatenate(captions)
+    return np.concatenate(images), np.concatenate(captions)
+
+
+def main() -> int:
+    args = arguments()
+    started = time.perf_counter()
+    lm = load_model(args.model, args.pretrained, device=args.device)
+    data = load_dataset(args.dataset)
+    image_emb, caption_emb = pooled_embeddings(lm, data, args.splits)
     print(
         f"{lm.model_id}: {len(image_emb)} images, {len(caption_emb)} captions, d={image_emb.shape[1]}",
         flush=True,

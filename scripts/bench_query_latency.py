@@ -17,42 +17,29 @@ the runs of the current commit.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_embedding import machine_info  # noqa: E402
+from benchlib import FLICKR8K, commit, machine_info, runs_log  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
 from core.data.records import PreparedDataset, load_dataset  # noqa: E402
 from core.embed import engine  # noqa: E402
 from core.errors import DatasetError  # noqa: E402
-from core.models.loading import load_model  # noqa: E402
+from core.evaluation.latency import percentiles  # noqa: E402
+from core.models.loading import LoadedModel, load_model  # noqa: E402
 from core.paths import results_dir  # noqa: E402
 from core.search.retriever import Retriever  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL = "ViT-B-32"
-
-
-def percentiles(ms: list[float]) -> dict[str, float]:
-    a = np.asarray(ms)
-    return {
-        "p50": round(float(np.percentile(a, 50)), 3),
-        "p95": round(float(np.percentile(a, 95)), 3),
-        "mean": round(float(a.mean()), 3),
-        "min": round(float(a.min()), 3),
-    }
 
 
 def time_each(fn: Callable[[str], Any], queries: list[str]) -> list[float]:
@@ -64,31 +51,10 @@ def time_each(fn: Callable[[str], Any], queries: list[str]) -> list[float]:
     return out
 
 
-def commit() -> str:
-    """The checked-out commit, with ``-dirty`` when core/ or scripts/ have uncommitted changes."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    try:
-        head, dirty = (
-            git("rev-parse", "--short", "HEAD"),
-            git("status", "--porcelain", "--", "core", "scripts"),
-        )
-    except OSError:
-        return "unknown"
-    return (head or "unknown") + ("-dirty" if dirty else "")
-
-
 def with_run_history(out: Path, result: dict[str, Any]) -> dict[str, Any]:
     """``result`` plus the earlier runs kept in ``out`` and the median p50 over this commit's runs."""
-    try:
-        runs = json.loads(out.read_text()).get("runs", [])
-    except (OSError, ValueError):
-        runs = []
     e2e = result["end_to_end_ms"]
-    runs.append({
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    runs = runs_log(out, {
         "commit": result["commit"],
         "end_to_end_p50_ms": e2e["p50"],
         "end_to_end_p95_ms": e2e["p95"],
@@ -104,6 +70,11 @@ def with_run_history(out: Path, result: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def latency_ms(ms: list[float]) -> dict[str, float]:
+    """p50 and p95 (as in evaluation results), mean and min, to the microsecond."""
+    return {**percentiles(ms, 3), "mean": round(statistics.fmean(ms), 3), "min": round(min(ms), 3)}
+
+
 def dataset(name: str, source: Path) -> PreparedDataset:
     try:
         return load_dataset(name)
@@ -113,18 +84,61 @@ def dataset(name: str, source: Path) -> PreparedDataset:
         return prepare_flickr8k(source, name=name)
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="flickr8k")
-    parser.add_argument("--flickr8k", type=Path, default=REPO.parent / "shared" / "data" / "flickr8k")
+    parser.add_argument("--flickr8k", type=Path, default=FLICKR8K)
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds, settings interleaved")
     parser.add_argument(
         "--precision", default="fp32", choices=("fp32", "bf16"), help="inference precision (default fp32)"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def encoders_to_time(lm: LoadedModel) -> dict[str, tuple[LoadedModel, int]]:
+    """Setting name -> (model, query threads): ``lm`` on one and on all threads, the other precision,
+    and in bf16 also the model without prepacked linear layers (core.embed.packed)."""
+    default_threads = torch.get_num_threads()
+    other = load_model(MODEL, device="cpu", precision="bf16" if lm.precision == "fp32" else "fp32")
+    engine.encode_text_query(other, "warm up")
+    encoders = {
+        f"{lm.precision}_1_thread": (lm, 1),
+        f"{lm.precision}_{default_threads}_threads": (lm, default_threads),
+        f"{other.precision}_1_thread": (other, 1),
+    }
+    if lm.precision == "bf16":
+        engine.PACK_CPU_BF16 = False
+        plain = load_model(MODEL, device="cpu", precision="bf16")
+        engine.encode_text_query(plain, "warm up")  # builds (and keeps) its unpacked inference copy
+        engine.PACK_CPU_BF16 = True
+        encoders["bf16_unpacked_1_thread"] = (plain, 1)
+    return encoders
+
+
+def time_rounds(
+    retriever: Retriever, encoders: dict[str, tuple[LoadedModel, int]], rounds: list[list[str]], k: int
+) -> dict[str, list[float]]:
+    """Per-query ms of each setting, end to end and of the search alone, settings interleaved per round
+    (a slow spell of this shared VM hits them all alike)."""
+    timings: dict[str, list[float]] = {name: [] for name in ("end_to_end", "search", *encoders)}
+    for queries in rounds:
+        timings["end_to_end"] += time_each(lambda q: retriever.search_text(q, k), queries)
+        for name, (model, threads) in encoders.items():
+            engine.QUERY_THREADS = threads
+            timings[name] += time_each(lambda q, m=model: engine.encode_text_query(m, q), queries)
+        engine.QUERY_THREADS = 1
+        for q in queries:
+            v = engine.encode_text_query(retriever.lm, q)
+            t0 = time.perf_counter()
+            retriever.image_index.search(v[None, :], k)
+            timings["search"].append(1000 * (time.perf_counter() - t0))
+    return timings
+
+
+def main() -> None:
+    args = arguments()
     info = machine_info()
     data = dataset(args.dataset, args.flickr8k)
     lm = load_model(MODEL, device="cpu", precision=args.precision)
@@ -136,34 +150,8 @@ def main() -> None:
     # Each round its own distinct captions (the Retriever caches recent query embeddings).
     rounds = [list(dict.fromkeys(captions[r::step]))[: args.queries] for r in range(args.rounds)]
     retriever.search_text("a warm-up query that is not a caption", args.k)
-
-    default_threads = torch.get_num_threads()
-    other = load_model(MODEL, device="cpu", precision="bf16" if args.precision == "fp32" else "fp32")
-    engine.encode_text_query(other, "warm up")
-    encoders = {  # setting: (model, query threads)
-        f"{lm.precision}_1_thread": (lm, 1),
-        f"{lm.precision}_{default_threads}_threads": (lm, default_threads),
-        f"{other.precision}_1_thread": (other, 1),
-    }
-    if lm.precision == "bf16":  # the same without prepacked linear layers (core.embed.packed)
-        engine.PACK_CPU_BF16 = False
-        plain = load_model(MODEL, device="cpu", precision="bf16")
-        engine.encode_text_query(plain, "warm up")  # builds (and keeps) its unpacked inference copy
-        engine.PACK_CPU_BF16 = True
-        encoders["bf16_unpacked_1_thread"] = (plain, 1)
-
-    timings: dict[str, list[float]] = {name: [] for name in ("end_to_end", "search", *encoders)}
-    for queries in rounds:  # settings interleaved: a slow spell of this shared VM hits them all alike
-        timings["end_to_end"] += time_each(lambda q: retriever.search_text(q, args.k), queries)
-        for name, (model, threads) in encoders.items():
-            engine.QUERY_THREADS = threads
-            timings[name] += time_each(lambda q, m=model: engine.encode_text_query(m, q), queries)
-        engine.QUERY_THREADS = 1
-        for q in queries:
-            v = engine.encode_text_query(lm, q)
-            t0 = time.perf_counter()
-            retriever.image_index.search(v[None, :], args.k)
-            timings["search"].append(1000 * (time.perf_counter() - t0))
+    encoders = encoders_to_time(lm)
+    timings = time_rounds(retriever, encoders, rounds, args.k)
 
     result = {
         "benchmark": "text query latency end to end (tokenize + encode + exact search + metadata)",
@@ -183,10 +171,10 @@ def main() -> None:
         "query_source": f"every {step}th caption of the test split from offset 0, then 1, ... (one per round)",
         "open_s": round(open_s, 2),
         "embeddings_reused": retriever.embeddings.reused,
-        "end_to_end_ms": percentiles(timings["end_to_end"]),
-        "encode_ms": percentiles(timings[f"{lm.precision}_1_thread"]),
-        "search_ms": percentiles(timings["search"]),
-        "encode_ms_by_setting": {name: percentiles(timings[name]) for name in encoders},
+        "end_to_end_ms": latency_ms(timings["end_to_end"]),
+        "encode_ms": latency_ms(timings[f"{lm.precision}_1_thread"]),
+        "search_ms": latency_ms(timings["search"]),
+        "encode_ms_by_setting": {name: latency_ms(timings[name]) for name in encoders},
         "goal": {"p50_ms": 15},
         "machine": info,
     }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,11 +25,12 @@ import torch
 from core.atomic import write_json, write_jsonl
 from core.data.prepare import prepare_synthetic
 from core.data.records import PreparedDataset, load_dataset
+from core.directions import EVALUATED
 from core.errors import DatasetError
 from core.paths import datasets_dir, models_dir, results_dir
 from core.train.recipes import finetune
 from core.train.setup import start_model
-from core.train.trainer import TrainConfig, train
+from core.train.trainer import TrainConfig, TrainResult, train
 
 FLICKR8K = "flickr8k"
 
@@ -97,15 +99,22 @@ def _brief(summary: dict) -> dict:
             None
             if m is None
             else {
-                "t2i": {k: round(m["text_to_image"][k], 2) for k in ("R@1", "R@5", "R@10")},
-                "i2t": {k: round(m["image_to_text"][k], 2) for k in ("R@1", "R@5", "R@10")},
+                **{d.short: {k: round(m[d][k], 2) for k in ("R@1", "R@5", "R@10")} for d in EVALUATED},
                 "mean_recall": round(m["mean_recall"], 2),
             }
         )
     return out
 
 
-def main() -> None:
+RUNS = {  # fine-tuning run tag: its overrides of the recipe
+    "recipe": {"lr": 1e-5},
+    "recipe-lr1e-4": {"lr": 1e-4},
+    "orig-margin-5e-6-all": {"loss": "margin", "lr": 5e-6, "freeze": "full"},
+    "orig-margin-1e-7-proj": {"loss": "margin", "lr": 1e-7, "freeze": "proj"},
+}
+
+
+def arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="capsearch-compact-minilm")
     ap.add_argument("--base-budget-min", type=float, default=8.0)
@@ -120,14 +129,13 @@ def main() -> None:
         help="forgetting measured on 1,000 of half A's training images (what the base learned) or on the "
         "synthetic scenes' test split",
     )
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    half_a, half_b = make_halves()
-    other = probe_of(half_a) if args.forgetting == "half-a-probe" else _synthetic()
-    base_dir = models_dir() / "compact-flickr8k-half-a"
+    return ap.parse_args()
+
+
+def train_base(args: argparse.Namespace, half_a: PreparedDataset, base_dir: Path) -> TrainResult:
+    """The compact model's recipe (scripts/train_compact_flickr8k.py), shorter, on half A."""
     t0 = time.monotonic()
-    base_cfg = TrainConfig(  # the compact model's recipe (scripts/train_compact_flickr8k.py), shorter
+    base_cfg = TrainConfig(
         epochs=200,
         lr=1e-3,
         warmup_steps=30,
@@ -141,15 +149,19 @@ def main() -> None:
     )
     base = train(start_model(args.config), half_a, base_dir, base_cfg)
     print(f"base on half A: {base.model_id} after {time.monotonic() - t0:.0f} s", flush=True)
+    return base
 
-    runs = {
-        "recipe": {"lr": 1e-5},
-        "recipe-lr1e-4": {"lr": 1e-4},
-        "orig-margin-5e-6-all": {"loss": "margin", "lr": 5e-6, "freeze": "full"},
-        "orig-margin-1e-7-proj": {"loss": "margin", "lr": 1e-7, "freeze": "proj"},
-    }
+
+def main() -> None:
+    args = arguments()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    half_a, half_b = make_halves()
+    other = probe_of(half_a) if args.forgetting == "half-a-probe" else _synthetic()
+    base_dir = models_dir() / "compact-flickr8k-half-a"
+    base = train_base(args, half_a, base_dir)
     results = {}
-    for tag, overrides in runs.items():
+    for tag, overrides in RUNS.items():
         if args.only and tag not in args.only:
             continue
         summary = finetune(

@@ -16,15 +16,16 @@ import time
 from pathlib import Path
 
 import torch
+from benchlib import FLICKR8K
 
 from core.atomic import write_json
 from core.data.prepare import prepare_flickr8k
-from core.data.records import load_dataset
+from core.data.records import PreparedDataset, load_dataset
 from core.errors import DatasetError
 from core.paths import models_dir, reports_dir, results_dir
 from core.progress import Reporter
 from core.train.report import plot_curves
-from core.train.setup import start_model
+from core.train.setup import StartModel, start_model
 from core.train.trainer import SplitData, TrainConfig, evaluate, load_best, train
 
 VARIANTS = {  # name: (config, freezing policy)
@@ -33,7 +34,6 @@ VARIANTS = {  # name: (config, freezing policy)
     "minilm128": ("capsearch-compact-minilm128", "frozen-text"),
     "minilm160": ("capsearch-compact-minilm160", "frozen-text"),
 }
-FLICKR8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k"
 
 
 class PrintReporter(Reporter):
@@ -54,14 +54,9 @@ def _dataset(source: Path):
         return prepare_flickr8k(source)
 
 
-def run(args: argparse.Namespace) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config_name, freeze = VARIANTS[args.variant]
-    dataset = _dataset(args.flickr8k)
-    reporter = PrintReporter()
-    start = start_model(config_name, seed=args.seed)
-    cfg = TrainConfig(
+def train_config(args: argparse.Namespace, freeze: str) -> TrainConfig:
+    """The training recipe from the command line (on the CPU)."""
+    return TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -75,24 +70,33 @@ def run(args: argparse.Namespace) -> dict:
         crop_scale=args.crop_scale,
         device="cpu",
     )
+
+
+def recall_on_test(start: StartModel, dataset: PreparedDataset, reporter: Reporter | None = None) -> dict:
+    """Recall of ``start``'s model (as loaded now) on the test split."""
+    cpu = torch.device("cpu")
+    return evaluate(start.model, SplitData.load(start, dataset, "test", cpu, reporter), cpu)
+
+
+def checkpoint_mb(out: Path) -> float:
+    return round(os.path.getsize(out / "model.safetensors") / 2**20, 1)
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config_name, freeze = VARIANTS[args.variant]
+    dataset = _dataset(args.flickr8k)
+    reporter = PrintReporter()
+    start = start_model(config_name, seed=args.seed)
+    cfg = train_config(args, freeze)
     out = models_dir() / args.name
     t0 = time.monotonic()
-    result = train(
-        start,
-        dataset,
-        out,
-        cfg,
-        reporter,
-        meta={"variant": args.variant, "config": config_name},
-        resume=not args.restart,
-    )
+    meta = {"variant": args.variant, "config": config_name}
+    result = train(start, dataset, out, cfg, reporter, meta=meta, resume=not args.restart)
     wall = time.monotonic() - t0
     load_best(start.model, out)
-    test = evaluate(
-        start.model,
-        SplitData.load(start, dataset, "test", torch.device("cpu"), reporter),
-        torch.device("cpu"),
-    )
+    test = recall_on_test(start, dataset, reporter)
     row = {
         "name": args.name,
         "variant": args.variant,
@@ -109,7 +113,7 @@ def run(args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(),
         "params_total": sum(p.numel() for p in start.model.parameters()),
         "params_trained": sum(p.numel() for p in start.model.parameters() if p.requires_grad),
-        "checkpoint_mb": round(os.path.getsize(out / "model.safetensors") / 2**20, 1),
+        "checkpoint_mb": checkpoint_mb(out),
         "train_config": cfg.to_dict(),
         "val_best": result.best_val,
         "test": test,
@@ -132,9 +136,7 @@ def eval_only(args: argparse.Namespace) -> None:
     out = models_dir() / args.name
     start = start_model(str(out))
     meta = json.loads((out / "model.json").read_text())
-    test = evaluate(
-        start.model, SplitData.load(start, dataset, "test", torch.device("cpu")), torch.device("cpu")
-    )
+    test = recall_on_test(start, dataset)
     curve = meta["val_curve"]
     row = {
         "name": args.name,
@@ -146,7 +148,7 @@ def eval_only(args: argparse.Namespace) -> None:
         "best_epoch": meta["best_epoch"],
         "model_cfg": meta["model_cfg"],
         "params_total": sum(p.numel() for p in start.model.parameters()),
-        "checkpoint_mb": round(os.path.getsize(out / "model.safetensors") / 2**20, 1),
+        "checkpoint_mb": checkpoint_mb(out),
         "train_config": meta["train_args"],
         "val_best": meta["val_metrics"],
         "test": test,

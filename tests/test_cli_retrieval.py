@@ -83,18 +83,18 @@ def test_index_and_eval(capsys, common, artifacts: Path) -> None:
     assert payload["recall_vs_exact"]["hnsw"]["k"] == 10
     assert set(payload["timings"]["latency"]) == {"queries", "k", "encode_ms", "exact", "hnsw"}
 
-    from core.evaluation.runner import load_history
+    from core.evaluation.results import load_history
 
     history = load_history()
     assert len(history) == 1 and history[0]["path"] == Path(payload["path"]).name
     assert history[0]["metrics"] == payload["metrics"]
-    from core.evaluation.runner import load_ranks
+    from core.evaluation.results import load_result
 
     assert "per_query" not in json.loads(Path(payload["path"]).read_text()), "ranks live beside the JSON"
-    full = load_ranks(payload["path"])
-    ranks = full["per_query"]["exact"]
-    assert full["per_query"]["hnsw"]["depth"] == 5 and ranks["depth"] is None
-    assert len(ranks["text_to_image"]) == payload["counts"]["captions"] == len(full["caption_image"])
-    assert len(ranks["image_to_text"]) == payload["counts"]["images"]
-    r1 = 100 * sum(r <= 1 for r in ranks["text_to_image"]) / len(ranks["text_to_image"])
+    full = load_result(payload["path"])
+    ranks = full.ranks["exact"]
+    assert full.ranks["hnsw"].depth == 5 and ranks.depth is None
+    assert len(ranks.text_to_image) == payload["counts"]["captions"] == len(full.caption_image)
+    assert len(ranks.image_to_text) == payload["counts"]["images"]
+    r1 = 100 * sum(r <= 1 for r in ranks.text_to_image) / len(ranks.text_to_image)
     assert payload["metrics"]["exact"]["text_to_image"]["R@1"] == pytest.approx(r1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.evaluation.results import save_result
 from core.evaluation.runner import run_eval
 from core.index.vector_index import IndexSpec
 from core.progress import Reporter
@@ -27,4 +28,4 @@ def test_metrics_of_each_index_are_reported_live(synthetic_small, tiny_model, ar
     live = {info["index"]: info["metrics"] for stage, info in rec.seen if stage == "evaluate"}
     assert list(live) == ["exact", "hnsw"]
     assert live == result.by_index
-    assert result.path.is_file()
+    assert save_result(result).is_file()

@@ -10,7 +10,7 @@ import pytest
 
 from core.errors import IndexMismatchError
 from core.evaluation.recall import neighbour_recall
-from core.index.store import cached_index, index_dir
+from core.index.store import IndexKey, cached_index
 from core.index.vector_index import AUTO_EXACT_MAX, IndexSpec, IndexSpecError, VectorIndex
 
 
@@ -105,32 +105,30 @@ def test_query_of_another_dimension_is_refused() -> None:
 
 def test_cache_reuses_and_rebuilds(artifacts: Path) -> None:
     x = _clustered(200)
-    first, reused = cached_index(x, _ids(200), "m@random", "ds", "test", "images", "exact")
+    key = IndexKey("m@random", "ds", "test", "images")
+    first, reused = cached_index(x, _ids(200), key, "exact")
     assert not reused
-    assert index_dir("m@random", "ds", "test", "images", IndexSpec("exact")).is_relative_to(artifacts)
-    again, reused = cached_index(x, _ids(200), "m@random", "ds", "test", "images", "exact")
+    assert key.folder(IndexSpec("exact")).is_relative_to(artifacts)
+    again, reused = cached_index(x, _ids(200), key, "exact")
     assert reused and again.ids == first.ids
     changed = x.copy()
     changed[0] = changed[1]
-    _, reused = cached_index(changed, _ids(200), "m@random", "ds", "test", "images", "exact")
+    _, reused = cached_index(changed, _ids(200), key, "exact")
     assert not reused, "same model and count but other vectors: stale"
-    _, reused = cached_index(x[:150], _ids(150), "m@random", "ds", "test", "images", "exact")
+    _, reused = cached_index(x[:150], _ids(150), key, "exact")
     assert not reused
-    hnsw, reused = cached_index(
-        x, _ids(200), "m@random", "ds", "test", "images", IndexSpec("hnsw", ef_search=20)
-    )
+    hnsw, reused = cached_index(x, _ids(200), key, IndexSpec("hnsw", ef_search=20))
     assert not reused and hnsw.kind == "hnsw"
-    hnsw, reused = cached_index(
-        x, _ids(200), "m@random", "ds", "test", "images", IndexSpec("hnsw", ef_search=77)
-    )
+    hnsw, reused = cached_index(x, _ids(200), key, IndexSpec("hnsw", ef_search=77))
     assert reused and hnsw.index.hnsw.efSearch == 77
 
 
 def test_each_precision_keeps_its_own_index(artifacts: Path) -> None:
     x = _clustered(200)
     bf16 = x + np.float32(1e-3) * _clustered(200, seed=5)  # what bf16 encoding does to the same gallery
-    args = ("m@random", "ds", "test", "images", "exact")
-    assert not cached_index(x, _ids(200), *args)[1]
-    assert not cached_index(bf16, _ids(200), *args, precision="bf16")[1]
-    assert cached_index(x, _ids(200), *args)[1], "the bf16 index must not replace the fp32 one"
-    assert index_dir(*args[:4], IndexSpec("exact"), "bf16").parent.name == "test.bf16"
+    key = IndexKey("m@random", "ds", "test", "images")
+    bf16_key = IndexKey("m@random", "ds", "test", "images", precision="bf16")
+    assert not cached_index(x, _ids(200), key, "exact")[1]
+    assert not cached_index(bf16, _ids(200), bf16_key, "exact")[1]
+    assert cached_index(x, _ids(200), key, "exact")[1], "the bf16 index must not replace the fp32 one"
+    assert bf16_key.folder(IndexSpec("exact")).parent.name == "test.bf16"

@@ -16,7 +16,7 @@ from textual.message import Message
 
 if TYPE_CHECKING:
     from core.data.records import ImageRecord, PreparedDataset
-    from core.evaluation.runner import EvalResult
+    from core.evaluation.results import EvalResult
     from core.search.retriever import Retriever
     from tui.session import Source
 
@@ -78,9 +78,11 @@ class SplitLoaded(Message):
 
 @dataclass
 class EvaluationFinished(Message):
-    """:attr:`Task.EVALUATE` finished: ``result`` of ``run_eval`` and the ``records`` of its split."""
+    """:attr:`Task.EVALUATE` finished: ``result`` of ``run_eval``, the ``path`` it was saved to and the
+    ``records`` of its split."""
 
     result: EvalResult
+    path: Path
     records: list[ImageRecord]
 
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from core.cli.console import RichReporter, add_command
 from core.cli.options import add_common_options, dataset_of, model_of
+
+if TYPE_CHECKING:
+    from core.embed.cache import SplitEmbeddings
+    from core.models.loading import LoadedModel
 
 
 def register_embed(sub: argparse._SubParsersAction) -> None:
@@ -54,27 +59,38 @@ def _embed(args: argparse.Namespace) -> int:
             emb = split_embeddings(
                 lm, data, split, reporter=reporter, batch_size=args.batch_size, workers=args.workers
             )
-            rows.append(
-                {
-                    "model_id": lm.model_id,
-                    "precision": lm.precision,
-                    "device": str(lm.device),
-                    "dataset": data.name,
-                    "split": split,
-                    "images": len(emb.records),
-                    "captions": len(emb.captions),
-                    "dims": int(emb.image_emb.shape[1]),
-                    "failed": [list(f) for f in emb.failed],
-                    "reused": emb.reused,
-                    "seconds": round(time.perf_counter() - start, 3),
-                    "encode_seconds": emb.encode_seconds,
-                    "cache_dir": str(emb.cache_dir),
-                }
-            )
+            rows.append(_summary(lm, data.name, split, emb, time.perf_counter() - start))
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
-        return 0
-    table = Table(title=f"embeddings of {data.name} by {lm.model_id} ({lm.precision} on {lm.device})")
+    else:
+        title = f"embeddings of {data.name} by {lm.model_id} ({lm.precision} on {lm.device})"
+        Console().print(_table(title, rows))
+    return 0
+
+
+def _summary(
+    lm: LoadedModel, dataset: str, split: str, emb: SplitEmbeddings, seconds: float
+) -> dict[str, Any]:
+    """One split's embedding run as JSON."""
+    return {
+        "model_id": lm.model_id,
+        "precision": lm.precision,
+        "device": str(lm.device),
+        "dataset": dataset,
+        "split": split,
+        "images": len(emb.records),
+        "captions": len(emb.captions),
+        "dims": int(emb.image_emb.shape[1]),
+        "failed": [list(f) for f in emb.failed],
+        "reused": emb.reused,
+        "seconds": round(seconds, 3),
+        "encode_seconds": emb.encode_seconds,
+        "cache_dir": str(emb.cache_dir),
+    }
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=title)
     for column in ("split", "images", "captions", "dims", "failed", "cache", "seconds", "folder"):
         table.add_column(
             column,
@@ -83,14 +99,13 @@ def _embed(args: argparse.Namespace) -> int:
     for row in rows:
         cache = f"reused (saved ~{row['encode_seconds']:.1f} s)" if row["reused"] else "built"
         table.add_row(
-            row["split"],
+            str(row["split"]),
             str(row["images"]),
             str(row["captions"]),
             str(row["dims"]),
             str(len(row["failed"])),
             cache,
             f"{row['seconds']:.2f}",
-            row["cache_dir"],
+            str(row["cache_dir"]),
         )
-    Console().print(table)
-    return 0
+    return table

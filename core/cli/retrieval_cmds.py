@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -12,10 +12,21 @@ from rich.table import Table
 from core.cli.console import RichReporter, add_command, console
 from core.cli.embed_cmd import register_embed
 from core.cli.options import add_common_options, dataset_of, model_of
+from core.directions import EVALUATED, Direction
 from core.errors import CapsearchError
-from core.index.vector_index import KINDS, IndexSpec
+from core.index.vector_index import KINDS, IndexSpec, parse_kind
 
-DIRECTIONS = ("text-image", "image-text", "image-image", "text-text")
+if TYPE_CHECKING:
+    from core.data.records import ImageRecord
+    from core.evaluation.results import EvalResult
+    from core.search.retriever import Hit, Retriever
+
+SEARCH_DIRECTIONS = (
+    Direction.TEXT_TO_IMAGE.cli,
+    Direction.IMAGE_TO_TEXT.cli,
+    Direction.IMAGE_TO_IMAGE.cli,
+    Direction.TEXT_TO_TEXT.cli,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +56,9 @@ def _add_hnsw(parser: argparse.ArgumentParser) -> None:
 
 
 def _spec(args: argparse.Namespace, kind: str) -> IndexSpec:
-    return IndexSpec(kind=kind, m=args.m, ef_construction=args.ef_construction, ef_search=args.ef_search)  # type: ignore[arg-type]
+    return IndexSpec(
+        parse_kind(kind), m=args.m, ef_construction=args.ef_construction, ef_search=args.ef_search
+    )
 
 
 # -- index --------------------------------------------------------------------------------------------------
@@ -65,10 +78,9 @@ def _register_index(sub: argparse._SubParsersAction) -> None:
 
 def _index(args: argparse.Namespace) -> int:
     from core.data.records import load_dataset
-    from core.embed.cache import split_embeddings
-    from core.index.store import cached_index, index_dir
+    from core.index.split_indexes import split_indexes
+    from core.index.store import IndexKey
     from core.models.loading import load_model
-    from core.search.retriever import caption_ids
 
     spec = _spec(args, args.kind)
     data = load_dataset(dataset_of(args))
@@ -79,27 +91,22 @@ def _index(args: argparse.Namespace) -> int:
             column, justify="right" if column in ("vectors", "dim", "build s", "size") else "left"
         )
     with RichReporter() as reporter:
-        emb = split_embeddings(lm, data, args.split, reporter=reporter)
-        sides = [("images", emb.image_emb, [r.id for r in emb.records])]
-        if len(emb.captions):
-            sides.append(("captions", emb.caption_emb, caption_ids(emb.records, emb.caption_image)))
-        for side, vectors, ids in sides:
-            index, reused = cached_index(
-                vectors, ids, lm.model_id, data.name, args.split, side, spec, reporter, lm.precision
-            )
-            params = ", ".join(f"{k}={v}" for k, v in index.spec.params().items()) or "-"
-            folder = index_dir(lm.model_id, data.name, args.split, side, index.spec, lm.precision)
-            table.add_row(
-                side,
-                index.kind,
-                params,
-                str(index.count),
-                str(index.dim),
-                f"{index.build_seconds:.3f}",
-                f"{index.nbytes / 2**20:.2f} MiB",
-                "reused" if reused else "built",
-                str(folder),
-            )
+        indexes = split_indexes(lm, data, args.split, spec, reporter)
+    for side, built in indexes.sides().items():
+        index = built.index
+        params = ", ".join(f"{k}={v}" for k, v in index.spec.params().items()) or "-"
+        folder = IndexKey(lm.model_id, data.name, args.split, side, lm.precision).folder(index.spec)
+        table.add_row(
+            side,
+            index.kind,
+            params,
+            str(index.count),
+            str(index.dim),
+            f"{index.build_seconds:.3f}",
+            f"{index.nbytes / 2**20:.2f} MiB",
+            "reused" if built.reused else "built",
+            str(folder),
+        )
     Console().print(table)
     return 0
 
@@ -128,11 +135,12 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     _add_hnsw(parser)
 
 
-def _fmt(value: Any, digits: int = 2) -> str:
+def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from core.evaluation.results import ranks_path, save_result
     from core.evaluation.runner import run_eval
 
     with RichReporter() as reporter:
@@ -148,46 +156,59 @@ def _eval(args: argparse.Namespace) -> int:
             latency_queries=args.latency_queries,
             device=args.device,
         )
-    payload = result.payload
+    path = save_result(result)
     if args.json:
-        summary = {k: v for k, v in payload.items() if k not in ("per_query", "caption_image")}
-        print(json.dumps({**summary, "path": str(result.path)}, indent=2))
+        summary = {**result.to_json(), "ranks_file": ranks_path(path).name, "path": str(path)}
+        print(json.dumps(summary, indent=2))
         return 0
-    ks = payload["ks"]
-    counts = payload["counts"]
+    out = Console()
+    out.print(_metrics_table(result))
+    for line in _speed_lines(result):
+        out.print(line)
+    out.print(f"results: {path}")
+    return 0
+
+
+def _metrics_table(result: EvalResult) -> Table:
+    """One row per index and direction: R@K, median and mean rank."""
+    ks, counts = result.ks, result.counts
     table = Table(
-        title=f"{payload['model_id']} on {payload['dataset']}/{payload['split']} "
-        f"({counts['images']} images, {counts['captions']} captions)"
+        title=f"{result.model_id} on {result.dataset}/{result.split} "
+        f"({counts.images} images, {counts.captions} captions)"
     )
     for column in ("index", "direction", *[f"R@{k}" for k in ks], "median rank", "mean rank"):
         table.add_column(column, justify="left" if column in ("index", "direction") else "right")
-    for name, metrics in payload["metrics"].items():
-        for direction, values in metrics.items():
+    for name, metrics in result.by_index.items():
+        for direction in EVALUATED:
+            values = metrics[direction]
             table.add_row(
                 name,
-                direction.replace("_to_", " → "),
+                direction.label,
                 *[_fmt(values[f"R@{k}"]) for k in ks],
                 _fmt(values["median_rank"], 1),
                 _fmt(values["mean_rank"], 1),
             )
-    out = Console()
-    out.print(table)
-    for name, vs in payload["recall_vs_exact"].items():
-        out.print(
-            f"{name} recall@{vs['k']} vs exact: text→image {vs['text_to_image']:.2f}%, "
-            f"image→text {vs['image_to_text']:.2f}%"
-        )
-    latency = payload["timings"].get("latency") or {}
+    return table
+
+
+def _speed_lines(result: EvalResult) -> list[str]:
+    """HNSW recall against exact, query latency and the run's timings, a line each."""
+    lines = [
+        f"{name} recall@{vs.k} vs exact: text→image {vs.text_to_image:.2f}%, "
+        f"image→text {vs.image_to_text:.2f}%"
+        for name, vs in result.recall_vs_exact.items()
+    ]
+    timings = result.timings
+    latency = timings.latency
     if latency:
-        parts = [f"encode p50 {latency['encode_ms']['p50']:.2f} / p95 {latency['encode_ms']['p95']:.2f} ms"]
-        for name in payload["metrics"]:
-            search = latency[name]["search_ms"]
+        encode = latency.encode_ms
+        parts = [f"encode p50 {encode['p50']:.2f} / p95 {encode['p95']:.2f} ms"]
+        for name in result.by_index:
+            search = latency.by_index[name].search_ms
             parts.append(f"{name} search p50 {search['p50']:.3f} / p95 {search['p95']:.3f} ms")
-        out.print("query latency: " + "; ".join(parts))
-    timings = payload["timings"]
-    out.print(f"embeddings {timings['embed_s']:.2f} s, total {timings['total_s']:.2f} s")
-    out.print(f"results: {result.path}")
-    return 0
+        lines.append("query latency: " + "; ".join(parts))
+    lines.append(f"embeddings {timings.embed_s:.2f} s, total {timings.total_s:.2f} s")
+    return lines
 
 
 # -- search -------------------------------------------------------------------------------------------------
@@ -208,7 +229,7 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--image", help="an image file or dataset image id to search with")
     parser.add_argument(
         "--direction",
-        choices=DIRECTIONS,
+        choices=SEARCH_DIRECTIONS,
         help="text-image (default for text), image-image (default with --image alone), "
         "image-text or text-text",
     )
@@ -221,24 +242,32 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _search_query(args: argparse.Namespace, direction: Direction) -> str:
+    """The query of a ``direction`` search: the text (with ``--image`` as a term) or the image."""
+    if direction.query == "text":
+        if not args.query:
+            raise CapsearchError(
+                f"{direction.cli} search needs a text query", hint='e.g. capsearch search "a dog in the snow"'
+            )
+        return f'{args.query} + "{args.image}"' if args.image else args.query
+    query = args.image or args.query
+    if not query:
+        raise CapsearchError(
+            f"{direction.cli} search needs an image", hint="pass --image PATH or a dataset image id"
+        )
+    return str(query)
+
+
 def _search(args: argparse.Namespace) -> int:
     from core.search.retriever import Retriever
 
-    direction = args.direction or ("image-image" if args.image and not args.query else "text-image")
+    if args.direction:
+        direction = Direction.from_cli(args.direction)
+    else:
+        direction = Direction.IMAGE_TO_IMAGE if args.image and not args.query else Direction.TEXT_TO_IMAGE
     if args.k < 1:
         raise CapsearchError(f"-k must be at least 1, got {args.k}")
-    if direction.startswith("text"):
-        if not args.query:
-            raise CapsearchError(
-                f"{direction} search needs a text query", hint='e.g. capsearch search "a dog in the snow"'
-            )
-        query = f'{args.query} + "{args.image}"' if args.image else args.query
-    else:
-        query = args.image or args.query
-        if not query:
-            raise CapsearchError(
-                f"{direction} search needs an image", hint="pass --image PATH or a dataset image id"
-            )
+    query = _search_query(args, direction)
     with RichReporter() as reporter:
         retriever = Retriever.open(
             dataset_of(args),
@@ -249,68 +278,65 @@ def _search(args: argparse.Namespace) -> int:
             reporter=reporter,
             device=args.device,
         )
-    search = {
-        "text-image": retriever.search_text,
-        "text-text": retriever.text_to_text,
-        "image-text": retriever.image_to_text,
-        "image-image": retriever.image_to_image,
-    }[direction]
-    hits = search(query, args.k)
-    truth = retriever.ground_truth(query) if direction == "text-image" else None
-
+    hits = retriever.search(direction, query, args.k)
+    truth = retriever.ground_truth(query) if direction is Direction.TEXT_TO_IMAGE else None
     if args.paths:
         for hit in hits:
             print(hit.path)
-        return 0
-    if args.json:
+    elif args.json:
         print(
             json.dumps(
-                {
-                    "query": query,
-                    "direction": direction,
-                    "model_id": retriever.model_id,
-                    "dataset": retriever.dataset,
-                    "split": retriever.split,
-                    "index": retriever.index_kind
-                    if direction.endswith("image")
-                    else retriever.caption_index.kind,
-                    "k": args.k,
-                    "hits": [
-                        {
-                            "rank": h.rank,
-                            "score": round(h.score, 6),
-                            "id": h.record.id,
-                            "path": str(h.path),
-                            "caption": h.caption,
-                            "caption_index": h.caption_index,
-                        }
-                        for h in hits
-                    ],
-                    "ground_truth": {
-                        "id": truth[0].id,
-                        "rank": truth[1],
-                        "path": str(retriever.image_path(truth[0])),
-                    }
-                    if truth
-                    else None,
-                },
-                indent=2,
-                ensure_ascii=False,
+                _search_json(retriever, direction, query, args.k, hits, truth), indent=2, ensure_ascii=False
             )
         )
-        return 0
+    else:
+        _print_hits(retriever, direction, query, hits, truth)
+    return 0
+
+
+def _search_json(
+    retriever: Retriever,
+    direction: Direction,
+    query: str,
+    k: int,
+    hits: list[Hit],
+    truth: tuple[ImageRecord, int] | None,
+) -> dict[str, Any]:
+    return {
+        "query": query,
+        "direction": direction.cli,
+        "model_id": retriever.model_id,
+        "dataset": retriever.dataset,
+        "split": retriever.split,
+        "index": retriever.index_kind_of(direction),
+        "k": k,
+        "hits": [hit.to_dict() for hit in hits],
+        "ground_truth": {"id": truth[0].id, "rank": truth[1], "path": str(retriever.image_path(truth[0]))}
+        if truth
+        else None,
+    }
+
+
+def _print_hits(
+    retriever: Retriever,
+    direction: Direction,
+    query: str,
+    hits: list[Hit],
+    truth: tuple[ImageRecord, int] | None,
+) -> None:
     table = Table(
-        title=f"{direction}: {query}  ({retriever.model_id}, {retriever.dataset}/{retriever.split})"
+        title=f"{direction.cli}: {query}  ({retriever.model_id}, {retriever.dataset}/{retriever.split})"
     )
+    captions = direction.target == "text"
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     table.add_column("image")
-    if direction.endswith("text"):
+    if captions:
         table.add_column("caption")
     table.add_column("path", overflow="fold")
     for hit in hits:
         cells = [str(hit.rank), f"{hit.score:.4f}", hit.record.id]
-        if direction.endswith("text"):
+        if captions:
             cells.append(hit.caption or "")
         table.add_row(*cells, str(hit.path))
     out = Console()
@@ -319,4 +345,3 @@ def _search(args: argparse.Namespace) -> int:
         out.print(f"ground truth: {truth[0].id} at rank {truth[1]} of {retriever.size}")
     if not hits:
         console.print("[yellow]no results[/]")
-    return 0

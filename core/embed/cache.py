@@ -49,6 +49,7 @@ class SplitEmbeddings:
     failed: list[tuple[str, str]]
     model_id: str
     cache_dir: Path
+    precision: str = "fp32"
     reused: bool = False
     encode_seconds: float = 0.0
 
@@ -93,7 +94,9 @@ def _clear(folder: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _load_complete(folder: Path, manifest: dict[str, Any], n_images: int, n_captions: int, dim: int):
+def _load_complete(
+    folder: Path, n_images: int, n_captions: int, dim: int
+) -> tuple[np.ndarray, np.ndarray] | None:
     """The cached arrays when their shapes agree with the manifest, else None."""
     try:
         images = np.load(folder / IMAGE_FILE, allow_pickle=False)
@@ -105,7 +108,7 @@ def _load_complete(folder: Path, manifest: dict[str, Any], n_images: int, n_capt
     return images, captions
 
 
-def _load_chunk(path: Path, n_images: int, n_captions: int, dim: int):
+def _load_chunk(path: Path, n_images: int, n_captions: int, dim: int) -> Chunk | None:
     """A completed chunk ``(images, captions, failed)`` or None when missing or damaged."""
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -129,13 +132,15 @@ def _save_chunk(path: Path, images: np.ndarray, captions: np.ndarray, failed: li
         )
 
 
-def _stale_reason(manifest: dict[str, Any], lm: LoadedModel, checksum: str, chunk_size: int) -> str | None:
+def _stale_reason(
+    manifest: dict[str, Any], model_id: str, precision: str, checksum: str, chunk_size: int
+) -> str | None:
     if manifest.get("format") != FORMAT:
         return "it has an older format"
-    if manifest.get("model_id") != lm.model_id or manifest.get("precision") != lm.precision:
+    if manifest.get("model_id") != model_id or manifest.get("precision") != precision:
         return (
             f"it was made by {manifest.get('model_id')} in {manifest.get('precision')}, "
-            f"not {lm.model_id} in {lm.precision}"
+            f"not {model_id} in {precision}"
         )
     if manifest.get("checksum") != checksum:
         return "the images or captions changed since"
@@ -159,6 +164,163 @@ class _Shifted(Reporter):
 
     def check_cancelled(self) -> None:
         self.parent.check_cancelled()
+
+
+Chunk = tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]
+"""A chunk's image embeddings, caption embeddings and failed images (row within the chunk, reason)."""
+
+
+@dataclass(frozen=True)
+class _Chunks:
+    """How a split's records are cut into chunks, and where each record's captions start."""
+
+    bounds: list[tuple[int, int]]
+    caption_start: np.ndarray
+
+    @classmethod
+    def of(cls, n_records: int, caption_image: np.ndarray, chunk_size: int) -> _Chunks:
+        bounds = [(s, min(s + chunk_size, n_records)) for s in range(0, n_records, chunk_size)]
+        return cls(bounds, np.searchsorted(caption_image, np.arange(n_records + 1)))
+
+    def captions(self, k: int) -> tuple[int, int]:
+        """The caption rows of chunk ``k``: (first, end)."""
+        lo, hi = self.bounds[k]
+        return int(self.caption_start[lo]), int(self.caption_start[hi])
+
+
+def _reuse_cache(
+    folder: Path,
+    result: SplitEmbeddings,
+    checksum: str,
+    chunk_size: int,
+    embed_dim: int,
+    where: str,
+    reporter: Reporter,
+) -> dict[str, Any] | None:
+    """Fill ``result`` from a complete valid cache (then ``result.reused``); else the manifest of the
+    unfinished run to resume, or None after clearing a stale or damaged cache."""
+    manifest = _read_manifest(folder)
+    if manifest is None:
+        return None
+    reason = _stale_reason(manifest, result.model_id, result.precision, checksum, chunk_size)
+    if reason is None and not manifest.get("complete"):
+        return manifest
+    if reason is None:
+        arrays = _load_complete(folder, len(result.records), len(result.captions), embed_dim)
+        if arrays is not None:
+            result.image_emb, result.caption_emb = arrays
+            result.failed = [(str(i), str(r)) for i, r in manifest.get("failed", [])]
+            result.reused, result.encode_seconds = True, float(manifest.get("encode_seconds", 0.0))
+            reporter.log(
+                f"reusing cached embeddings for {where} ({len(result.records)} images, {len(result.captions)} captions)"
+            )
+            return None
+        reporter.log(f"embedding cache for {where} is damaged; rebuilding")
+    else:
+        reporter.log(f"embedding cache for {where} is stale ({reason}); rebuilding")
+    _clear(folder)
+    return None
+
+
+def _load_done_chunks(folder: Path, chunks: _Chunks, embed_dim: int) -> dict[int, Chunk]:
+    done = {}
+    for k, (lo, hi) in enumerate(chunks.bounds):
+        first, end = chunks.captions(k)
+        found = _load_chunk(_chunk_file(folder, k), hi - lo, end - first, embed_dim)
+        if found is not None:
+            done[k] = found
+    return done
+
+
+def _encode_missing(
+    lm: LoadedModel,
+    dataset: PreparedDataset,
+    result: SplitEmbeddings,
+    chunks: _Chunks,
+    done: dict[int, Chunk],
+    sizes: tuple[int, int, int | None, int],
+    reporter: Reporter,
+) -> None:
+    """Encode the chunks not in ``done`` (images, then a full chunk's captions), saving and adding each."""
+    batch_size, text_batch_size, workers, chunk_size = sizes
+    records, bounds = result.records, chunks.bounds
+    todo_rows = [i for k in range(len(bounds)) if k not in done for i in range(*bounds[k])]
+    paths = [dataset.image_path(records[i]) for i in todo_rows]
+    pending: dict[int, np.ndarray] = {}
+    filled: dict[int, int] = {}
+    failed_rows: dict[int, list[tuple[int, str]]] = {}
+    captions_done = sum(len(c[1]) for c in done.values())
+    image_progress = _Shifted(reporter, len(records) - len(todo_rows), len(records))
+    for batch in iter_image_batches(lm, paths, batch_size, workers, image_progress):
+        for pos, row in zip(batch.indices.tolist(), batch.embeddings, strict=True):
+            i = todo_rows[pos]
+            k = i // chunk_size
+            lo, hi = bounds[k]
+            pending.setdefault(k, np.zeros((hi - lo, lm.embed_dim), np.float32))[i - lo] = row
+            filled[k] = filled.get(k, 0) + 1
+        for pos, reason in batch.failed:
+            i = todo_rows[pos]
+            failed_rows.setdefault(i // chunk_size, []).append((i - bounds[i // chunk_size][0], reason))
+        for k in [k for k, n in filled.items() if n == bounds[k][1] - bounds[k][0]]:
+            first, end = chunks.captions(k)
+            caption_progress = _Shifted(reporter, captions_done, len(result.captions))
+            cap = encode_texts(lm, result.captions[first:end], text_batch_size, caption_progress)
+            captions_done += end - first
+            done[k] = (pending.pop(k), cap, sorted(failed_rows.pop(k, [])))
+            del filled[k]
+            _save_chunk(_chunk_file(result.cache_dir, k), *done[k])
+            reporter.update("embed chunks", len(done), len(bounds))
+
+
+def _join_chunks(result: SplitEmbeddings, chunks: _Chunks, done: dict[int, Chunk]) -> None:
+    ordered = [done[k] for k in range(len(chunks.bounds))]
+    if ordered:
+        result.image_emb = np.concatenate([c[0] for c in ordered])
+        result.caption_emb = np.concatenate([c[1] for c in ordered])
+    result.failed = [
+        (result.records[lo + j].id, reason)
+        for (lo, _), c in zip(chunks.bounds, ordered, strict=True)
+        for j, reason in c[2]
+    ]
+
+
+def _manifest_base(
+    lm: LoadedModel,
+    dataset: PreparedDataset,
+    split: str,
+    records: list[ImageRecord],
+    caption_count: int,
+    checksum: str,
+    chunk_size: int,
+) -> dict[str, Any]:
+    """The manifest fields of a cache, complete or not."""
+    return {
+        "format": FORMAT,
+        "model_id": lm.model_id,
+        "precision": lm.precision,
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint,
+        "split": split,
+        "dims": lm.embed_dim,
+        "count": len(records),
+        "caption_count": caption_count,
+        "ids": [r.id for r in records],
+        "checksum": checksum,
+        "chunk_size": chunk_size,
+    }
+
+
+def _save_complete(result: SplitEmbeddings, base: dict[str, Any], n_chunks: int) -> None:
+    """Write the joined arrays, then the completed manifest, then drop the chunks."""
+    folder = result.cache_dir
+    save_npy(folder / IMAGE_FILE, result.image_emb)
+    save_npy(folder / CAPTION_FILE, result.caption_emb)
+    write_json(
+        folder / MANIFEST,
+        {**base, "complete": True, "encode_seconds": result.encode_seconds, "failed": result.failed},
+    )
+    for k in range(n_chunks):
+        _chunk_file(folder, k).unlink(missing_ok=True)
 
 
 def split_embeddings(
@@ -187,109 +349,32 @@ def split_embeddings(
         failed=[],
         model_id=lm.model_id,
         cache_dir=folder,
+        precision=lm.precision,
     )
     where = f"{lm.model_id} / {dataset.name} / {split}"
+    manifest = _reuse_cache(folder, result, checksum, chunk_size, lm.embed_dim, where, reporter)
+    if result.reused:
+        return result
 
-    manifest = _read_manifest(folder)
-    if manifest is not None:
-        reason = _stale_reason(manifest, lm, checksum, chunk_size)
-        if reason is not None:
-            reporter.log(f"embedding cache for {where} is stale ({reason}); rebuilding")
-            _clear(folder)
-            manifest = None
-        elif manifest.get("complete"):
-            arrays = _load_complete(folder, manifest, len(records), len(captions), lm.embed_dim)
-            if arrays is not None:
-                result.image_emb, result.caption_emb = arrays
-                result.failed = [(str(i), str(r)) for i, r in manifest.get("failed", [])]
-                result.reused, result.encode_seconds = True, float(manifest.get("encode_seconds", 0.0))
-                reporter.log(
-                    f"reusing cached embeddings for {where} ({len(records)} images, {len(captions)} captions)"
-                )
-                return result
-            reporter.log(f"embedding cache for {where} is damaged; rebuilding")
-            _clear(folder)
-            manifest = None
-
-    base = {
-        "format": FORMAT,
-        "model_id": lm.model_id,
-        "precision": lm.precision,
-        "dataset": dataset.name,
-        "dataset_fingerprint": dataset.fingerprint,
-        "split": split,
-        "dims": lm.embed_dim,
-        "count": len(records),
-        "caption_count": len(captions),
-        "ids": [r.id for r in records],
-        "checksum": checksum,
-        "chunk_size": chunk_size,
-    }
+    base = _manifest_base(lm, dataset, split, records, len(captions), checksum, chunk_size)
     spent = float(manifest.get("encode_seconds", 0.0)) if manifest else 0.0
     write_json(folder / MANIFEST, {**base, "complete": False, "encode_seconds": spent})
     start_time = time.perf_counter()
 
-    bounds = [(s, min(s + chunk_size, len(records))) for s in range(0, len(records), chunk_size)]
-    caption_start = np.searchsorted(caption_image, np.arange(len(records) + 1))
-    chunks: dict[int, tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]] = {}
-    for k, (lo, hi) in enumerate(bounds):
-        found = _load_chunk(
-            _chunk_file(folder, k), hi - lo, int(caption_start[hi] - caption_start[lo]), lm.embed_dim
-        )
-        if found is not None:
-            chunks[k] = found
-    if chunks:
-        reporter.log(f"resuming {where}: {len(chunks)} of {len(bounds)} chunks already done")
-
-    todo = [k for k in range(len(bounds)) if k not in chunks]
-    todo_rows = [i for k in todo for i in range(*bounds[k])]
-    paths = [dataset.image_path(records[i]) for i in todo_rows]
-    pending: dict[int, np.ndarray] = {}
-    filled: dict[int, int] = {}
-    failed_rows: dict[int, list[tuple[int, str]]] = {}
-    captions_done = sum(len(c[1]) for c in chunks.values())
+    chunks = _Chunks.of(len(records), caption_image, chunk_size)
+    done = _load_done_chunks(folder, chunks, lm.embed_dim)
+    if done:
+        reporter.log(f"resuming {where}: {len(done)} of {len(chunks.bounds)} chunks already done")
     try:
-        image_progress = _Shifted(reporter, len(records) - len(todo_rows), len(records))
-        for batch in iter_image_batches(lm, paths, batch_size, workers, image_progress):
-            for pos, row in zip(batch.indices.tolist(), batch.embeddings, strict=True):
-                i = todo_rows[pos]
-                k = i // chunk_size
-                lo, hi = bounds[k]
-                buffer = pending.setdefault(k, np.zeros((hi - lo, lm.embed_dim), np.float32))
-                buffer[i - lo] = row
-                filled[k] = filled.get(k, 0) + 1
-            for pos, reason in batch.failed:
-                i = todo_rows[pos]
-                failed_rows.setdefault(i // chunk_size, []).append((i - bounds[i // chunk_size][0], reason))
-            for k in [k for k, n in filled.items() if n == bounds[k][1] - bounds[k][0]]:
-                lo, hi = bounds[k]
-                lo_cap, hi_cap = int(caption_start[lo]), int(caption_start[hi])
-                caption_progress = _Shifted(reporter, captions_done, len(captions))
-                cap = encode_texts(lm, captions[lo_cap:hi_cap], text_batch_size, caption_progress)
-                captions_done += hi_cap - lo_cap
-                chunks[k] = (pending.pop(k), cap, sorted(failed_rows.pop(k, [])))
-                del filled[k]
-                _save_chunk(_chunk_file(folder, k), *chunks[k])
-                reporter.update("embed chunks", len(chunks), len(bounds))
+        sizes = (batch_size, text_batch_size, workers, chunk_size)
+        _encode_missing(lm, dataset, result, chunks, done, sizes, reporter)
     finally:
         spent += time.perf_counter() - start_time
         write_json(folder / MANIFEST, {**base, "complete": False, "encode_seconds": round(spent, 3)})
 
-    ordered = [chunks[k] for k in range(len(bounds))]
-    result.image_emb = np.concatenate([c[0] for c in ordered]) if ordered else result.image_emb
-    result.caption_emb = np.concatenate([c[1] for c in ordered]) if ordered else result.caption_emb
-    result.failed = [
-        (records[lo + j].id, reason) for (lo, _), c in zip(bounds, ordered, strict=True) for j, reason in c[2]
-    ]
+    _join_chunks(result, chunks, done)
     result.encode_seconds = round(spent, 3)
-    save_npy(folder / IMAGE_FILE, result.image_emb)
-    save_npy(folder / CAPTION_FILE, result.caption_emb)
-    write_json(
-        folder / MANIFEST,
-        {**base, "complete": True, "encode_seconds": result.encode_seconds, "failed": result.failed},
-    )
-    for k in range(len(bounds)):
-        _chunk_file(folder, k).unlink(missing_ok=True)
+    _save_complete(result, base, len(chunks.bounds))
     if result.failed:
         reporter.log(f"{len(result.failed)} image(s) of {where} could not be read; their rows are zero")
     return result

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.directions import EVALUATED
+
 Metrics = dict[str, dict[str, float | None]]
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-DIRECTIONS = ("text_to_image", "image_to_text")
 CHUNK_ELEMENTS = 1 << 24  # similarity-matrix entries computed at once (64 MiB of float32)
 
 
@@ -157,9 +158,7 @@ def recall_metrics(
 
 def mean_recall(metrics: Metrics) -> float:
     """The mean of every R@K value over both directions (a single model-selection number)."""
-    values = [
-        v for d in DIRECTIONS for key, v in metrics[d].items() if key.startswith("R@") and v is not None
-    ]
+    values = [v for d in EVALUATED for key, v in metrics[d].items() if key.startswith("R@") and v is not None]
     if not values:
         raise ValueError("metrics hold no R@K values")
     return float(np.mean(values))

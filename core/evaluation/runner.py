@@ -1,75 +1,54 @@
 """``run_eval``: Recall@K of a model on a dataset split through exact and/or HNSW search, with timings.
 
-Each run writes ``results_dir()/eval_<timestamp>_<model-id>_<dataset>_<split>.json`` (model id, dataset,
-split, indexes and their parameters, metrics, HNSW recall@10 against exact, query latency, timings,
-library versions), its per-query ranks beside it in ``<same stem>.ranks.npz`` (read with
-:func:`load_ranks`; kept out of the JSON so results stay small), and appends the JSON's content as one
-line to ``results_dir()/history.jsonl``.
+It computes and returns an :class:`~core.evaluation.results.EvalResult`; saving it is the caller's choice
+(:func:`core.evaluation.results.save_result`).
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 
 from core import __version__
-from core.atomic import append_jsonl, atomic_path, write_json
 from core.data.records import PreparedDataset, load_dataset
+from core.directions import Direction
 from core.embed.cache import SplitEmbeddings, split_embeddings
 from core.embed.engine import encode_text_query
 from core.errors import CapsearchError, DatasetError
+from core.evaluation.latency import percentiles
 from core.evaluation.recall import (
-    DIRECTIONS,
     Metrics,
+    Ranks,
     exact_ranks,
     mean_recall,
     metrics_from_ranks,
     neighbour_recall,
     search_ranks,
 )
-from core.index.store import cached_index
+from core.evaluation.results import (
+    Counts,
+    EvalResult,
+    IndexLatency,
+    Latency,
+    NeighbourRecall,
+    SideBuild,
+    Timings,
+)
+from core.index.split_indexes import SideIndex, SplitIndexes, index_embeddings
 from core.index.vector_index import IndexSpec, VectorIndex
 from core.models.loading import LoadedModel, load_model
-from core.paths import results_dir, safe_name
 from core.progress import Reporter, ensure
-from core.search.retriever import caption_ids
 
-HISTORY_FILE = "history.jsonl"
-RANKS_SUFFIX = ".ranks.npz"
-RANK_KEYS = ("per_query", "caption_image")
 NEIGHBOUR_K = 10
 EVAL_INDEXES = ("exact", "hnsw", "both", "auto")
-
-
-@dataclass
-class EvalResult:
-    """An evaluation: ``metrics`` and ``per_query`` ranks of the primary index (exact when it ran)."""
-
-    metrics: Metrics
-    per_query: dict[str, list[int]]
-    path: Path
-    payload: dict[str, Any] = field(repr=False)
-
-    @property
-    def by_index(self) -> dict[str, Metrics]:
-        return self.payload["metrics"]
-
-
-def _percentiles(values_ms: list[float]) -> dict[str, float]:
-    array = np.asarray(values_ms, dtype=np.float64)
-    return {
-        "p50": round(float(np.percentile(array, 50)), 4),
-        "p95": round(float(np.percentile(array, 95)), 4),
-    }
+T = TypeVar("T")
 
 
 def library_versions() -> dict[str, str]:
@@ -97,64 +76,117 @@ def _variants(index: IndexSpec | str, hnsw: IndexSpec) -> dict[str, IndexSpec]:
     return {"exact": IndexSpec("exact")}
 
 
+def _checked_ks(ks: Sequence[int]) -> tuple[int, ...]:
+    out = tuple(sorted({int(k) for k in ks}))
+    if not out or out[0] < 1:
+        raise CapsearchError(f"invalid K values {out}", hint="give positive integers, e.g. -k 1 5 10")
+    return out
+
+
+def _timed(make: Callable[[], T]) -> tuple[T, float]:
+    """``make()`` and the seconds it took (rounded to 0.1 ms)."""
+    start = time.perf_counter()
+    value = make()
+    return value, round(time.perf_counter() - start, 4)
+
+
+def _side_build(side: SideIndex) -> SideBuild:
+    index = side.index
+    return SideBuild(
+        kind=index.kind,
+        params=index.spec.params(),
+        count=index.count,
+        reused=side.reused,
+        seconds=side.seconds,
+        build_seconds=index.build_seconds,
+        bytes=index.nbytes,
+    )
+
+
+def _both(indexes: SplitIndexes) -> tuple[VectorIndex, VectorIndex]:
+    """The image and caption indexes (an evaluated split always has captions)."""
+    if indexes.captions is None:
+        raise DatasetError("an evaluated split needs captions")
+    return indexes.images.index, indexes.captions.index
+
+
+def _approximate(indexes: SplitIndexes) -> bool:
+    return any(side.index.kind != "exact" for side in indexes.sides().values())
+
+
 class _Evaluation:
-    """The state of one run (kept small: run_eval is the interface)."""
+    """The state of one run over one split's embeddings, index after index (run_eval is the interface)."""
 
     def __init__(
-        self, lm: LoadedModel, data: PreparedDataset, split: str, emb: SplitEmbeddings, reporter: Reporter
-    ):
-        self.lm, self.data, self.split, self.emb, self.reporter = lm, data, split, emb, reporter
-        self.image_ids = [r.id for r in emb.records]
-        self.caption_ids = caption_ids(emb.records, emb.caption_image)
+        self,
+        lm: LoadedModel,
+        dataset: str,
+        split: str,
+        emb: SplitEmbeddings,
+        ks: tuple[int, ...],
+        reporter: Reporter,
+    ) -> None:
+        self.lm, self.dataset, self.split, self.emb, self.ks, self.reporter = (
+            lm,
+            dataset,
+            split,
+            emb,
+            ks,
+            reporter,
+        )
+        self.built: dict[str, SplitIndexes] = {}
+        self.metrics: dict[str, Metrics] = {}
+        self.ranks: dict[str, Ranks] = {}
+        self.rank_s: dict[str, float] = {}
 
-    def indexes(self, spec: IndexSpec) -> tuple[dict[str, VectorIndex], dict[str, Any]]:
-        out, info = {}, {}
-        for side, vectors, ids in (
-            ("images", self.emb.image_emb, self.image_ids),
-            ("captions", self.emb.caption_emb, self.caption_ids),
-        ):
-            start = time.perf_counter()
-            index, reused = cached_index(
-                vectors, ids, self.lm.model_id, self.data.name, self.split, side, spec,
-                reporter=self.reporter, precision=self.lm.precision,
-            )  # fmt: skip
-            out[side] = index
-            info[side] = {
-                "kind": index.kind,
-                "params": index.spec.params(),
-                "count": index.count,
-                "reused": reused,
-                "seconds": round(time.perf_counter() - start, 4),
-                "build_seconds": index.build_seconds,
-                "bytes": index.nbytes,
-            }
-        return out, info
+    def indexes(self, spec: IndexSpec) -> SplitIndexes:
+        return index_embeddings(self.lm, self.dataset, self.split, self.emb, spec, self.reporter)
 
-    def ranks(self, indexes: dict[str, VectorIndex], depth: int):
-        if all(ix.kind == "exact" for ix in indexes.values()):
-            return exact_ranks(self.emb.image_emb, self.emb.caption_emb, self.emb.caption_image)
-        return search_ranks(
-            indexes["images"].search,
-            indexes["captions"].search,
-            self.emb.image_emb,
-            self.emb.caption_emb,
-            self.emb.caption_image,
-            depth,
+    def evaluate(self, name: str, spec: IndexSpec, of: int) -> None:
+        """Build (or load) the indexes of ``spec``, rank every query through them, report the metrics."""
+        self.reporter.check_cancelled()
+        self.built[name] = self.indexes(spec)
+        self.ranks[name], self.rank_s[name] = _timed(lambda: self._rank(self.built[name]))
+        self.metrics[name] = metrics_from_ranks(self.ranks[name], self.ks)
+        self.reporter.update(  # the metrics of each index as soon as they are known (live tables)
+            "evaluate",
+            len(self.metrics),
+            of,
+            index=name,
+            metrics=self.metrics[name],
+            mean_recall=mean_recall(self.metrics[name]),
         )
 
-    def neighbour_recall(
-        self, approx: dict[str, VectorIndex], exact: dict[str, VectorIndex]
-    ) -> dict[str, float]:
+    def _rank(self, indexes: SplitIndexes) -> Ranks:
+        emb = self.emb
+        if not _approximate(indexes):
+            return exact_ranks(emb.image_emb, emb.caption_emb, emb.caption_image)
+        images, captions = _both(indexes)
+        return search_ranks(
+            images.search, captions.search, emb.image_emb, emb.caption_emb, emb.caption_image, max(self.ks)
+        )
+
+    def recall_vs_exact(self) -> dict[str, NeighbourRecall]:
+        """HNSW recall@10 against exact search for every approximate index that ran."""
+        approximate = [name for name, built in self.built.items() if _approximate(built)]
+        if not approximate:
+            return {}
+        exact = _both(self.built.get("exact") or self.indexes(IndexSpec("exact")))
+        return {name: self._neighbour_recall(_both(self.built[name]), exact) for name in approximate}
+
+    def _neighbour_recall(
+        self, approx: tuple[VectorIndex, VectorIndex], exact: tuple[VectorIndex, VectorIndex]
+    ) -> NeighbourRecall:
         out = {}
         for direction, side, queries in (
-            ("text_to_image", "images", self.emb.caption_emb),
-            ("image_to_text", "captions", self.emb.image_emb),
+            (Direction.TEXT_TO_IMAGE, 0, self.emb.caption_emb),
+            (Direction.IMAGE_TO_TEXT, 1, self.emb.image_emb),
         ):
             k = min(NEIGHBOUR_K, exact[side].count)
             _, truth = exact[side].search(queries, k)
             _, found = approx[side].search(queries, k)
-            out[direction] = round(100.0 * neighbour_recall(found, truth, k), 4)
-        return out
+            out[direction.value] = round(100.0 * neighbour_recall(found, truth, k), 4)
+        return NeighbourRecall(k=NEIGHBOUR_K, **out)
 
 
 def run_eval(
@@ -174,147 +206,86 @@ def run_eval(
 
     ``hnsw`` sets the HNSW parameters for ``hnsw``/``both``/``auto``. Latency is measured on
     ``latency_queries`` captions of the split (seeded sample), with encoding and search timed apart.
+    Nothing is written but the embedding and index caches: save the result with ``save_result``.
     """
     reporter = ensure(reporter)
-    ks = tuple(sorted({int(k) for k in ks}))
-    if not ks or ks[0] < 1:
-        raise CapsearchError(f"invalid K values {ks}", hint="give positive integers, e.g. -k 1 5 10")
+    ks = _checked_ks(ks)
     variants = _variants(index, hnsw or IndexSpec("hnsw"))
     total_start = time.perf_counter()
 
     data = dataset if isinstance(dataset, PreparedDataset) else load_dataset(dataset)
-    start = time.perf_counter()
-    lm = model if isinstance(model, LoadedModel) else load_model(model, pretrained, device=device)
-    load_s = time.perf_counter() - start
-    start = time.perf_counter()
-    emb = split_embeddings(lm, data, split, reporter=reporter)
-    embed_s = time.perf_counter() - start
+    lm, load_s = _timed(
+        lambda: model if isinstance(model, LoadedModel) else load_model(model, pretrained, device=device)
+    )
+    emb, embed_s = _timed(lambda: split_embeddings(lm, data, split, reporter=reporter))
     if not len(emb.captions):
         raise DatasetError(
             f"split {split!r} of dataset {data.name!r} has no captions, so there is nothing to evaluate",
             hint="evaluate a captioned dataset (Flickr8k, synthetic, a folder with captions)",
         )
-    run = _Evaluation(lm, data, split, emb, reporter)
-    depth = max(ks)
-
-    metrics: dict[str, Metrics] = {}
-    per_query: dict[str, dict[str, Any]] = {}
-    index_info: dict[str, Any] = {}
-    vs_exact: dict[str, Any] = {}
-    built: dict[str, dict[str, VectorIndex]] = {}
-    timings: dict[str, Any] = {
-        "load_model_s": round(load_s, 4),
-        "embed_s": round(embed_s, 4),
-        "embeddings_reused": emb.reused,
-    }
+    run = _Evaluation(lm, data.name, split, emb, ks, reporter)
     for name, spec in variants.items():
-        reporter.check_cancelled()
-        built[name], index_info[name] = run.indexes(spec)
-        start = time.perf_counter()
-        ranks = run.ranks(built[name], depth)
-        metrics[name] = metrics_from_ranks(ranks, ks)
-        timings[f"rank_{name}_s"] = round(time.perf_counter() - start, 4)
-        per_query[name] = {**ranks.to_dict(), "depth": ranks.depth}
-        reporter.update(  # the metrics of each index as soon as they are known (live tables)
-            "evaluate",
-            len(metrics),
-            len(variants),
-            index=name,
-            metrics=metrics[name],
-            mean_recall=mean_recall(metrics[name]),
-        )
-    approximate = [n for n, ix in built.items() if any(i.kind != "exact" for i in ix.values())]
-    if approximate:
-        exact_indexes = built.get("exact") or run.indexes(IndexSpec("exact"))[0]
-        for name in approximate:
-            vs_exact[name] = {"k": NEIGHBOUR_K, **run.neighbour_recall(built[name], exact_indexes)}
-    timings["latency"] = _latency(lm, emb, built, latency_queries, depth, seed, reporter)
-    timings["total_s"] = round(time.perf_counter() - total_start, 4)
+        run.evaluate(name, spec, len(variants))
+    vs_exact = run.recall_vs_exact()
+    image_indexes = {name: built.images.index for name, built in run.built.items()}
+    latency = _latency(lm, emb, image_indexes, latency_queries, max(ks), seed, reporter)
+    timings = Timings(
+        load_model_s=load_s,
+        embed_s=embed_s,
+        embeddings_reused=emb.reused,
+        rank_s=run.rank_s,
+        latency=latency,
+        total_s=round(time.perf_counter() - total_start, 4),
+    )
+    return _result(lm, data, split, run, vs_exact, timings)
 
-    primary = "exact" if "exact" in metrics else next(iter(metrics))
-    stamp = datetime.now(UTC)
-    payload = {
-        "model_id": lm.model_id,
-        "model": lm.name,
-        "pretrained": lm.pretrained,
-        "dataset": data.name,
-        "dataset_dir": str(data.dir),
-        "split": split,
-        "ks": list(ks),
-        "counts": {
-            "images": len(emb.records),
-            "captions": len(emb.captions),
-            "failed_images": len(emb.failed),
+
+def _result(
+    lm: LoadedModel,
+    data: PreparedDataset,
+    split: str,
+    run: _Evaluation,
+    vs_exact: dict[str, NeighbourRecall],
+    timings: Timings,
+) -> EvalResult:
+    """The result of ``run``, stamped now."""
+    emb = run.emb
+    return EvalResult(
+        model_id=lm.model_id,
+        model=lm.name,
+        pretrained=lm.pretrained,
+        dataset=data.name,
+        dataset_dir=data.dir,
+        split=split,
+        ks=run.ks,
+        counts=Counts(images=len(emb.records), captions=len(emb.captions), failed_images=len(emb.failed)),
+        index={
+            name: {side: _side_build(s) for side, s in built.sides().items()}
+            for name, built in run.built.items()
         },
-        "index": index_info,
-        "primary": primary,
-        "metrics": metrics,
-        "mean_recall": {name: round(mean_recall(m), 4) for name, m in metrics.items()},
-        "recall_vs_exact": vs_exact,
-        "timings": timings,
-        "timestamp": stamp.isoformat(timespec="seconds"),
-        "versions": library_versions(),
-        "per_query": per_query,
-        "caption_image": emb.caption_image.tolist(),
-    }
-    stem = f"eval_{stamp:%Y%m%d-%H%M%S-%f}_{safe_name(lm.model_id)}_{safe_name(data.name)}_{split}"
-    path = results_dir() / f"{stem}.json"
-    ranks_path = results_dir() / f"{stem}{RANKS_SUFFIX}"
-    _save_ranks(ranks_path, per_query, emb.caption_image)
-    summary = {k: v for k, v in payload.items() if k not in RANK_KEYS}
-    summary["ranks_file"] = ranks_path.name
-    write_json(path, summary)
-    append_jsonl(results_dir() / HISTORY_FILE, {**summary, "path": path.name})
-    payload["ranks_file"] = ranks_path.name
-    ranks_out = {k: v for k, v in per_query[primary].items() if k != "depth"}
-    return EvalResult(metrics=metrics[primary], per_query=ranks_out, path=path, payload=payload)
-
-
-def _save_ranks(path: Path, per_query: dict[str, dict[str, Any]], caption_image: np.ndarray) -> None:
-    arrays = {"caption_image": np.asarray(caption_image, dtype=np.int64)}
-    for name, ranks in per_query.items():
-        for direction in DIRECTIONS:
-            arrays[f"{name}__{direction}"] = np.asarray(ranks[direction], dtype=np.int64)
-        arrays[f"{name}__depth"] = np.array(-1 if ranks["depth"] is None else ranks["depth"], dtype=np.int64)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
-
-
-def load_ranks(result: str | Path) -> dict[str, Any]:
-    """The per-query ranks of an evaluation, given its results JSON (or its ``.ranks.npz``) path.
-
-    Returns ``{"caption_image": [...], "per_query": {index: {"text_to_image": [...], "image_to_text": [...],
-    "depth": int | None}}}`` in the layout of ``EvalResult.payload``.
-    """
-    path = Path(result)
-    if path.suffix == ".json":
-        path = path.with_name(path.stem + RANKS_SUFFIX)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as exc:
-        raise CapsearchError(f"cannot read per-query ranks from {path} ({exc})") from exc
-    per_query: dict[str, dict[str, Any]] = {}
-    for key, array in arrays.items():
-        if "__" in key:
-            name, field_name = key.split("__", 1)
-            value = (None if int(array) < 0 else int(array)) if field_name == "depth" else array.tolist()
-            per_query.setdefault(name, {})[field_name] = value
-    return {"caption_image": arrays["caption_image"].tolist(), "per_query": per_query}
+        primary="exact" if "exact" in run.metrics else next(iter(run.metrics)),
+        by_index=run.metrics,
+        recall_vs_exact=vs_exact,
+        timings=timings,
+        timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
+        versions=library_versions(),
+        ranks=run.ranks,
+        caption_image=emb.caption_image,
+    )
 
 
 def _latency(
     lm: LoadedModel,
     emb: SplitEmbeddings,
-    indexes: dict[str, dict[str, VectorIndex]],
+    image_indexes: dict[str, VectorIndex],
     n: int,
     k: int,
     seed: int,
     reporter: Reporter,
-) -> dict[str, Any]:
-    """Per-query text->image latency in ms: encoding once per query, then the search in each index."""
+) -> Latency | None:
+    """Per-query text->image latency in ms: encoding once per query, then the search in each image index."""
     if n <= 0:
-        return {}
+        return None
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(emb.captions), size=min(n, len(emb.captions)), replace=False)
     texts = [emb.captions[i] for i in picks]
@@ -325,33 +296,22 @@ def _latency(
         vectors.append(encode_text_query(lm, text))
         encode_ms.append(1000 * (time.perf_counter() - start))
         reporter.update("latency", i + 1, len(texts))
-    out: dict[str, Any] = {"queries": len(texts), "k": k, "encode_ms": _percentiles(encode_ms)}
-    for name, built in indexes.items():
-        index = built["images"]
-        index.search(vectors[0], k)
-        search_ms, total_ms = [], []
-        for vector, enc in zip(vectors, encode_ms, strict=True):
-            start = time.perf_counter()
-            _, rows = index.search(vector, k)
-            _ = [emb.records[r] for r in rows[0] if r >= 0]  # metadata lookup, as a search caller does
-            elapsed = 1000 * (time.perf_counter() - start)
-            search_ms.append(elapsed)
-            total_ms.append(enc + elapsed)
-        out[name] = {"search_ms": _percentiles(search_ms), "total_ms": _percentiles(total_ms)}
-    return out
+    by_index = {
+        name: _search_latency(index, emb, vectors, encode_ms, k) for name, index in image_indexes.items()
+    }
+    return Latency(queries=len(texts), k=k, encode_ms=percentiles(encode_ms), by_index=by_index)
 
 
-def load_history() -> list[dict[str, Any]]:
-    """Every evaluation summary in ``results/history.jsonl``, oldest first (a torn last line is skipped)."""
-    path = results_dir() / HISTORY_FILE
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+def _search_latency(
+    index: VectorIndex, emb: SplitEmbeddings, vectors: list[np.ndarray], encode_ms: list[float], k: int
+) -> IndexLatency:
+    index.search(vectors[0], k)
+    search_ms, total_ms = [], []
+    for vector, enc in zip(vectors, encode_ms, strict=True):
+        start = time.perf_counter()
+        _, rows = index.search(vector, k)
+        _ = [emb.records[r] for r in rows[0] if r >= 0]  # metadata lookup, as a search caller does
+        elapsed = 1000 * (time.perf_counter() - start)
+        search_ms.append(elapsed)
+        total_ms.append(enc + elapsed)
+    return IndexLatency(search_ms=percentiles(search_ms), total_ms=percentiles(total_ms))

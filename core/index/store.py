@@ -9,6 +9,7 @@ current embeddings; otherwise it is rebuilt and replaced.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -22,34 +23,40 @@ from core.progress import Reporter, ensure
 Side = Literal["images", "captions"]
 
 
-def index_dir(
-    model_id: str, dataset: str, split: str, side: Side, spec: IndexSpec, precision: str = "fp32"
-) -> Path:
-    """The cache folder of a resolved (non-``auto``) spec."""
-    if spec.kind == "auto":
-        raise ValueError("resolve an auto spec before asking for its folder")
-    leaf = split_folder(split, precision)
-    return indexes_dir() / safe_name(model_id) / safe_name(dataset) / leaf / f"{side}-{spec.label()}"
+@dataclass(frozen=True)
+class IndexKey:
+    """Whose index it is: the model, dataset, split, side and inference precision its vectors came from."""
+
+    model_id: str
+    dataset: str
+    split: str
+    side: Side
+    precision: str = "fp32"
+
+    def folder(self, spec: IndexSpec) -> Path:
+        """The cache folder of a resolved (non-``auto``) spec."""
+        if spec.kind == "auto":
+            raise ValueError("resolve an auto spec before asking for its folder")
+        leaf = split_folder(self.split, self.precision)
+        model, dataset = safe_name(self.model_id), safe_name(self.dataset)
+        return indexes_dir() / model / dataset / leaf / f"{self.side}-{spec.label()}"
 
 
 def cached_index(
     vectors: np.ndarray,
     ids: list[str],
-    model_id: str,
-    dataset: str,
-    split: str,
-    side: Side,
+    key: IndexKey,
     spec: IndexSpec | str = "auto",
     reporter: Reporter | None = None,
-    precision: str = "fp32",
 ) -> tuple[VectorIndex, bool]:
     """The index of ``vectors`` from the cache when valid, else built and saved; returns (index, reused)."""
     reporter = ensure(reporter)
     spec = IndexSpec.parse(spec).resolve(len(vectors))
-    folder = index_dir(model_id, dataset, split, side, spec, precision)
+    folder = key.folder(spec)
+    side = key.side
     if (folder / "index.json").is_file():
         try:
-            index = VectorIndex.load(folder, expected_model_id=model_id, expected_count=len(vectors))
+            index = VectorIndex.load(folder, expected_model_id=key.model_id, expected_count=len(vectors))
             if index.meta.get("vectors_sha256") == vectors_digest(vectors) and index.ids == list(ids):
                 index.set_ef_search(spec.ef_search)
                 reporter.log(f"reusing {side} index {spec.label()} ({index.count} vectors) from {folder}")
@@ -59,7 +66,7 @@ def cached_index(
             reporter.log(f"{side} index in {folder} is unusable ({err.message}); rebuilding")
     reporter.check_cancelled()
     reporter.update(f"index {side} ({spec.label()})", 0, 1)
-    index = VectorIndex.build(vectors, spec, ids, model_id)
+    index = VectorIndex.build(vectors, spec, ids, key.model_id)
     index.save(folder)
     reporter.update(f"index {side} ({spec.label()})", 1, 1, seconds=index.build_seconds)
     return index, False

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import faiss
 import numpy as np
@@ -61,6 +61,13 @@ class IndexSpecError(CapsearchError):
     """An index specification is malformed (unknown kind, parameters out of range)."""
 
 
+def parse_kind(name: str) -> Kind:
+    """``name`` as an index kind; :class:`IndexSpecError` for an unknown one."""
+    if name not in KINDS:
+        raise IndexSpecError(f"unknown index kind {name!r}", hint=f"use one of: {', '.join(KINDS)}")
+    return cast(Kind, name)
+
+
 @dataclass(frozen=True)
 class IndexSpec:
     """What index to build: ``kind`` plus the HNSW parameters (ignored by an exact index)."""
@@ -81,7 +88,7 @@ class IndexSpec:
     @classmethod
     def parse(cls, spec: IndexSpec | str) -> IndexSpec:
         """An :class:`IndexSpec` as is, or a kind name with default parameters."""
-        return spec if isinstance(spec, IndexSpec) else cls(kind=spec)  # type: ignore[arg-type]
+        return spec if isinstance(spec, IndexSpec) else cls(kind=parse_kind(spec))
 
     def resolve(self, count: int) -> IndexSpec:
         """The concrete spec for ``count`` vectors: ``auto`` becomes exact or HNSW by :data:`AUTO_EXACT_MAX`.
@@ -194,7 +201,7 @@ class VectorIndex:
     # -- search ---------------------------------------------------------------------------------------
     def set_ef_search(self, ef_search: int) -> None:
         """Change HNSW's efSearch (no effect on an exact index)."""
-        if self.spec.kind == "hnsw":
+        if self.spec.kind == "hnsw" and isinstance(self.index, faiss.IndexHNSW):
             self.spec = replace(self.spec, ef_search=ef_search)
             self.index.hnsw.efSearch = ef_search
             self.meta["params"] = self.spec.params()
@@ -278,6 +285,6 @@ class VectorIndex:
             spec = IndexSpec(kind=kind, **params)
         except (TypeError, IndexSpecError) as exc:
             raise IndexMismatchError(f"index in {folder} has unreadable parameters ({exc})") from exc
-        if spec.kind == "hnsw":
+        if isinstance(index, faiss.IndexHNSW):
             index.hnsw.efSearch = spec.ef_search
         return cls(index, spec, meta)

@@ -105,6 +105,12 @@ def parse_query(query: str, resolve_image: ImageResolver = image_file) -> list[Q
     return terms
 
 
+def _embed(
+    term: QueryTerm, encode_text: Callable[[str], np.ndarray], encode_image: Callable[[Path], np.ndarray]
+) -> np.ndarray:
+    return encode_image(term.image) if term.image is not None else encode_text(term.text)
+
+
 def combine(
     terms: list[QueryTerm],
     encode_text: Callable[[str], np.ndarray],
@@ -113,12 +119,14 @@ def combine(
     """The normalised weighted sum of the terms' embeddings (float32 [d])."""
     if not terms:
         raise QueryError("the search query has no terms")
-    total = None
-    for term in terms:
-        vector = encode_image(term.image) if term.image is not None else encode_text(term.text)
-        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-        total = term.weight * vector if total is None else total + term.weight * vector
-    if total is None or not np.isfinite(total).all():
+    weighted = [
+        term.weight * np.asarray(_embed(term, encode_text, encode_image), dtype=np.float32).reshape(-1)
+        for term in terms
+    ]
+    total = weighted[0]
+    for vector in weighted[1:]:
+        total = total + vector
+    if not np.isfinite(total).all():
         raise QueryError("the query weights are too large to combine", hint="use weights such as 2 or 0.5")
     norm = float(np.linalg.norm(total))
     if not math.isfinite(norm):

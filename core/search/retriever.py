@@ -11,14 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from core.data.records import ImageRecord, PreparedDataset, load_dataset
-from core.embed.cache import SplitEmbeddings, split_embeddings
+from core.directions import Direction
+from core.embed.cache import SplitEmbeddings
 from core.embed.engine import encode_image_query, encode_text_query
 from core.errors import DatasetError
-from core.index.store import cached_index
+from core.index.split_indexes import split_indexes
 from core.index.vector_index import IndexSpec, VectorIndex
 from core.models.loading import LoadedModel, load_model
 from core.progress import Reporter, ensure
@@ -36,15 +38,16 @@ class Hit:
     caption: str | None = None
     caption_index: int | None = None
 
-
-def caption_ids(records: list[ImageRecord], caption_image: np.ndarray) -> list[str]:
-    """``<image id>#<n>`` for every caption row (n counts that image's captions from 0)."""
-    seen: dict[int, int] = {}
-    out = []
-    for row in caption_image.tolist():
-        out.append(f"{records[row].id}#{seen.get(row, 0)}")
-        seen[row] = seen.get(row, 0) + 1
-    return out
+    def to_dict(self) -> dict[str, Any]:
+        """The hit as JSON: rank, score (6 decimals), image id and path, caption and its row."""
+        return {
+            "rank": self.rank,
+            "score": round(self.score, 6),
+            "id": self.record.id,
+            "path": str(self.path),
+            "caption": self.caption,
+            "caption_index": self.caption_index,
+        }
 
 
 class Retriever:
@@ -90,21 +93,11 @@ class Retriever:
         reporter = ensure(reporter)
         data = dataset if isinstance(dataset, PreparedDataset) else load_dataset(dataset)
         lm = model if isinstance(model, LoadedModel) else load_model(model, pretrained, device=device)
-        emb = split_embeddings(lm, data, split, reporter=reporter)
-        if not emb.records:
+        indexes = split_indexes(lm, data, split, index, reporter)
+        if not indexes.embeddings.records:
             raise DatasetError(f"split {split!r} of dataset {data.name!r} has no images")
-        spec = IndexSpec.parse(index)
-        keys = (lm.model_id, data.name, split)
-        image_index, _ = cached_index(
-            emb.image_emb, [r.id for r in emb.records], *keys, "images", spec, reporter, lm.precision
-        )
-        caption_index = None
-        if len(emb.captions):
-            ids = caption_ids(emb.records, emb.caption_image)
-            caption_index, _ = cached_index(
-                emb.caption_emb, ids, *keys, "captions", spec, reporter, lm.precision
-            )
-        return cls(lm, data, split, emb, image_index, caption_index)
+        captions = indexes.captions.index if indexes.captions is not None else None
+        return cls(lm, data, split, indexes.embeddings, indexes.images.index, captions)
 
     # -- properties -----------------------------------------------------------------------------------
     @property
@@ -125,6 +118,11 @@ class Retriever:
     def size(self) -> int:
         """Number of images in the searched gallery (vectors in the image index)."""
         return self.image_index.count
+
+    def index_kind_of(self, direction: Direction) -> str:
+        """Kind of the index a search in ``direction`` goes through."""
+        index = self.image_index if direction.target == "image" else self.caption_index
+        return index.kind if index is not None else "none"
 
     @property
     def caption_count(self) -> int:
@@ -165,7 +163,7 @@ class Retriever:
     # -- searches -------------------------------------------------------------------------------------
     def _image_hits(self, vector: np.ndarray, k: int) -> list[Hit]:
         scores, rows = self.image_index.search(vector, k + len(self._failed_rows))
-        hits = []
+        hits: list[Hit] = []
         for score, row in zip(scores[0].tolist(), rows[0].tolist(), strict=True):
             if row < 0 or row in self._failed_rows:
                 continue
@@ -179,7 +177,7 @@ class Retriever:
         if self.caption_index is None:
             raise DatasetError(f"split {self.split!r} of dataset {self.dataset!r} has no captions to search")
         scores, rows = self.caption_index.search(vector, k)
-        hits = []
+        hits: list[Hit] = []
         for score, j in zip(scores[0].tolist(), rows[0].tolist(), strict=True):
             if j < 0:
                 continue
@@ -211,6 +209,16 @@ class Retriever:
     def image_to_image(self, image: str | Path, k: int = 10) -> list[Hit]:
         """Image -> images; a gallery image finds itself first."""
         return self._image_hits(self.image_vector(image), k)
+
+    def search(self, direction: Direction, query: str, k: int = 10) -> list[Hit]:
+        """The search in ``direction``: ``query`` is text for text queries, an image id or path otherwise."""
+        search = {
+            Direction.TEXT_TO_IMAGE: self.search_text,
+            Direction.TEXT_TO_TEXT: self.text_to_text,
+            Direction.IMAGE_TO_TEXT: self.image_to_text,
+            Direction.IMAGE_TO_IMAGE: self.image_to_image,
+        }[direction]
+        return search(query, k)
 
     def ground_truth(self, query: str) -> tuple[ImageRecord, int] | None:
         """When ``query`` is one of the split's captions: its image and that image's rank for this query.

@@ -4,12 +4,14 @@ from a model, so screenshots are identical on every machine (the pilot tests use
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+import numpy as np
 
 from core.data.records import ImageRecord, PreparedDataset
 from core.errors import CapsearchError
+from core.evaluation.recall import Metrics, Ranks
+from core.evaluation.results import Counts, EvalResult, SideBuild, Timings
 from core.search.retriever import Hit
 
 
@@ -86,41 +88,39 @@ class FixedRetriever:
         return None
 
 
-@dataclass
-class FixedEvalResult:
+def fixed_eval(retriever: FixedRetriever) -> EvalResult:
     """What ``run_eval`` returns, with hash-derived ranks and round metrics."""
-
-    metrics: dict[str, Any]
-    per_query: dict[str, list[int]]
-    path: Path
-    payload: dict[str, Any] = field(repr=False)
-
-    @property
-    def by_index(self) -> dict[str, Any]:
-        return self.payload["metrics"]
-
-
-def fixed_eval(retriever: FixedRetriever, results_dir: Path) -> FixedEvalResult:
     caption_image = [i for i, _ in retriever.captions]
     t2i = [1 + int(fixed_score(c, "t2i") * 10) % len(retriever.records) for _, c in retriever.captions]
     i2t = [1 + int(fixed_score(r.id, "i2t") * 100) % len(retriever.captions) for r in retriever.records]
-    metrics = {
+    metrics: Metrics = {
         "text_to_image": {"R@1": 12.5, "R@5": 41.25, "R@10": 63.0, "median_rank": 6.0, "mean_rank": 7.9},
         "image_to_text": {"R@1": 16.7, "R@5": 44.4, "R@10": 61.1, "median_rank": 7.0, "mean_rank": 11.3},
     }
-    payload = {
-        "model_id": retriever.model_id,
-        "dataset": retriever.dataset,
-        "dataset_dir": str(retriever.data.dir),
-        "split": retriever.split,
-        "ks": [1, 5, 10],
-        "counts": {"images": retriever.size, "captions": retriever.caption_count, "failed_images": 0},
-        "primary": "exact",
-        "metrics": {"exact": metrics},
-        "mean_recall": {"exact": 39.8},
-        "timestamp": "2026-11-27T12:00:00+00:00",
-        "per_query": {"exact": {"text_to_image": t2i, "image_to_text": i2t, "depth": None}},
-        "caption_image": caption_image,
-    }
-    per_query = {"text_to_image": t2i, "image_to_text": i2t}
-    return FixedEvalResult(metrics, per_query, results_dir / "eval_fixed.json", payload)
+    build = SideBuild(kind="exact", params={}, count=0, reused=True, seconds=0.0, build_seconds=0.0, bytes=0)
+    return EvalResult(
+        model_id=retriever.model_id,
+        model="capsearch-tiny",
+        pretrained=None,
+        dataset=retriever.dataset,
+        dataset_dir=retriever.data.dir,
+        split=retriever.split,
+        ks=(1, 5, 10),
+        counts=Counts(images=retriever.size, captions=retriever.caption_count, failed_images=0),
+        index={"exact": {"images": build, "captions": build}},
+        primary="exact",
+        by_index={"exact": metrics},
+        recall_vs_exact={},
+        timings=Timings(
+            load_model_s=0.0,
+            embed_s=0.0,
+            embeddings_reused=True,
+            rank_s={"exact": 0.0},
+            latency=None,
+            total_s=0.0,
+        ),
+        timestamp="2026-11-27T12:00:00+00:00",
+        versions={},
+        ranks={"exact": Ranks(np.array(t2i), np.array(i2t))},
+        caption_image=np.array(caption_image),
+    )

@@ -26,7 +26,7 @@ async def test_an_evaluation_runs_to_completion_and_shows_the_cores_numbers(
         screen = app.screen
         assert isinstance(screen, EvaluateScreen)
         assert screen.result is not None, notifications(app)
-        saved = json.loads(screen.result.path.read_text(encoding="utf-8"))
+        saved = json.loads(screen.result_path.read_text(encoding="utf-8"))
         table = screen.query_one(MetricsTable)
         for direction in DIRECTION_LABELS:
             numbers = saved["metrics"]["exact"][direction]
@@ -41,7 +41,7 @@ async def test_an_evaluation_runs_to_completion_and_shows_the_cores_numbers(
         # the worst text→image query opens in Search, where its image has the same rank
         worst = screen.query_one(WorstQueriesTable)
         first = worst.queries[0]
-        assert first.direction == "text → image"
+        assert first.direction.label == "text → image"
         assert first.rank == max(screen.result.per_query["text_to_image"])
         assert first.caption in next(r for r in retriever.records if r.id == first.image_id).captions
         worst.move_cursor(row=0)
@@ -53,7 +53,7 @@ async def test_an_evaluation_runs_to_completion_and_shows_the_cores_numbers(
         assert truth in str(app.screen.query_one(".truth").render())
         # and the worst image→text query opens as an image query
         await pilot.press("f4")
-        image_row = next(i for i, q in enumerate(worst.queries) if q.direction == "image → text")
+        image_row = next(i for i, q in enumerate(worst.queries) if q.direction.label == "image → text")
         worst.move_cursor(row=image_row)
         await pilot.press("ctrl+r")
         await settle(pilot)
@@ -61,7 +61,7 @@ async def test_an_evaluation_runs_to_completion_and_shows_the_cores_numbers(
 
 
 @pytest.mark.asyncio
-async def test_the_efsearch_sweep_fills_one_row_per_value(make_app, artifacts) -> None:
+async def test_the_efsearch_sweep_fills_one_row_per_value_and_saves_nothing(make_app, artifacts) -> None:
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("f4")
@@ -69,7 +69,8 @@ async def test_the_efsearch_sweep_fills_one_row_per_value(make_app, artifacts) -
         await settle(pilot)
         sweep = app.screen.query_one("#eval-sweep-table", DataTable)
         assert [sweep.get_row_at(i)[0] for i in range(sweep.row_count)] == [str(ef) for ef in SWEEP_EF]
-        assert app.screen.query_one(HistoryTable).row_count == len(SWEEP_EF)
+        assert app.screen.query_one(HistoryTable).row_count == 0, "a sweep's evaluations are not saved"
+        assert not list((artifacts / "results").glob("eval_*")), "a sweep writes no results files"
 
 
 @pytest.mark.asyncio

@@ -80,16 +80,16 @@ def test_browse_screen(snap_compare, make_app) -> None:
 
 
 def test_evaluate_screen_after_a_run(snap_compare, make_app, retriever, artifacts, monkeypatch) -> None:
-    from core.evaluation import runner
+    from core.evaluation import results, runner
 
-    result = fixed_eval(retriever, artifacts / "results")
-    summary = {k: v for k, v in result.payload.items() if k not in ("per_query", "caption_image")}
+    result = fixed_eval(retriever)
+    summary = result.to_json()
     history = [
         {**summary, "model_id": "capsearch-compact-scratch@random", "timestamp": "2026-11-26T09:30:00+00:00"},
         summary,
     ]
     monkeypatch.setattr(runner, "run_eval", lambda *args, **kwargs: result)
-    monkeypatch.setattr(runner, "load_history", lambda: history)
+    monkeypatch.setattr(results, "load_history", lambda: history)
 
     async def run_before(pilot: Pilot) -> None:
         await pilot.press("f4", "ctrl+g")

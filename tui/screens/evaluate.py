@@ -1,9 +1,11 @@
 """Evaluate: pick a dataset, split, model, index and Ks; run ``run_eval`` in a worker with live progress;
-see the metrics, the worst queries (openable in Search), the history of runs and an HNSW efSearch sweep."""
+see the metrics, the worst queries (openable in Search), the history of runs and an HNSW efSearch sweep.
+A run is saved (results file and history line); a sweep's evaluations are only shown."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
@@ -13,7 +15,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Label, Select, TabbedContent, TabPane
 
 from core.data.records import SPLITS
+from core.directions import Direction
 from core.errors import CapsearchError
+from core.safe_text import markup_safe
 from tui.messages import (
     EvaluationFinished,
     HistoryLoaded,
@@ -27,10 +31,12 @@ from tui.screens.run_form import RunFormScreen
 from tui.session import Source, resolve
 from tui.widgets.choices import DatasetSelect, ModelSelect, chosen
 from tui.widgets.metrics_table import HistoryTable, MetricsTable, SweepTable
-from tui.widgets.worst_queries import TEXT_TO_IMAGE, WorstQueriesTable, worst_queries
+from tui.widgets.worst_queries import WorstQueriesTable
 from tui.workers import TuiReporter, run_task
 
 if TYPE_CHECKING:
+    from core.data.records import ImageRecord
+    from core.evaluation.results import EvalResult
     from core.index.vector_index import IndexSpec
 
 INDEX_CHOICES = [("exact", "exact"), ("HNSW", "hnsw"), ("exact + HNSW", "both")]
@@ -78,7 +84,8 @@ class EvaluateScreen(RunFormScreen[EvalSettings]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.result: Any = None
+        self.result: EvalResult | None = None
+        self.result_path: Path | None = None
 
     def compose_form(self) -> ComposeResult:
         source = self.app.source
@@ -166,6 +173,7 @@ class EvaluateScreen(RunFormScreen[EvalSettings]):
     def _evaluate(self, settings: EvalSettings, reporter: TuiReporter) -> None:
         def call() -> EvaluationFinished:
             from core.data.records import load_dataset
+            from core.evaluation.results import save_result
             from core.evaluation.runner import run_eval
 
             dataset, model = resolve(Source(dataset=settings.dataset, model=settings.model), reporter)
@@ -179,8 +187,9 @@ class EvaluateScreen(RunFormScreen[EvalSettings]):
                 hnsw=settings.hnsw,
                 reporter=reporter,
             )
-            records = load_dataset(result.payload["dataset_dir"]).split(settings.split)
-            return EvaluationFinished(result, records)
+            path = save_result(result)
+            records = load_dataset(result.dataset_dir).split(settings.split)
+            return EvaluationFinished(result, path, records)
 
         run_task(self, Task.EVALUATE, call)
 
@@ -208,7 +217,7 @@ class EvaluateScreen(RunFormScreen[EvalSettings]):
                 result = run_eval(
                     dataset, settings.split, lm, index="hnsw", ks=(1, 5, 10), hnsw=spec, reporter=reporter
                 )
-                reporter.update("sweep", i + 1, len(SWEEP_EF), ef_search=ef, payload=result.payload)
+                reporter.update("sweep", i + 1, len(SWEEP_EF), ef_search=ef, payload=result.to_json())
             return SweepFinished(len(SWEEP_EF))
 
         run_task(self, Task.SWEEP, call)
@@ -229,37 +238,38 @@ class EvaluateScreen(RunFormScreen[EvalSettings]):
 
     def on_evaluation_finished(self, message: EvaluationFinished) -> None:
         result, records = message.result, message.records
+        self.result_path = message.path
         self.show_result(result, records)
-        counts = result.payload["counts"]
-        self._set_running(False, f"done: {counts['images']} images, {counts['captions']} captions")
-        self.notify(f"Saved to {result.path}", title="Evaluation finished")
+        counts = result.counts
+        self._set_running(False, f"done: {counts.images} images, {counts.captions} captions")
+        self.notify(f"Saved to {markup_safe(message.path)}", title="Evaluation finished")
         self._load_history()
 
     def on_sweep_finished(self, message: SweepFinished) -> None:
         self._set_running(False, f"sweep done: {message.count} efSearch values")
-        self._load_history()
 
     def on_history_loaded(self, message: HistoryLoaded) -> None:
         self.query_one(HistoryTable).show(message.rows)
 
-    def show_result(self, result: Any, records: list[Any]) -> None:
+    def show_result(self, result: EvalResult, records: list[ImageRecord]) -> None:
         """Fill the metrics (every index that ran) and the worst queries."""
         from core.data.records import load_dataset
+        from core.evaluation.worst_queries import worst_queries
 
         self.result = result
         table = self.query_one(MetricsTable)
         for name, metrics in result.by_index.items():
             table.fill(name, metrics)
-        dataset = load_dataset(result.payload["dataset_dir"])
+        dataset = load_dataset(result.dataset_dir)
         self.query_one(WorstQueriesTable).show(
-            worst_queries(result.payload, records, dataset.image_path, WORST_SHOWN)
+            worst_queries(result, records, dataset.image_path, WORST_SHOWN)
         )
 
     # -- history and worst queries -------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="history")
     def _load_history(self) -> None:
         def call() -> HistoryLoaded:
-            from core.evaluation.runner import load_history
+            from core.evaluation.results import load_history
 
             return HistoryLoaded(load_history())
 
@@ -274,14 +284,15 @@ class EvaluateScreen(RunFormScreen[EvalSettings]):
         if query is None:
             self.notify("Run an evaluation first; then pick one of its worst queries.", severity="warning")
             return
-        if query.direction == TEXT_TO_IMAGE:
+        if query.direction is Direction.TEXT_TO_IMAGE:
             self.post_message(UseTextQuery(query.caption))
             return
         retriever = self.app.retriever
-        payload = self.result.payload
-        same = retriever is not None and (retriever.dataset, retriever.split) == (
-            payload["dataset"],
-            payload["split"],
+        result = self.result
+        same = (
+            retriever is not None
+            and result is not None
+            and (retriever.dataset, retriever.split) == (result.dataset, result.split)
         )
         # another dataset may be open in Search: then the image goes by its file
         self.post_message(UseImageQuery(query.image_id if same else query.path))

@@ -1,0 +1,76 @@
+"""Benchmark plumbing shared by the scripts: machine description, commit label, a results file's runs log.
+
+The scripts run as ``python scripts/<name>.py``, so this folder is on ``sys.path`` and they import it as
+``benchlib``. Latency percentiles come from :mod:`core.evaluation.latency`, as in evaluation results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+FLICKR8K = REPO.parent / "shared" / "data" / "flickr8k"
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, core count, torch threads, load and library versions, for the results JSON."""
+    import faiss
+    import numpy as np
+    import open_clip
+    import PIL
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {
+            "torch": torch.__version__,
+            "open_clip": open_clip.__version__,
+            "numpy": np.__version__,
+            "pillow": PIL.__version__,
+            "faiss": faiss.__version__,
+        },
+    }
+
+
+def commit() -> str:
+    """The checked-out commit, with ``-dirty`` when core/ or scripts/ have uncommitted changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    try:
+        head, dirty = (
+            git("rev-parse", "--short", "HEAD"),
+            git("status", "--porcelain", "--", "core", "scripts"),
+        )
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + ("-dirty" if dirty else "")
+
+
+def runs_log(out: Path, run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs kept in the results file ``out`` (none when it is missing or unreadable), then ``run``."""
+    try:
+        runs = json.loads(out.read_text()).get("runs", [])
+    except (OSError, ValueError):
+        runs = []
+    return [*runs, {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), **run}]
