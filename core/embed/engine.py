@@ -42,8 +42,8 @@ from torch.utils.data import DataLoader, Dataset
 from core.data.images import load_rgb
 from core.embed.packed import pack_for_cpu, packing_available
 from core.errors import CapsearchError
-from core.models.checkpoint import hf_text_tower
 from core.models.loading import LoadedModel
+from core.models.text_tower import hf_text_tower
 from core.progress import Reporter, ensure
 
 _PREFETCH_DEPTH = 2

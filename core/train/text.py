@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from core.atomic import save_npy, write_text
-from core.models.checkpoint import hf_text_tower
+from core.models.text_tower import hf_text_tower
 from core.progress import Reporter, ensure
 from core.train.data import cache_dir, tokenize_all
 
