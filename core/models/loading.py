@@ -33,7 +33,7 @@ from core.models.checkpoint import (
     quiet_open_clip,
     read_state_dict,
 )
-from core.models.device import DTYPES, resolve_device, resolve_precision
+from core.models.device import DTYPES, Format, resolve_device, resolve_precision
 from core.paths import models_dir
 
 RANDOM_SEED = 0
@@ -53,7 +53,7 @@ class LoadedModel:
     device: torch.device
     embed_dim: int
     context_length: int
-    precision: str = "fp32"
+    precision: Format = "fp32"
 
     @property
     def dtype(self) -> torch.dtype:

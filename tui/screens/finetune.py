@@ -221,8 +221,8 @@ class FinetuneScreen(Screen[None]):
         if message.task == "finetune":
             message.stop()
             summary = message.result
-            before, after = summary["test_before"]["mean_recall"], summary["test_after"]["mean_recall"]
-            self._set_running(False, f"done: {summary['name']} · test mean recall {before:.1f} → {after:.1f}")
+            before, after = summary.test_before["mean_recall"], summary.test_after["mean_recall"]
+            self._set_running(False, f"done: {summary.name} · test mean recall {before:.1f} → {after:.1f}")
             self.app.model_added(self.out_dir)  # type: ignore[attr-defined]
 
     def on_task_failed(self, message: TaskFailed) -> None:
