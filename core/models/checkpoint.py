@@ -29,6 +29,8 @@ from core.safe_load import UnreadableArtifactError, first_line, load_torch_file
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 Tokenizer = Callable[..., torch.Tensor]
+# The open_clip models capsearch builds (open_clip has no type hints: to mypy this is Any).
+ClipModel = open_clip.CLIP | open_clip.CustomTextCLIP | open_clip.CoCa
 
 
 @contextmanager

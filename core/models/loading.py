@@ -22,6 +22,7 @@ import core.models  # noqa: F401  (registers the built-in configs with open_clip
 from core.errors import ModelError, WeightsUnavailableError
 from core.models import builtin_configs
 from core.models.checkpoint import (
+    ClipModel,
     Tokenizer,
     build_model,
     file_sha256,
@@ -47,7 +48,7 @@ class LoadedModel:
     name: str
     pretrained: str | None
     model_id: str
-    model: nn.Module
+    model: ClipModel
     preprocess: Callable[..., torch.Tensor]
     tokenizer: Tokenizer
     device: torch.device

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from core.atomic import write_json
 from core.data.records import PreparedDataset, load_dataset
 from core.errors import CapsearchError
-from core.models.checkpoint import save_checkpoint_dir
+from core.models.checkpoint import ClipModel, save_checkpoint_dir
 from core.models.device import TRAINING_DEFAULT, Format, resolve_device, resolve_precision
 from core.models.text_tower import hf_text_tower
 from core.paths import models_dir, reports_dir, results_dir, safe_name
@@ -93,7 +92,7 @@ def recommended_config(**overrides: Any) -> TrainConfig:
     return dataclasses.replace(base, **overrides)
 
 
-def resolve_freeze(policy: str, model: nn.Module) -> str:
+def resolve_freeze(policy: str, model: ClipModel) -> str:
     if policy != "auto":
         return policy
     return "frozen-text" if hf_text_tower(model) is not None else "full"
@@ -127,13 +126,13 @@ class _Measures:
             other = SplitData.load(start, load_dataset(forgetting_dataset), "test", device, reporter)
         return cls(device, fmt, test, val, other)
 
-    def test_recall(self, model: nn.Module) -> dict[str, Any]:
+    def test_recall(self, model: ClipModel) -> dict[str, Any]:
         return evaluate(model, self.test, self.device, self.fmt)
 
-    def forgetting_recall(self, model: nn.Module) -> dict[str, Any] | None:
+    def forgetting_recall(self, model: ClipModel) -> dict[str, Any] | None:
         return evaluate(model, self.other, self.device, self.fmt) if self.other else None
 
-    def val_score(self, model: nn.Module) -> tuple[float, dict[str, Any]]:
+    def val_score(self, model: ClipModel) -> tuple[float, dict[str, Any]]:
         metrics = evaluate(model, self.val, self.device, self.fmt)
         return metrics["mean_recall"], flat_metrics(metrics)
 

@@ -32,7 +32,7 @@ from torch import nn
 from core.atomic import atomic_path, write_json
 from core.data.records import PreparedDataset
 from core.errors import Cancelled, CapsearchError
-from core.models.checkpoint import save_checkpoint_dir
+from core.models.checkpoint import ClipModel, save_checkpoint_dir
 from core.models.device import (
     PRECISIONS,
     TRAINING_DEFAULT,
@@ -189,7 +189,7 @@ class Trainer:
         self.meta = dict(meta or {})
         self.device = resolve_device(config.device)
         self.format = resolve_precision(self.device, config.precision, TRAINING_DEFAULT)
-        self.model = start.model.to(self.device)
+        self.model: ClipModel = start.model.to(self.device)
         self.model.visual.to(memory_format=torch.channels_last)  # faster convolutions (oneDNN / cuDNN)
         self.trainable = apply_freeze(self.model, config.freeze)
         self.loss_fn = make_loss(config.loss, config.margin)

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from core.data.records import PreparedDataset
 from core.evaluation.recall import mean_recall, recall_metrics
+from core.models.checkpoint import ClipModel
 from core.models.device import Format, resolve_precision, training_autocast
 from core.progress import Reporter
 from core.train.data import CaptionTable, image_size_of, normalize, preload_images
@@ -49,7 +49,7 @@ class SplitData:
 
 @torch.no_grad()
 def encode_split(
-    model: nn.Module, data: SplitData, device: torch.device, fmt: Format, batch: int = 256
+    model: ClipModel, data: SplitData, device: torch.device, fmt: Format, batch: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
     """L2-normalised image and caption embeddings (float32 numpy) of a preloaded split."""
     was_training = model.training
@@ -67,12 +67,12 @@ def encode_split(
 
 
 def evaluate(
-    model: nn.Module, data: SplitData, device: torch.device, precision: str | None = None
+    model: ClipModel, data: SplitData, device: torch.device, precision: str | None = None
 ) -> dict[str, Any]:
     """Recall@1/5/10 both ways (percent) and their mean on a prepared split (``precision``: see
     :func:`core.models.device.resolve_precision`, exact fp32 by default)."""
     img, cap = encode_split(model, data, device, resolve_precision(device, precision))
-    metrics = recall_metrics(img, cap, data.table.caption_image)
+    metrics: dict[str, Any] = dict(recall_metrics(img, cap, data.table.caption_image))
     metrics["mean_recall"] = mean_recall(metrics)
     return metrics
 
