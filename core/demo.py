@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.data.records import PreparedDataset, load_dataset
 from core.errors import DatasetError
@@ -16,12 +17,15 @@ from core.models.catalogue import DEMO_MODEL
 from core.paths import models_dir, results_dir
 from core.progress import Reporter, ensure
 
+if TYPE_CHECKING:  # torch is slow to import: the trainer is imported where it is used
+    from core.train.trainer import TrainConfig
+
 DEMO_DATASET = "synthetic"
 DEMO_CONFIG = "capsearch-compact-demo"
 DEMO_SCENES = 1000
 
 
-def demo_train_config():  # -> TrainConfig (imported lazily: torch is slow to import)
+def demo_train_config() -> TrainConfig:
     """Training arguments of the demo model: the pretrained text trunk stays frozen (its caption features are
     computed once, so each step can use all five captions of every image), no crops or flips (the captions
     name positions and sides), 65 s of training and at least 240 steps."""
@@ -70,7 +74,8 @@ def _train_demo(dataset: PreparedDataset, out: Path, reporter: Reporter) -> None
 
     from core.atomic import write_json
     from core.train.setup import start_model
-    from core.train.trainer import SplitData, evaluate, load_best, train
+    from core.train.trainer import load_best, train
+    from core.train.validation import SplitData, evaluate
 
     reporter.log("training the demo model on the synthetic scenes (about a minute, once)")
     cfg = demo_train_config()

@@ -175,7 +175,7 @@ def main() -> None:
             device="cpu",
             **overrides,
         )
-        results[tag] = _brief(summary)
+        results[tag] = _brief(summary.to_json())
         print(tag, json.dumps(results[tag]), flush=True)
     path = results_dir() / "finetune-experiments.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}

@@ -26,7 +26,8 @@ from core.paths import models_dir, reports_dir, results_dir
 from core.progress import Reporter
 from core.train.report import plot_curves
 from core.train.setup import StartModel, start_model
-from core.train.trainer import SplitData, TrainConfig, evaluate, load_best, train
+from core.train.trainer import TrainConfig, load_best, train
+from core.train.validation import SplitData, evaluate
 
 VARIANTS = {  # name: (config, freezing policy)
     "scratch": ("capsearch-compact-scratch", "full"),

@@ -4,10 +4,10 @@ and check that what it leaves equals an uninterrupted run's output.
 A :class:`Command` names the CLI arguments, the commands that must have run before it (its inputs) and
 what counts as its output: every data file under the artifacts root, compared byte for byte, while
 metadata files that hold times or absolute paths (``*.json``, ``report.txt``, resume state) need only
-exist and parse. The kill points are seeded delays spread between the CLI's start-up time and the uninterrupted run's
-duration, so a
-run is reproducible in what it tries; each point reports whether the kill landed before the command
-finished. ``scripts/kill_harness.py`` runs the long version; ``tests/test_crash_consistency.py`` the
+exist and parse. A kill point is seeded: after the n-th new file appears under the artifacts root (n up
+to the number of files an uninterrupted run leaves), plus up to 50 ms, so kills land between and during
+writes rather than while the interpreter starts; each point reports whether the command was still
+running. ``scripts/kill_harness.py`` runs the long version; ``tests/test_crash_consistency.py`` the
 bounded one in CI. Later commands (the library, the service) add a :class:`Command` and reuse the rest.
 """
 
@@ -42,9 +42,11 @@ class Command:
 
 @dataclass
 class Point:
-    """One kill: when it was sent, whether the command was still running, and whether the rerun matched."""
+    """One kill: after how many new files and how long after, whether the command was still running, and
+    whether the rerun matched an uninterrupted run."""
 
-    delay_s: float
+    after_writes: int
+    jitter_s: float
     killed_mid_run: bool
     consistent: bool
     differences: list[str] = field(default_factory=list)
@@ -73,8 +75,14 @@ def run(argv: tuple[str, ...], root: Path, timeout_s: float = 600) -> float:
     return time.monotonic() - t0
 
 
-def kill_after(argv: tuple[str, ...], root: Path, delay_s: float) -> bool:
-    """Start ``capsearch argv``, SIGKILL its whole process group after ``delay_s``; True if it was running."""
+def files_under(root: Path) -> int:
+    return sum(1 for p in root.rglob("*") if p.is_file())
+
+
+def kill_after_writes(argv: tuple[str, ...], root: Path, writes: int, jitter_s: float) -> bool:
+    """Start ``capsearch argv``; once ``writes`` more files exist under ``root`` (temporary ones included)
+    wait ``jitter_s`` and SIGKILL its whole process group. True if it was still running then."""
+    before = files_under(root)
     proc = subprocess.Popen(
         [str(CLI), *argv],
         env=environment(root),
@@ -82,13 +90,14 @@ def kill_after(argv: tuple[str, ...], root: Path, delay_s: float) -> bool:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    try:
-        proc.wait(timeout=delay_s)
+    while proc.poll() is None and files_under(root) - before < writes:
+        time.sleep(0.002)
+    time.sleep(jitter_s)
+    if proc.poll() is not None:
         return False
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return True
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return True
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -120,19 +129,20 @@ def check_command(command: Command, workdir: Path, points: int, seed: int) -> li
         run(argv, base)
     clean = workdir / f"{command.name}-clean"
     shutil.copytree(base, clean)
-    duration = run(command.argv, clean)
-    startup = run(("datasets",), workdir / "startup")  # interpreter and imports: no work to interrupt yet
+    made = files_under(clean)
+    run(command.argv, clean)
+    made = max(1, files_under(clean) - made)  # files the command leaves: the kill points spread over them
     expected = digest(clean)
     rng = random.Random(seed)
     results = []
     for i in range(points):
         root = workdir / f"{command.name}-kill{i}"
         shutil.copytree(base, root)
-        delay = rng.uniform(min(startup, duration), duration)
-        killed = kill_after(command.argv, root, delay)
+        writes, jitter = rng.randint(1, made), rng.uniform(0, 0.05)
+        killed = kill_after_writes(command.argv, root, writes, jitter)
         run(command.argv, root)
         diff = differences(expected, digest(root))
-        results.append(Point(round(delay, 3), killed, not diff, diff))
+        results.append(Point(writes, round(jitter, 3), killed, not diff, diff))
         shutil.rmtree(root)
     return results
 

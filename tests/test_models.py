@@ -158,3 +158,24 @@ def test_device_and_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_precision(cpu, "int4")
     lm = load_model(TINY, device="cpu", precision="fp32")
     assert lm.precision == "fp32" and lm.dtype == torch.float32
+
+
+def test_one_precision_rule_for_inference_and_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.models.device import TRAINING_DEFAULT, fast_format, training_autocast
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("CAPSEARCH_PRECISION", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert fast_format(cpu) == "bf16"
+    assert resolve_precision(cpu, None) == "fp32"  # inference and evaluation: exact unless asked
+    assert resolve_precision(cpu, "auto", TRAINING_DEFAULT) == "bf16"  # training: mixed precision
+    assert resolve_precision(cpu, "fp32", TRAINING_DEFAULT) == "fp32"
+    monkeypatch.setenv("CAPSEARCH_PRECISION", "fast")  # stands in for a precision not given, on every path
+    assert resolve_precision(cpu, None) == "bf16" and resolve_precision(cpu, "fp32") == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert resolve_precision(cpu, "fast") == "fp32"  # no native bf16: fast is exact
+    assert resolve_precision(cpu, "bf16") == "bf16"  # still available when asked by name
+    with training_autocast(cpu, "bf16"):
+        assert torch.is_autocast_enabled("cpu")
+    with training_autocast(cpu, "fp32"):
+        assert not torch.is_autocast_enabled("cpu")

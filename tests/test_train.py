@@ -11,7 +11,8 @@ from core.errors import Cancelled
 from core.progress import Reporter
 from core.train.freeze import apply_freeze
 from core.train.setup import start_model
-from core.train.trainer import SplitData, TrainConfig, evaluate, load_best, train
+from core.train.trainer import TrainConfig, load_best, train
+from core.train.validation import SplitData, evaluate
 
 TINY = "capsearch-tiny"
 FAST = TrainConfig(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -142,3 +143,42 @@ def test_epoch_batches_with_several_captions_per_image():
         assert torch.all(owner[row] == image)
         distinct = len(set(row.tolist()))
         assert distinct == min(5, int(table.offsets[image + 1] - table.offsets[image]))
+
+
+def test_train_config_is_checked_when_made():
+    from core.errors import CapsearchError
+    from core.train.trainer import TrainConfig
+
+    assert TrainConfig(freeze="last:2", precision="fast").loss == "clip"
+    for bad in ({"loss": "hinge"}, {"precision": "fp8"}, {"freeze": "some"}, {"captions_per_image": 0}):
+        with pytest.raises(CapsearchError):
+            TrainConfig(**bad)
+
+
+def test_finetune_summary_file_is_versioned_and_reads_back():
+    from core.errors import CapsearchError
+    from core.train.recipes import FinetuneSummary
+
+    recall = {"mean_recall": 1.0}
+    summary = FinetuneSummary(
+        "ft",
+        "m@random",
+        "ft@abc",
+        "d",
+        {"lr": 1e-5},
+        False,
+        1.0,
+        3,
+        1.0,
+        "epochs",
+        0.5,
+        [],
+        [],
+        recall,
+        recall,
+        recall,
+    )
+    data = json.loads(json.dumps(summary.to_json()))
+    assert data["format_version"] == 1 and FinetuneSummary.from_json(data) == summary
+    with pytest.raises(CapsearchError, match="format"):
+        FinetuneSummary.from_json({**data, "format_version": 0})

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from core.data.records import ImageRecord, PreparedDataset
     from core.evaluation.results import EvalResult
     from core.search.retriever import Retriever
+    from core.train.recipes import FinetuneSummary
     from tui.session import Source
 
 
@@ -104,7 +105,7 @@ class HistoryLoaded(Message):
 class FinetuneFinished(Message):
     """:attr:`Task.FINETUNE` finished: the recipe's ``summary`` of the new model in ``out_dir``."""
 
-    summary: dict[str, Any]
+    summary: FinetuneSummary
     out_dir: Path
 
 

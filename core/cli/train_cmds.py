@@ -210,7 +210,7 @@ def _finetune(args: argparse.Namespace) -> int:
             alphas=tuple(args.alphas or wise_ft.DEFAULT_ALPHAS),
             reporter=reporter,
             **_overrides(args),
-        )
+        ).to_json()
     if args.json:
         print(json.dumps({k: v for k, v in summary.items() if k not in ("val_curve",)}, indent=2))
         return 0

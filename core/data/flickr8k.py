@@ -8,29 +8,25 @@ Recognised layouts (searched up to three folder levels deep, names case-insensit
   ``Flickr_8k.testImages.txt``;
 - images: the folder holding the most image files (``Images/``, ``images/``, ``Flicker8k_Dataset/`` ...).
 
-Archives are never modified: their members are extracted once into a cache under the artifacts root
-(``cache/archives/<name>-<sha12>/``), keyed by the archive's checksum.
+A ``.zip`` is read through :func:`core.data.archives.extract_zip` (extracted once into a checksum-keyed cache).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from core.atomic import atomic_path, file_sha256, write_json
+from core.atomic import atomic_path, file_sha256
+from core.data.archives import extract_zip
 from core.data.captions import normalize_reference
 from core.data.folder import (
     SKIP_DIRS,
-    Collection,
+    ImageScan,
     attach_captions,
     make_ids,
     read_captions,
@@ -38,11 +34,11 @@ from core.data.folder import (
     walk_files,
 )
 from core.data.images import IMAGE_EXTENSIONS
-from core.data.records import ImageRecord
+from core.data.records import Collection, ImageRecord
 from core.data.splits import random_split, read_split_list
 from core.data.validation import ValidationReport
 from core.errors import DatasetError
-from core.paths import artifacts_root, safe_name
+from core.paths import artifacts_root
 from core.progress import Reporter
 
 CAPTION_FILES = ("flickr8k.token.txt", "captions.txt", "captions.csv")
@@ -57,7 +53,6 @@ DOWNLOAD_URLS = (
     "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_text.zip",
 )
 _MAX_DEPTH = 3
-_CORRUPT_FILE = ".corrupt-members.json"
 
 
 @dataclass(frozen=True)
@@ -76,73 +71,6 @@ class Layout:
     captions: tuple[Root, Path]
     images: tuple[Root, Path]
     lists: dict[str, tuple[Root, Path]]
-
-
-def extract_zip(archive: Path, report: ValidationReport, reporter: Reporter) -> Path:
-    """The archive's members under a checksum-keyed cache folder (extracted on first use, atomically).
-
-    Members whose path escapes the archive root are reported and never written; corrupt members are
-    reported on every run (the list is kept beside the extracted files).
-    """
-    label = archive.name
-    reporter.update(f"checksum {label}", 0, None)
-    cache = artifacts_root() / "cache" / "archives" / f"{safe_name(archive.stem)}-{file_sha256(archive)[:12]}"
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DatasetError(f"{archive} is not a readable zip archive ({exc})") from exc
-    with zf:
-        members = []
-        for info in zf.infolist():
-            if info.is_dir():
-                continue
-            norm = normalize_reference(info.filename)
-            if norm is None:
-                report.add(
-                    label, None, "path_escape", f"member {info.filename!r} escapes the archive; not extracted"
-                )
-                continue
-            if any(p.startswith(".") or p in SKIP_DIRS for p in PurePosixPath(norm).parts):
-                continue
-            members.append((info, norm))
-        if not cache.is_dir():
-            _extract_members(zf, members, cache, reporter)
-    corrupt_file = cache / _CORRUPT_FILE
-    if corrupt_file.is_file():
-        for name, reason in json.loads(corrupt_file.read_text(encoding="utf-8")):
-            report.add(f"{label}:{name}", None, "unreadable_image", f"corrupt archive member ({reason})")
-    return cache
-
-
-def _extract_members(
-    zf: zipfile.ZipFile, members: list[tuple[zipfile.ZipInfo, str]], cache: Path, reporter: Reporter
-) -> None:
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=cache.parent))
-    corrupt: list[tuple[str, str]] = []
-    try:
-        for i, (info, norm) in enumerate(members):
-            if i % 64 == 0:
-                reporter.check_cancelled()
-                reporter.update("extract archive", i, len(members))
-            target = tmp / norm
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
-                target.unlink(missing_ok=True)
-                corrupt.append((norm, str(exc)))
-        reporter.update("extract archive", len(members), len(members))
-        if corrupt:
-            write_json(tmp / _CORRUPT_FILE, corrupt)
-        try:
-            os.replace(tmp, cache)
-        except OSError:
-            if not cache.is_dir():  # not a concurrent extraction that finished first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def download_flickr8k(dest: Path | None = None, reporter: Reporter | None = None) -> Path:
@@ -254,18 +182,7 @@ def collect_flickr8k(
         return img_prefix + rel
 
     scan = scan_images(img_dir, walk_files(img_dir), report, label, reporter)
-    by_name: dict[str, str] = {}
-    for rel in sorted(scan.candidates):
-        name = PurePosixPath(rel).name
-        if name in by_name:
-            report.add(
-                label(rel), None, "duplicate_name", f"same file name as {label(by_name[name])}; left out"
-            )
-            if rel in scan.good:
-                scan.good.remove(rel)
-                scan.bad.add(rel)
-        else:
-            by_name[name] = rel
+    by_name = _by_file_name(scan, report, label)
 
     cap_root, cap_path = layout.captions
     cap_label = cap_root.label(cap_path)
@@ -287,8 +204,55 @@ def collect_flickr8k(
         "image folder": img_prefix or ".",
         "images found": len(scan.good) + len(scan.bad),
     }
-    common = (str(source), img_dir, records)
+    splits, scheme, split_seed, split_ratios = _split(
+        layout, scheme, ratios, seed, resolve, ids, records, inputs, report
+    )
+    return Collection(
+        "flickr8k",
+        str(source),
+        img_dir,
+        records,
+        splits,
+        scheme,
+        split_seed,
+        split_ratios,
+        inputs,
+        report,
+        facts,
+    )
 
+
+def _by_file_name(scan: ImageScan, report: ValidationReport, label: Callable[[str], str]) -> dict[str, str]:
+    """Image paths by file name (the captions and split lists name images so); a second image with a name
+    already taken is reported and left out."""
+    by_name: dict[str, str] = {}
+    for rel in sorted(scan.candidates):
+        name = PurePosixPath(rel).name
+        if name in by_name:
+            report.add(
+                label(rel), None, "duplicate_name", f"same file name as {label(by_name[name])}; left out"
+            )
+            if rel in scan.good:
+                scan.good.remove(rel)
+                scan.bad.add(rel)
+        else:
+            by_name[name] = rel
+    return by_name
+
+
+def _split(
+    layout: Layout,
+    scheme: str,
+    ratios: tuple[float, ...],
+    seed: int,
+    resolve: Callable[[str], str | None],
+    ids: dict[str, str],
+    records: dict[str, ImageRecord],
+    inputs: dict[str, str],
+    report: ValidationReport,
+) -> tuple[dict[str, list[str]], str, int | None, tuple[float, ...] | None]:
+    """Ids per split, the scheme used, and its seed and ratios: the official lists when all are there and
+    the scheme allows, else a seeded random split (the lists' checksums join ``inputs``)."""
     if scheme == "auto" and 0 < len(layout.lists) < len(SPLIT_FILES):
         missing = [SPLIT_FILES[s] for s in SPLIT_FILES if s not in layout.lists]
         list_root, list_path = next(iter(layout.lists.values()))
@@ -312,11 +276,10 @@ def collect_flickr8k(
                 f"{len(unassigned)} usable image(s) are in no official split list and in no split: {names}"
             )
         inputs.update({f"split:{r.label(p)}": file_sha256(p) for r, p in layout.lists.values()})
-        return Collection("flickr8k", *common, splits, "official", None, None, inputs, report, facts)
+        return splits, "official", None, None
     if layout.lists:
         report.note("official split lists ignored: the random split scheme was asked for")
-    splits = random_split(list(records), ratios, seed)
-    return Collection("flickr8k", *common, splits, "random", seed, tuple(ratios), inputs, report, facts)
+    return random_split(list(records), ratios, seed), "random", seed, tuple(ratios)
 
 
 def _official_split(

@@ -1,7 +1,4 @@
-"""Generic image folders: walking, content-based image recognition, integrity checks, caption matching.
-
-Also the :class:`Collection` every ingester (folder, Flickr8k, synthetic) produces for ``prepare`` to write.
-"""
+"""Generic image folders: walking, content-based image recognition, integrity checks, caption matching."""
 
 from __future__ import annotations
 
@@ -14,30 +11,13 @@ from pathlib import Path, PurePosixPath
 
 from core.data.captions import group_captions, parse_captions
 from core.data.images import check_image_bytes, looks_like_image
-from core.data.records import ImageRecord
+from core.data.records import Collection, ImageRecord
 from core.data.splits import random_split
 from core.data.validation import ValidationReport
 from core.errors import DatasetError
 from core.progress import Reporter
 
 SKIP_DIRS = frozenset({"__MACOSX"})
-
-
-@dataclass
-class Collection:
-    """Everything ``prepare`` needs to write a dataset: records, their split, the report and provenance."""
-
-    kind: str
-    source: str
-    root: Path
-    records: dict[str, ImageRecord]
-    splits: dict[str, list[str]]
-    scheme: str
-    seed: int | None
-    ratios: tuple[float, ...] | None
-    inputs: dict[str, str]
-    report: ValidationReport
-    facts: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass

@@ -16,8 +16,16 @@ from pathlib import Path
 from core.atomic import write_json, write_jsonl, write_text
 from core.data import synthetic
 from core.data.flickr8k import collect_flickr8k
-from core.data.folder import Collection, collect_folder
-from core.data.records import META_FILE, REPORT_FILE, SPLITS, ImageRecord, PreparedDataset, load_dataset
+from core.data.folder import collect_folder
+from core.data.records import (
+    META_FILE,
+    REPORT_FILE,
+    SPLITS,
+    Collection,
+    ImageRecord,
+    PreparedDataset,
+    load_dataset,
+)
 from core.data.splits import DEFAULT_RATIOS, check_ratios, random_split
 from core.data.validation import ValidationReport
 from core.errors import DatasetError

@@ -8,6 +8,8 @@ A prepared dataset is a folder (by default ``artifacts/datasets/<name>/``) holdi
 - ``dataset.json``: name, source, absolute image ``root``, counts per split, split scheme and seed,
   checksum of the inputs;
 - ``report.txt``: the human-readable validation report.
+
+A :class:`Collection` is what every ingester (folder, Flickr8k, synthetic) hands ``prepare`` to write.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from core.data.validation import ValidationReport
 from core.errors import DatasetError
 from core.paths import datasets_dir
 
@@ -40,6 +43,23 @@ class ImageRecord:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ImageRecord:
         return cls(id=str(row["id"]), image=str(row["image"]), captions=tuple(row.get("captions") or ()))
+
+
+@dataclass
+class Collection:
+    """Everything ``prepare`` needs to write a dataset: records, their split, the report and provenance."""
+
+    kind: str
+    source: str
+    root: Path
+    records: dict[str, ImageRecord]
+    splits: dict[str, list[str]]
+    scheme: str
+    seed: int | None
+    ratios: tuple[float, ...] | None
+    inputs: dict[str, str]
+    report: ValidationReport
+    facts: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass

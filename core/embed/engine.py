@@ -42,8 +42,9 @@ from torch.utils.data import DataLoader, Dataset
 from core.data.images import load_rgb
 from core.embed.packed import pack_for_cpu, packing_available
 from core.errors import CapsearchError
-from core.models.checkpoint import hf_text_tower
+from core.models.checkpoint import ClipModel
 from core.models.loading import LoadedModel
+from core.models.text_tower import hf_text_tower
 from core.progress import Reporter, ensure
 
 _PREFETCH_DEPTH = 2
@@ -59,17 +60,17 @@ class _InferenceCopy:
 
     params: list[nn.Parameter]
     key: tuple[Any, ...]
-    model: nn.Module
+    model: ClipModel
 
 
-_INFERENCE_COPIES: weakref.WeakKeyDictionary[nn.Module, _InferenceCopy] = weakref.WeakKeyDictionary()
+_INFERENCE_COPIES: weakref.WeakKeyDictionary[ClipModel, _InferenceCopy] = weakref.WeakKeyDictionary()
 
 
 def _weights_key(params: list[nn.Parameter], dtype: torch.dtype) -> tuple[Any, ...]:
     return (dtype, *((p.data_ptr(), p._version) for p in params))
 
 
-def inference_model(lm: LoadedModel) -> nn.Module:
+def inference_model(lm: LoadedModel) -> ClipModel:
     """``lm.model`` in ``lm.dtype``, in eval mode: the model itself for fp32, else a cached cast copy (on
     the CPU in bf16, with prepacked linear layers), made again once the weights change in place (optimizer
     steps, ``load_state_dict``). The parameter list is kept with the copy: walking the module tree for it
@@ -92,7 +93,7 @@ def inference_model(lm: LoadedModel) -> nn.Module:
 class _CausalText:
     """The parts of a causal open_clip text tower (on CLIP itself or a CustomTextCLIP's TextTransformer)."""
 
-    tower: nn.Module
+    tower: open_clip.CLIP | TextTransformer
     pool_type: str
     eos_id: int | None
 
@@ -110,7 +111,7 @@ class _CausalText:
         return proj(x) if isinstance(proj, nn.Linear) else x @ proj
 
 
-def causal_text_encoder(model: nn.Module) -> _CausalText | None:
+def causal_text_encoder(model: ClipModel) -> _CausalText | None:
     """The truncatable text tower of ``model``, or None when cutting tokens would change the output."""
     if isinstance(model, open_clip.CLIP):
         tower, pool, eos = model, model.text_pool_type, model.text_eos_id

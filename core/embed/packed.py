@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 
-from core.models.checkpoint import hf_text_tower
+from core.models.text_tower import hf_text_tower
 
 
 def packing_available() -> bool:

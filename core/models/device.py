@@ -1,18 +1,28 @@
-"""Where a model runs and in which number format the embedding engine runs it.
+"""Where a model runs and in which number format: one rule for inference and training alike.
 
-Device: ``auto`` picks CUDA, then Apple MPS, then the CPU; ``$CAPSEARCH_DEVICE`` or an explicit argument
-overrides it. Precision: ``auto`` runs inference in bf16 on CUDA GPUs that support it (fp16 on others and
-on MPS) and in exact fp32 on the CPU; ``bf16`` on the CPU is opt-in (fast on CPUs with AVX512-BF16 / AMX).
-Measured side by side on such a CPU (2-core AMD EPYC, torch 2.14, ViT-B-32; see
-artifacts/results/bench_embedding.json): a bf16 *copy* of the model encoded images ~2.1x and captions ~2x
-faster than fp32, cosine >= 0.9999 to the fp32 embeddings, 97% identical text->image top-1; bf16
-*autocast* was slower than fp32 (casts around every op). So the engine runs low-precision copies of the
-towers rather than autocast, and records the precision with every cache.
+Device: ``auto`` (or none given) picks CUDA, then Apple MPS, then the CPU; ``$CAPSEARCH_DEVICE`` stands in
+for a device not given.
+
+Precision: ``fp32`` is the exact mode; ``fast`` is the device's fast format: bf16 on CUDA GPUs that support
+it (fp16 on others), fp16 on MPS, bf16 on CPUs with native bf16 (AVX512-BF16 / AMX) and fp32 on other CPUs;
+``bf16`` and ``fp16`` name a format outright (no fp16 on the CPU). A precision not given (None or ``auto``)
+is ``$CAPSEARCH_PRECISION``, else the path's default: :data:`INFERENCE_DEFAULT` (``fp32``: evaluation and
+embedding are exact unless asked) or :data:`TRAINING_DEFAULT` (``fast``: mixed precision, 1.6-2.5x faster
+training on such a CPU). Equality tests across runs ask for ``fp32``.
+
+Inference runs a low-precision *copy* of the towers (:mod:`core.embed.engine`): on a 2-core AMD EPYC with
+AVX512-BF16 (torch 2.14, ViT-B-32, artifacts/results/bench_embedding.json) a bf16 copy encoded images ~2.1x
+and captions ~2x faster than fp32, cosine >= 0.9999 to the fp32 embeddings, 97% identical text->image
+top-1, while bf16 *autocast* was slower than fp32 (casts around every op). Training keeps fp32 weights and
+runs the forward pass under autocast (:func:`training_autocast`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from contextlib import AbstractContextManager
+from typing import Literal, get_args
 
 import torch
 
@@ -20,8 +30,13 @@ from core.errors import ModelError
 
 DEVICE_ENV = "CAPSEARCH_DEVICE"
 PRECISION_ENV = "CAPSEARCH_PRECISION"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+Precision = Literal["auto", "fp32", "fast", "bf16", "fp16"]
+Format = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+Default = Literal["fp32", "fast"]
+INFERENCE_DEFAULT: Default = "fp32"
+TRAINING_DEFAULT: Default = "fast"
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _mps_available() -> bool:
@@ -52,19 +67,42 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-def resolve_precision(device: torch.device, precision: str | None = None) -> str:
-    """The inference number format (``fp32``, ``bf16`` or ``fp16``) for ``precision`` on ``device``."""
-    wanted = (precision or os.environ.get(PRECISION_ENV) or "auto").strip().lower()
-    if wanted not in PRECISIONS:
-        raise ModelError(f"unknown precision {wanted!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+def native_cpu_bf16() -> bool:
+    """True when this CPU computes in bf16 natively (AVX512-BF16; every AMX CPU has it too)."""
+    return torch.cpu._is_avx512_bf16_supported()
+
+
+def fast_format(device: torch.device) -> Format:
+    """The number format ``fast`` means on ``device`` (see the module docstring)."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "mps":
+        return "fp16"
+    return "bf16" if native_cpu_bf16() else "fp32"
+
+
+def resolve_precision(
+    device: torch.device, precision: str | None = None, default: Default = INFERENCE_DEFAULT
+) -> Format:
+    """The number format for ``precision`` on ``device``; not given: ``$CAPSEARCH_PRECISION``, else
+    ``default``."""
+    wanted = (precision or "auto").strip().lower()
     if wanted == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        if device.type == "mps":
-            return "fp16"
-        # Exact by default on the CPU: a bf16 copy is about 2x faster here but moves Recall@K by up to
-        # 0.1 point, so it is opt-in (--precision bf16 / $CAPSEARCH_PRECISION=bf16).
-        return "fp32"
+        wanted = (os.environ.get(PRECISION_ENV) or "auto").strip().lower()
+    if wanted == "auto":
+        wanted = default
+    formats: dict[str, Format] = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}
+    if wanted == "fast":
+        return fast_format(device)
+    if wanted not in formats:
+        raise ModelError(f"unknown precision {wanted!r}", hint=f"use one of {', '.join(PRECISIONS)}")
     if wanted == "fp16" and device.type == "cpu":
-        raise ModelError("fp16 inference is not supported on the CPU", hint="use --precision bf16 or fp32")
-    return wanted
+        raise ModelError("fp16 is not supported on the CPU", hint="use --precision bf16, fast or fp32")
+    return formats[wanted]
+
+
+def training_autocast(device: torch.device, fmt: Format) -> AbstractContextManager[object]:
+    """The autocast context a training forward pass runs in for the resolved ``fmt`` (none for fp32)."""
+    if fmt == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=DTYPES[fmt])

@@ -21,6 +21,7 @@ from torch import nn
 from core.errors import ModelError, WeightsUnavailableError
 from core.models.catalogue import builtin_configs, is_checkpoint_dir, list_checkpoints
 from core.models.checkpoint import (
+    ClipModel,
     Tokenizer,
     build_model,
     file_sha256,
@@ -31,7 +32,7 @@ from core.models.checkpoint import (
     quiet_open_clip,
     read_state_dict,
 )
-from core.models.device import DTYPES, resolve_device, resolve_precision
+from core.models.device import DTYPES, Format, resolve_device, resolve_precision
 from core.paths import models_dir
 
 RANDOM_SEED = 0
@@ -45,13 +46,13 @@ class LoadedModel:
     name: str
     pretrained: str | None
     model_id: str
-    model: nn.Module
+    model: ClipModel
     preprocess: Callable[..., torch.Tensor]
     tokenizer: Tokenizer
     device: torch.device
     embed_dim: int
     context_length: int
-    precision: str = "fp32"
+    precision: Format = "fp32"
 
     @property
     def dtype(self) -> torch.dtype:

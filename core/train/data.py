@@ -17,12 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import nn
 
 from core.atomic import save_npy
 from core.data.images import ImageLoadError, load_rgb
 from core.data.records import PreparedDataset
 from core.errors import DatasetError
+from core.models.checkpoint import ClipModel
 from core.paths import artifacts_root, safe_name
 from core.progress import Reporter, ensure
 
@@ -34,7 +34,7 @@ def cache_dir() -> Path:
     return artifacts_root() / "cache"
 
 
-def image_size_of(model: nn.Module) -> int:
+def image_size_of(model: ClipModel) -> int:
     """The square input size of the model's image tower."""
     size = model.visual.image_size
     return int(size[0] if isinstance(size, tuple | list) else size)
@@ -92,7 +92,9 @@ class CaptionTable:
     @classmethod
     def of(cls, dataset: PreparedDataset, split: str) -> CaptionTable:
         records = dataset.split(split)
-        captions, owner, offsets = [], [], [0]
+        captions: list[str] = []
+        owner: list[int] = []
+        offsets = [0]
         for i, rec in enumerate(records):
             captions.extend(rec.captions)
             owner.extend([i] * len(rec.captions))

@@ -64,7 +64,7 @@ def _block_key(name: str) -> tuple[str, tuple[int, ...]] | None:
 
 
 def _norm_params(model: nn.Module) -> set[str]:
-    names = set()
+    names: set[str] = set()
     for mod_name, module in model.named_modules():
         if isinstance(module, _NORMS) or type(module).__name__.endswith("LayerNorm"):
             names.update(

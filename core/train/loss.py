@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,8 @@ from torch import nn
 
 from core.errors import CapsearchError
 
-LOSSES = ("clip", "margin")
+Loss = Literal["clip", "margin"]
+LOSSES: tuple[str, ...] = get_args(Loss)
 MAX_LOGIT_SCALE = math.log(100.0)  # open_clip clamps the learnable temperature so that exp(scale) <= 100
 
 

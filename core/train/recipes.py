@@ -4,37 +4,77 @@ measure forgetting).
 
 Recipe: CLIP loss, AdamW (lr 1e-5, weight decay 0.1), 20 warmup steps then cosine, batch 128, up to 5 epochs
 with early stopping (patience 2), light random-crop augmentation; all layers train, except that a pretrained
-Hugging Face text trunk stays frozen (its caption features are then computed once).
+Hugging Face text trunk stays frozen (its caption features are then computed once). Recall is measured in
+the run's training precision.
+
+The run's :class:`FinetuneSummary` is returned and written to ``results/finetune-<name>.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from core.atomic import write_json
-from core.data.records import load_dataset
-from core.models.checkpoint import hf_text_tower
+from core.data.records import PreparedDataset, load_dataset
+from core.errors import CapsearchError
+from core.models.checkpoint import ClipModel, save_checkpoint_dir
+from core.models.device import TRAINING_DEFAULT, Format, resolve_device, resolve_precision
+from core.models.text_tower import hf_text_tower
 from core.paths import models_dir, reports_dir, results_dir, safe_name
 from core.progress import Reporter, ensure
 from core.train import wise_ft
+from core.train.freeze import apply_freeze
 from core.train.report import plot_alpha, plot_curves
-from core.train.setup import start_model
+from core.train.setup import StartModel, start_model
 from core.train.text import has_frozen_hf_trunk
-from core.train.trainer import (
-    SplitData,
-    TrainConfig,
-    evaluate,
-    flat_metrics,
-    load_best,
-    resolve_device,
-    save_checkpoint,
-    train,
-)
+from core.train.trainer import TrainConfig, load_best, train
+from core.train.validation import SplitData, evaluate, flat_metrics
+
+SUMMARY_FORMAT = 1
+
+
+@dataclass
+class FinetuneSummary:
+    """What a fine-tuning run did and measured (recall dicts as :func:`core.train.validation.evaluate`)."""
+
+    name: str
+    start: str
+    model_id: str
+    dataset: str
+    config: dict[str, Any]
+    text_trunk_frozen: bool
+    seconds: float
+    steps: int
+    best_epoch: float | None
+    stopped: str
+    wise_ft_alpha: float
+    wise_ft_curve: list[dict[str, Any]]
+    val_curve: list[dict[str, Any]]
+    test_before: dict[str, Any]
+    test_after: dict[str, Any]
+    test_after_alpha1: dict[str, Any]  # alpha = 1: the fine-tuned weights alone
+    forgetting_dataset: str | None = None
+    forgetting_before: dict[str, Any] | None = None
+    forgetting_after: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format_version": SUMMARY_FORMAT, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FinetuneSummary:
+        version = data.get("format_version")
+        if version != SUMMARY_FORMAT:
+            raise CapsearchError(
+                f"fine-tuning summary format {version!r} is not {SUMMARY_FORMAT}",
+                hint="it was written by another capsearch version; rerun the fine-tuning",
+            )
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
 def recommended_config(**overrides: Any) -> TrainConfig:
@@ -52,10 +92,67 @@ def recommended_config(**overrides: Any) -> TrainConfig:
     return dataclasses.replace(base, **overrides)
 
 
-def resolve_freeze(policy: str, model: torch.nn.Module) -> str:
+def resolve_freeze(policy: str, model: ClipModel) -> str:
     if policy != "auto":
         return policy
     return "frozen-text" if hf_text_tower(model) is not None else "full"
+
+
+@dataclass
+class _Measures:
+    """The splits a fine-tuning run measures recall on, and the device and format it measures in."""
+
+    device: torch.device
+    fmt: Format
+    test: SplitData
+    val: SplitData
+    other: SplitData | None
+
+    @classmethod
+    def load(
+        cls,
+        start: StartModel,
+        dataset: PreparedDataset,
+        cfg: TrainConfig,
+        forgetting_dataset: str | None,
+        reporter: Reporter,
+    ) -> _Measures:
+        device = resolve_device(cfg.device)
+        fmt = resolve_precision(device, cfg.precision, TRAINING_DEFAULT)
+        test = SplitData.load(start, dataset, "test", device, reporter)
+        val = SplitData.load(start, dataset, cfg.val_split, device, reporter)
+        other = None
+        if forgetting_dataset:
+            other = SplitData.load(start, load_dataset(forgetting_dataset), "test", device, reporter)
+        return cls(device, fmt, test, val, other)
+
+    def test_recall(self, model: ClipModel) -> dict[str, Any]:
+        return evaluate(model, self.test, self.device, self.fmt)
+
+    def forgetting_recall(self, model: ClipModel) -> dict[str, Any] | None:
+        return evaluate(model, self.other, self.device, self.fmt) if self.other else None
+
+    def val_score(self, model: ClipModel) -> tuple[float, dict[str, Any]]:
+        metrics = evaluate(model, self.val, self.device, self.fmt)
+        return metrics["mean_recall"], flat_metrics(metrics)
+
+
+def _recipe_start(model: str, pretrained: str | None, cfg: TrainConfig) -> tuple[StartModel, TrainConfig]:
+    """The starting model with the recipe's freezing applied (so that a frozen Hugging Face trunk's caption
+    features are computed once) and the config with that policy resolved."""
+    start = start_model(model, pretrained, device=resolve_device(cfg.device), seed=cfg.seed)
+    cfg = dataclasses.replace(cfg, freeze=resolve_freeze(cfg.freeze, start.model))
+    apply_freeze(start.model, cfg.freeze)
+    return start, cfg
+
+
+def _write_outputs(summary: FinetuneSummary) -> None:
+    """The summary file and the run's plots."""
+    name = summary.name
+    write_json(results_dir() / f"finetune-{name}.json", summary.to_json())
+    if summary.val_curve:
+        plot_curves({name: summary.val_curve}, reports_dir() / f"finetune-{name}.png", f"fine-tuning {name}")
+    plot_alpha(summary.wise_ft_curve, reports_dir() / f"wise-ft-{name}.png", f"WiSE-FT alpha sweep: {name}")
 
 
 def finetune(
@@ -68,83 +165,57 @@ def finetune(
     reporter: Reporter | None = None,
     resume: bool = False,
     **overrides: Any,
-) -> dict[str, Any]:
+) -> FinetuneSummary:
     """Fine-tune ``model`` on ``dataset`` with the recipe; returns (and writes under results/) a summary with
     test recall before and after, the val curve, the WiSE-FT alpha curve and forgetting when asked."""
     reporter = ensure(reporter)
-    cfg = recommended_config(**overrides)
-    device = resolve_device(cfg.device)
-    start = start_model(model, pretrained, device=device, seed=cfg.seed)
-    cfg = dataclasses.replace(cfg, freeze=resolve_freeze(cfg.freeze, start.model))
+    start, cfg = _recipe_start(model, pretrained, recommended_config(**overrides))
     ds = load_dataset(dataset)
     name = name or safe_name(f"ft-{Path(model).name}-{ds.name}")
     out = models_dir() / name
-    from core.train.freeze import apply_freeze
-
-    apply_freeze(start.model, cfg.freeze)  # so that a frozen HF trunk's caption features are computed once
     trunk_frozen = has_frozen_hf_trunk(start.model)
-    test = SplitData.load(start, ds, "test", device, reporter)
-    val = SplitData.load(start, ds, cfg.val_split, device, reporter)
-    other = None
-    if forgetting_dataset:
-        other_ds = load_dataset(forgetting_dataset)
-        other = SplitData.load(start, other_ds, "test", device, reporter)
+    measures = _Measures.load(start, ds, cfg, forgetting_dataset, reporter)
     reporter.log("measuring recall before fine-tuning")
-    before = evaluate(start.model, test, device, cfg.precision)
-    other_before = evaluate(start.model, other, device, cfg.precision) if other else None
+    before = measures.test_recall(start.model)
+    other_before = measures.forgetting_recall(start.model)
     theta0 = wise_ft.cpu_state(start.model)
 
     t0 = time.monotonic()
     result = train(start, ds, out, cfg, reporter, meta={"recipe": "finetune"}, resume=resume)
     load_best(start.model, out)
     theta1 = wise_ft.cpu_state(start.model)
-    after_raw = evaluate(start.model, test, device, cfg.precision)  # alpha = 1: the fine-tuned weights alone
-
-    def score(m: torch.nn.Module) -> tuple[float, dict[str, Any]]:
-        metrics = evaluate(m, val, device, cfg.precision)
-        return metrics["mean_recall"], flat_metrics(metrics)
-
-    sweep = wise_ft.sweep(start.model, theta0, theta1, score, alphas, reporter)
+    after_alpha1 = measures.test_recall(start.model)
+    sweep = wise_ft.sweep(start.model, theta0, theta1, measures.val_score, alphas, reporter)
     seconds = time.monotonic() - t0
-    after = evaluate(start.model, test, device, cfg.precision)
-    other_after = evaluate(start.model, other, device, cfg.precision) if other else None
-    model_id = save_checkpoint(
-        start.model,
-        out,
-        start.model_cfg,
-        {
-            "train_args": cfg.to_dict(),
-            "dataset": ds.name,
-            "start": start.start_id,
-            "wise_ft_alpha": sweep.best_alpha,
-            "wise_ft_curve": sweep.curve,
-            "val_curve": result.curve,
-            "recipe": "finetune",
-        },
-    )
-    summary = {
-        "name": name,
-        "start": start.start_id,
-        "model_id": model_id,
+    meta = {
+        "train_args": cfg.to_dict(),
         "dataset": ds.name,
-        "config": cfg.to_dict(),
-        "text_trunk_frozen": trunk_frozen,
-        "seconds": round(seconds, 1),
-        "steps": result.steps,
-        "best_epoch": result.best_epoch,
-        "stopped": result.stopped,
+        "start": start.start_id,
         "wise_ft_alpha": sweep.best_alpha,
         "wise_ft_curve": sweep.curve,
         "val_curve": result.curve,
-        "test_before": before,
-        "test_after": after,
-        "test_after_alpha1": after_raw,
-        "forgetting_dataset": forgetting_dataset,
-        "forgetting_before": other_before,
-        "forgetting_after": other_after,
+        "recipe": "finetune",
     }
-    write_json(results_dir() / f"finetune-{name}.json", summary)
-    if result.curve:
-        plot_curves({name: result.curve}, reports_dir() / f"finetune-{name}.png", f"fine-tuning {name}")
-    plot_alpha(sweep.curve, reports_dir() / f"wise-ft-{name}.png", f"WiSE-FT alpha sweep: {name}")
+    summary = FinetuneSummary(
+        name=name,
+        start=start.start_id,
+        model_id=save_checkpoint_dir(out, start.model, start.model_cfg, meta),
+        dataset=ds.name,
+        config=cfg.to_dict(),
+        text_trunk_frozen=trunk_frozen,
+        seconds=round(seconds, 1),
+        steps=result.steps,
+        best_epoch=result.best_epoch,
+        stopped=result.stopped,
+        wise_ft_alpha=sweep.best_alpha,
+        wise_ft_curve=sweep.curve,
+        val_curve=result.curve,
+        test_before=before,
+        test_after=measures.test_recall(start.model),
+        test_after_alpha1=after_alpha1,
+        forgetting_dataset=forgetting_dataset,
+        forgetting_before=other_before,
+        forgetting_after=measures.forgetting_recall(start.model),
+    )
+    _write_outputs(summary)
     return summary

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from core.atomic import atomic_path
 
 
-def _figure():  # -> the matplotlib.pyplot module
+def _figure() -> ModuleType:
+    """The matplotlib.pyplot module, on the file-only Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -15,10 +15,9 @@ from typing import Any
 
 import open_clip
 import torch
-from torch import nn
 
 from core.models.catalogue import CONFIG_DIR, is_checkpoint_dir
-from core.models.checkpoint import build_model, make_tokenizer
+from core.models.checkpoint import ClipModel, build_model, make_tokenizer
 from core.paths import models_dir
 
 
@@ -26,7 +25,7 @@ from core.paths import models_dir
 class StartModel:
     """What training starts from (``start_id`` is the model id of the starting weights)."""
 
-    model: nn.Module
+    model: ClipModel
     model_cfg: dict[str, Any]
     tokenizer: Callable[..., torch.Tensor]
     start_id: str

@@ -11,21 +11,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from core.atomic import save_npy, write_text
-from core.models.checkpoint import hf_text_tower
+from core.models.checkpoint import ClipModel
+from core.models.text_tower import hf_text_tower
 from core.progress import Reporter, ensure
 from core.train.data import cache_dir, tokenize_all
 
 
-def has_frozen_hf_trunk(model: nn.Module) -> bool:
+def has_frozen_hf_trunk(model: ClipModel) -> bool:
     """True when the model has a Hugging Face text tower whose trunk has no trainable parameter."""
     text = hf_text_tower(model)
     return text is not None and not any(p.requires_grad for p in text.transformer.parameters())
 
 
-def _trunk_digest(model: nn.Module) -> str:
+def _trunk_digest(model: ClipModel) -> str:
     h = hashlib.sha256()
     for name, tensor in sorted(model.text.transformer.state_dict().items()):
         h.update(name.encode())
@@ -35,7 +35,7 @@ def _trunk_digest(model: nn.Module) -> str:
 
 @torch.no_grad()
 def _pooled(
-    model: nn.Module, tokens: torch.Tensor, device: torch.device, batch: int, reporter: Reporter
+    model: ClipModel, tokens: torch.Tensor, device: torch.device, batch: int, reporter: Reporter
 ) -> np.ndarray:
     text = model.text
     pad = text.config.pad_token_id
@@ -56,13 +56,13 @@ def _pooled(
     return out.numpy()
 
 
-def _store_paths(model: nn.Module, context: int) -> tuple[Path, Path]:
+def _store_paths(model: ClipModel, context: int) -> tuple[Path, Path]:
     folder = cache_dir() / "text" / f"{_trunk_digest(model)}-{context}"
     return folder / "captions.json", folder / "features.npy"
 
 
 def cached_pooled(
-    model: nn.Module,
+    model: ClipModel,
     tokenizer: Callable[..., torch.Tensor],
     captions: list[str],
     device: torch.device,
@@ -98,28 +98,25 @@ class TextFeatures:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: ClipModel,
         tokenizer: Callable[..., torch.Tensor],
         captions: list[str],
         device: torch.device,
         reporter: Reporter | None = None,
     ) -> None:
         reporter = ensure(reporter)
-        self.model = model
         self.device = device
-        self.pooled: torch.Tensor | None = None
-        self.tokens: torch.Tensor | None = None
+        # Rows indexed per caption, and what turns a batch of rows into features.
+        self._rows: torch.Tensor
+        self._encode: Callable[[torch.Tensor], torch.Tensor]
         if has_frozen_hf_trunk(model):
-            self.pooled = torch.from_numpy(cached_pooled(model, tokenizer, captions, device, reporter)).to(
-                device
-            )
+            pooled = cached_pooled(model, tokenizer, captions, device, reporter)
+            self._rows, self._encode = torch.from_numpy(pooled).to(device), model.text.proj
         else:
-            self.tokens = tokenize_all(tokenizer, captions).to(device)
+            self._rows, self._encode = tokenize_all(tokenizer, captions).to(device), model.encode_text
 
     def __len__(self) -> int:
-        return len(self.pooled if self.pooled is not None else self.tokens)
+        return len(self._rows)
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
-        if self.pooled is not None:
-            return self.model.text.proj(self.pooled[idx.to(self.device)])
-        return self.model.encode_text(self.tokens[idx.to(self.device)])
+        return self._encode(self._rows[idx.to(self.device)])

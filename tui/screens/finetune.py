@@ -197,8 +197,8 @@ class FinetuneScreen(RunFormScreen[FinetuneSettings]):
 
     def on_finetune_finished(self, message: FinetuneFinished) -> None:
         summary = message.summary
-        before, after = summary["test_before"]["mean_recall"], summary["test_after"]["mean_recall"]
-        self._set_running(False, f"done: {summary['name']} · test mean recall {before:.1f} → {after:.1f}")
+        before, after = summary.test_before["mean_recall"], summary.test_after["mean_recall"]
+        self._set_running(False, f"done: {summary.name} · test mean recall {before:.1f} → {after:.1f}")
         self.app.model_added(message.out_dir)
 
     def failure_title(self, task: Task) -> str:
