@@ -10,6 +10,8 @@ import errno
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,13 +56,49 @@ def writing_to(folder: Path) -> Iterator[None]:
         raise error from exc
 
 
+def temp_prefix(name: str) -> str:
+    """The prefix of a temporary file or folder made for ``name`` by this process (``.name.pid123.``), so
+    that :func:`remove_stale_temps` can tell a dead writer's leftovers from a live writer's work."""
+    return f".{name}.pid{os.getpid()}."
+
+
+_TEMP_PID = re.compile(r"^\..*\.pid(\d+)\.")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Delete the temporary files and folders under ``folder`` whose writer no longer runs (a run killed
+    with SIGKILL or by a power loss leaves them); the number removed. Nothing else is ever trusted or
+    touched: a live writer's temporaries stay."""
+    removed = 0
+    for path in sorted(Path(folder).rglob(".*.pid*"), reverse=True):
+        match = _TEMP_PID.match(path.name)
+        if match is None or _running(int(match.group(1))) or not path.exists():
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it is renamed onto ``target``, on error removed."""
     target = Path(target)
     with writing_to(target.parent):
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target.name), suffix=".tmp", dir=target.parent)
         os.close(fd)
         tmp_path = Path(tmp)
         try:

@@ -4,7 +4,8 @@ Two capsearch processes on one artifacts root may both want to write the same da
 model folder. Every atomic file write is safe on its own, but a run is several writes (a training run's
 checkpoint, resume state and history; a dataset's splits and report), so the second writer waits until
 the first has finished and then finds its work done or continues from it. The lock is released by the
-kernel when its process dies, so a killed run never leaves a stale lock behind.
+kernel when its process dies, so a killed run never leaves a stale lock behind; the next holder removes
+the temporary files such a run left (:func:`core.atomic.remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from core.atomic import writing_to
+from core.atomic import remove_stale_temps, writing_to
 
 LOCK_FILE = ".lock"
 
 
 @contextlib.contextmanager
 def exclusive(folder: Path, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold the write lock of ``folder`` (created if missing); ``on_wait`` is told when another holds it."""
+    """Hold the write lock of ``folder`` (created if missing), then clear what killed writers left in it;
+    ``on_wait`` is told when another process holds the lock."""
     folder = Path(folder)
     with writing_to(folder):
         folder.mkdir(parents=True, exist_ok=True)
@@ -34,6 +36,7 @@ def exclusive(folder: Path, on_wait: Callable[[str], None] | None = None) -> Ite
             if on_wait is not None:
                 on_wait(f"waiting for another capsearch process that is writing {folder}")
             fcntl.flock(fd, fcntl.LOCK_EX)
+        remove_stale_temps(folder)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

@@ -168,3 +168,30 @@ COMMANDS = {
         before=(PREPARE,),
     ),
 }
+
+
+def check_concurrent(command: Command, workdir: Path) -> list[str]:
+    """Run ``command`` twice at once on one artifacts root: both must succeed and leave exactly what one
+    uninterrupted run leaves. Returns the differences (empty when consistent)."""
+    base = workdir / f"{command.name}-base"
+    base.mkdir(parents=True)
+    for argv in command.before:
+        run(argv, base)
+    clean = workdir / f"{command.name}-clean"
+    shutil.copytree(base, clean)
+    run(command.argv, clean)
+    procs = [
+        subprocess.Popen(
+            [str(CLI), *command.argv],
+            env=environment(base),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    failed = [
+        f"exit {p.returncode}: {err[-2000:]}" for p, err in zip(procs, errors, strict=True) if p.returncode
+    ]
+    return failed + differences(digest(clean), digest(base))

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich_argparse import RawDescriptionRichHelpFormatter
 
 from core.cli.console import RichReporter, add_command
+from core.cli.numbers import count
 from core.data.flickr8k import SCHEMES, download_flickr8k
 from core.data.prepare import prepare_flickr8k, prepare_folder, prepare_synthetic
 from core.data.records import REPORT_FILE, SPLITS, PreparedDataset, list_datasets
@@ -71,7 +72,7 @@ def _add_split_options(parser: argparse.ArgumentParser) -> None:
         metavar="TRAIN,VAL,TEST",
         help="fractions for the seeded random split by image (default: 0.7,0.15,0.15; rounded by largest remainder)",
     )
-    parser.add_argument("--seed", type=int, default=42, help="seed of the random split (default: 42)")
+    parser.add_argument("--seed", type=count(0), default=42, help="seed of the random split (default: 42)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -144,8 +145,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "position) on a coloured background, 5 differently worded captions each, about a quarter of them "
         "one-attribute near-duplicates of another scene. Deterministic in --seed; split 70/15/15 at random.",
     )
-    p.add_argument("--n", type=int, default=1000, help="number of images (default: 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the scenes and of the split (default: 0)")
+    p.add_argument("--n", type=count(1), default=1000, help="number of images (default: 1000)")
+    p.add_argument(
+        "--seed", type=count(0), default=0, help="seed of the scenes and of the split (default: 0)"
+    )
     _add_output_options(p, "synthetic")
 
     p = add_command(sub, "datasets", _datasets, help="list the prepared datasets")

@@ -11,7 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from core.cli.console import RichReporter, add_command
-from core.cli.options import add_common_options, dataset_of, model_of
+from core.cli.numbers import count
+from core.cli.options import PRECISION_CHOICES, add_common_options, dataset_of, model_of
+from core.safe_text import markup_safe
 
 if TYPE_CHECKING:
     from core.embed.cache import SplitEmbeddings
@@ -31,12 +33,14 @@ def register_embed(sub: argparse._SubParsersAction) -> None:
     add_common_options(parser, split_help="dataset split, or all (default: test)")
     parser.add_argument(
         "--precision",
-        help="inference number format: auto (default: bf16 on GPUs and CPUs with native bf16, else fp32), "
-        "fp32, bf16 or fp16",
+        choices=PRECISION_CHOICES,
+        help="inference number format: fp32 (the default, exact), fast (bf16 on GPUs and on CPUs with "
+        "native bf16, else fp32; each precision keeps its own cache), bf16 or fp16; "
+        "$CAPSEARCH_PRECISION sets the default",
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    parser.add_argument("--batch-size", type=count(1), default=64, help="images per batch (default 64)")
     parser.add_argument(
-        "--workers", type=int, help="image decode processes (default: 0 on CPU = one background thread)"
+        "--workers", type=count(0), help="image decode processes (default: 0 on CPU = one background thread)"
     )
     parser.add_argument("--json", action="store_true", help="print a JSON summary per split to stdout")
 
@@ -44,11 +48,8 @@ def register_embed(sub: argparse._SubParsersAction) -> None:
 def _embed(args: argparse.Namespace) -> int:
     from core.data.records import load_dataset
     from core.embed.cache import split_embeddings
-    from core.errors import CapsearchError
     from core.models.loading import load_model
 
-    if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
-        raise CapsearchError("--batch-size must be >= 1 and --workers >= 0")
     data = load_dataset(dataset_of(args))
     splits = data.splits if args.split == "all" else [args.split]
     lm = load_model(model_of(args), args.pretrained, device=args.device, precision=args.precision)
@@ -106,6 +107,6 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
             str(len(row["failed"])),
             cache,
             f"{row['seconds']:.2f}",
-            str(row["cache_dir"]),
+            markup_safe(row["cache_dir"]),
         )
     return table

@@ -8,6 +8,8 @@ from core.demo import DEMO_DATASET
 from core.errors import DatasetError, ModelError
 
 DEFAULT_DATASET = DEMO_DATASET
+# core.models.device.PRECISIONS less "auto" (spelled out: the parser must not import torch).
+PRECISION_CHOICES = ("fp32", "fast", "bf16", "fp16")
 
 
 def add_common_options(

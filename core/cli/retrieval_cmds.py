@@ -11,10 +11,12 @@ from rich.table import Table
 
 from core.cli.console import RichReporter, add_command, console
 from core.cli.embed_cmd import register_embed
+from core.cli.numbers import count
 from core.cli.options import add_common_options, dataset_of, model_of
 from core.directions import EVALUATED, Direction
 from core.errors import CapsearchError
 from core.index.vector_index import KINDS, IndexSpec, parse_kind
+from core.safe_text import markup_safe
 
 if TYPE_CHECKING:
     from core.data.records import ImageRecord
@@ -40,16 +42,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 # -- shared options ---------------------------------------------------------------------------------------
 def _add_hnsw(parser: argparse.ArgumentParser) -> None:
     default = IndexSpec()
-    parser.add_argument("--m", type=int, default=default.m, help=f"HNSW M (default {default.m})")
+    parser.add_argument("--m", type=count(2), default=default.m, help=f"HNSW M (default {default.m})")
     parser.add_argument(
         "--ef-construction",
-        type=int,
+        type=count(1),
         default=default.ef_construction,
         help=f"HNSW efConstruction (default {default.ef_construction})",
     )
     parser.add_argument(
         "--ef-search",
-        type=int,
+        type=count(1),
         default=default.ef_search,
         help=f"HNSW efSearch (default {default.ef_search})",
     )
@@ -85,7 +87,7 @@ def _index(args: argparse.Namespace) -> int:
     spec = _spec(args, args.kind)
     data = load_dataset(dataset_of(args))
     lm = load_model(model_of(args), args.pretrained, device=args.device)
-    table = Table(title=f"indexes of {data.name}/{args.split} for {lm.model_id}")
+    table = Table(title=markup_safe(f"indexes of {data.name}/{args.split} for {lm.model_id}"))
     for column in ("side", "kind", "params", "vectors", "dim", "build s", "size", "cache", "folder"):
         table.add_column(
             column, justify="right" if column in ("vectors", "dim", "build s", "size") else "left"
@@ -105,7 +107,7 @@ def _index(args: argparse.Namespace) -> int:
             f"{index.build_seconds:.3f}",
             f"{index.nbytes / 2**20:.2f} MiB",
             "reused" if built.reused else "built",
-            str(folder),
+            markup_safe(folder),
         )
     Console().print(table)
     return 0
@@ -124,10 +126,10 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
         help="search through the exact index, HNSW, or both (default exact)",
     )
     parser.add_argument(
-        "-k", type=int, nargs="+", default=[1, 5, 10], metavar="K", help="K values (default 1 5 10)"
+        "-k", type=count(1), nargs="+", default=[1, 5, 10], metavar="K", help="K values (default 1 5 10)"
     )
     parser.add_argument(
-        "--latency-queries", type=int, default=50, help="captions timed as queries (default 50)"
+        "--latency-queries", type=count(0), default=50, help="captions timed as queries (default 50)"
     )
     parser.add_argument(
         "--json", action="store_true", help="print the results JSON (without per-query ranks) to stdout"
@@ -165,7 +167,7 @@ def _eval(args: argparse.Namespace) -> int:
     out.print(_metrics_table(result))
     for line in _speed_lines(result):
         out.print(line)
-    out.print(f"results: {path}")
+    out.print(f"results: {markup_safe(path)}")
     return 0
 
 
@@ -233,7 +235,7 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
         help="text-image (default for text), image-image (default with --image alone), "
         "image-text or text-text",
     )
-    parser.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    parser.add_argument("-k", type=count(1), default=10, help="number of results (default 10)")
     parser.add_argument("--index", choices=KINDS, default="auto", help="index kind (default auto)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the hits as JSON to stdout")
@@ -325,7 +327,9 @@ def _print_hits(
     truth: tuple[ImageRecord, int] | None,
 ) -> None:
     table = Table(
-        title=f"{direction.cli}: {query}  ({retriever.model_id}, {retriever.dataset}/{retriever.split})"
+        title=markup_safe(
+            f"{direction.cli}: {query}  ({retriever.model_id}, {retriever.dataset}/{retriever.split})"
+        )
     )
     captions = direction.target == "text"
     table.add_column("#", justify="right")
@@ -338,10 +342,10 @@ def _print_hits(
         cells = [str(hit.rank), f"{hit.score:.4f}", hit.record.id]
         if captions:
             cells.append(hit.caption or "")
-        table.add_row(*cells, str(hit.path))
+        table.add_row(*(markup_safe(c) for c in (*cells, str(hit.path))))
     out = Console()
     out.print(table)
     if truth:
-        out.print(f"ground truth: {truth[0].id} at rank {truth[1]} of {retriever.size}")
+        out.print(f"ground truth: {markup_safe(truth[0].id)} at rank {truth[1]} of {retriever.size}")
     if not hits:
         console.print("[yellow]no results[/]")

@@ -11,6 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from core.cli.console import RichReporter, add_command, console
+from core.cli.numbers import count, number
+from core.cli.options import PRECISION_CHOICES
+from core.safe_text import markup_safe
 
 DEFAULT_CONFIG = "capsearch-compact-minilm128"
 DEMO_QUERY = "a large red circle on a white background"
@@ -65,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--forgetting-dataset", help="a second prepared dataset whose test recall shows forgetting"
     )
     ft.add_argument(
-        "--alphas", type=float, nargs="+", help="WiSE-FT alphas to sweep (default 0, 0.1, ..., 1)"
+        "--alphas", type=number(0, 1), nargs="+", help="WiSE-FT alphas to sweep (default 0, 0.1, ..., 1)"
     )
     _add_train_options(ft, epochs=5, lr=1e-5, warmup=20, freeze="auto")
 
@@ -76,21 +79,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the offline demo: synthetic scenes, compact model, index, test recall, a sample search",
     )
     demo.add_argument("--query", default=DEMO_QUERY, help=f"sample text query (default: {DEMO_QUERY!r})")
-    demo.add_argument("-k", type=int, default=5, help="results to show (default 5)")
+    demo.add_argument("-k", type=count(1), default=5, help="results to show (default 5)")
 
 
 def _add_train_options(p: argparse.ArgumentParser, epochs: int, lr: float, warmup: int, freeze: str) -> None:
     from core.train.freeze import POLICIES
     from core.train.loss import LOSSES
 
-    p.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default {epochs})")
-    p.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
-    p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr:g})")
-    p.add_argument("--warmup", type=int, default=warmup, help=f"linear warmup steps (default {warmup})")
-    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default 0.1)")
-    p.add_argument("--accum", type=int, default=1, help="gradient accumulation steps (default 1)")
+    p.add_argument("--epochs", type=count(1), default=epochs, help=f"epochs (default {epochs})")
+    p.add_argument("--batch-size", type=count(1), default=128, help="batch size (default 128)")
+    p.add_argument(
+        "--lr", type=number(0, low_open=True), default=lr, help=f"peak learning rate (default {lr:g})"
+    )
+    p.add_argument("--warmup", type=count(0), default=warmup, help=f"linear warmup steps (default {warmup})")
+    p.add_argument("--weight-decay", type=number(0), default=0.1, help="AdamW weight decay (default 0.1)")
+    p.add_argument("--accum", type=count(1), default=1, help="gradient accumulation steps (default 1)")
     p.add_argument("--loss", choices=LOSSES, default="clip", help="clip (InfoNCE) or margin (VSE++ hinge)")
-    p.add_argument("--margin", type=float, default=0.2, help="margin of the margin loss (default 0.2)")
+    p.add_argument("--margin", type=number(0), default=0.2, help="margin of the margin loss (default 0.2)")
     p.add_argument(
         "--freeze",
         default=freeze,
@@ -98,13 +103,22 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int, lr: float, warmu
         "Hugging Face text tower, else full)",
     )
     p.add_argument(
-        "--patience", type=int, default=3, help="early-stop after N epochs without val gain (0: off)"
+        "--patience", type=count(0), default=3, help="early-stop after N epochs without val gain (0: off)"
     )
-    p.add_argument("--time-budget-min", type=float, help="stop after this many minutes (cosine ends there)")
-    p.add_argument("--crop-scale", type=float, default=0.8, help="smallest random-crop area, 1 = no crops")
+    p.add_argument(
+        "--time-budget-min",
+        type=number(0, low_open=True),
+        help="stop after this many minutes (cosine ends there)",
+    )
+    p.add_argument(
+        "--crop-scale",
+        type=number(0, 1, low_open=True),
+        default=0.8,
+        help="smallest random-crop area, 1 = no crops",
+    )
     p.add_argument(
         "--captions-per-image",
-        type=int,
+        type=count(1),
         default=1,
         help="captions of each image per step, loss averaged (cheap with a frozen text trunk; default 1)",
     )
@@ -113,12 +127,12 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int, lr: float, warmu
     )
     p.add_argument(
         "--precision",
-        choices=("auto", "bf16", "fp16", "fp32"),
-        default="auto",
-        help="autocast precision (default auto: bf16 on CPU, bf16/fp16 on GPU)",
+        choices=PRECISION_CHOICES,
+        help="training number format: fast (the default: bf16 autocast on GPUs and on CPUs with native "
+        "bf16, else fp32), fp32 (exact), bf16 or fp16; $CAPSEARCH_PRECISION sets the default",
     )
-    p.add_argument("--device", help="cpu or cuda (default: the best available)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", help="cpu, cuda or mps (default: $CAPSEARCH_DEVICE, else the best available)")
+    p.add_argument("--seed", type=count(0), default=0, help="random seed (default 0)")
     p.add_argument("--json", action="store_true", help="print the result summary as JSON to stdout")
 
 
@@ -137,7 +151,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "crop_scale": args.crop_scale,
         "flip": args.flip,
         "captions_per_image": args.captions_per_image,
-        "precision": args.precision,
+        "precision": args.precision or "auto",  # not given: $CAPSEARCH_PRECISION, else fast
         "device": args.device,
         "seed": args.seed,
         "time_budget_s": args.time_budget_min * 60 if args.time_budget_min else None,
@@ -250,15 +264,15 @@ def _demo(args: argparse.Namespace) -> int:
     out.print(
         _recall_table(f"demo model on {dataset.name}/test ({retriever.size} images)", {"exact": metrics})
     )
-    table = Table(title=f"text → image: {args.query!r}")
+    table = Table(title=markup_safe(f"text → image: {args.query!r}"))
     for column in ("rank", "score", "image", "first caption"):
         table.add_column(column)
     for hit in hits:
         table.add_row(
             str(hit.rank),
             f"{hit.score:.3f}",
-            str(hit.path),
-            hit.record.captions[0] if hit.record.captions else "",
+            markup_safe(hit.path),
+            markup_safe(hit.record.captions[0] if hit.record.captions else ""),
         )
     out.print(table)
     out.print(f'model: {model}\nnext: capsearch search "a small blue star" -k 5   ·   capsearch app')

@@ -132,18 +132,29 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
     """
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            im.load()
-            oriented = ImageOps.exif_transpose(im)
-            rgb = _to_rgb(oriented)
-            rgb.load()
-            return rgb if rgb is not im else rgb.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return _load_rgb(path)
     except FileNotFoundError as exc:
         raise ImageLoadError(f"{path}: no such file") from exc
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageLoadError(f"{path}: decompression bomb ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise ImageLoadError(f"{path}: not a readable image") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         reason = "truncated" if "truncated" in str(exc).lower() else "cannot decode"
         raise ImageLoadError(f"{path}: {reason} ({exc})") from exc
+
+
+def _load_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        if _too_many_pixels(im.size):
+            raise ImageLoadError(
+                f"{path}: {im.size[0]}x{im.size[1]} pixels exceeds the limit of {Image.MAX_IMAGE_PIXELS} "
+                "(the same decompression-bomb guard as prepare)"
+            )
+        im.load()
+        oriented = ImageOps.exif_transpose(im)
+        rgb = _to_rgb(oriented)
+        rgb.load()
+        return rgb if rgb is not im else rgb.copy()

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from core.atomic import write_json, write_jsonl, write_text
+from core.atomic import temp_prefix, write_json, write_jsonl, write_text
 from core.data import synthetic
 from core.data.flickr8k import collect_flickr8k
 from core.data.folder import collect_folder
@@ -29,6 +29,7 @@ from core.data.records import (
 from core.data.splits import DEFAULT_RATIOS, check_ratios, random_split
 from core.data.validation import ValidationReport
 from core.errors import DatasetError
+from core.locks import exclusive
 from core.paths import datasets_dir, safe_name
 from core.progress import Reporter, ensure
 
@@ -56,9 +57,30 @@ def _checksum(collection: Collection) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def _why_empty(report: ValidationReport) -> str:
+    """The first problem that explains an empty dataset, from the validation report."""
+    for kind in ("missing_image", "path_escape", "uncaptioned_image", "unreadable_image"):
+        found = report.of_kind(kind)
+        if found:
+            return f"{len(found)} {kind.replace('_', ' ')} problem(s), the first: {found[0].render()}"
+    return (
+        "the folder holds no image files"
+        if not len(report)
+        else f"first problem: {report.sorted()[0].render()}"
+    )
+
+
 def write_prepared(collection: Collection, out: Path, name: str, reporter: Reporter) -> PreparedDataset:
     """Write the split JSONL files, ``report.txt`` and ``dataset.json`` (last) into ``out``."""
     reporter.check_cancelled()
+    if not collection.records:
+        raise DatasetError(
+            f"no usable image in {collection.source}: {_why_empty(collection.report)}",
+            hint=(
+                "check that the captions name files under the image folder (paths relative to it); "
+                "nothing was written"
+            ),
+        )
     out.mkdir(parents=True, exist_ok=True)
     records = collection.records
     counts: dict[str, dict[str, int]] = {}
@@ -125,9 +147,9 @@ def prepare_flickr8k(
     source = Path(source).resolve()
     name = safe_name(name)
     target = _out_dir(out, name, source)
-    return write_prepared(
-        collect_flickr8k(source, tuple(ratios), seed, scheme, reporter), target, name, reporter
-    )
+    collection = collect_flickr8k(source, tuple(ratios), seed, scheme, reporter)
+    with exclusive(target, reporter.log):
+        return write_prepared(collection, target, name, reporter)
 
 
 def prepare_folder(
@@ -146,7 +168,8 @@ def prepare_folder(
     name = safe_name(name or source.name)
     target = _out_dir(out, name, source)
     collection = collect_folder(source, Path(captions) if captions else None, tuple(ratios), seed, reporter)
-    return write_prepared(collection, target, name, reporter)
+    with exclusive(target, reporter.log):
+        return write_prepared(collection, target, name, reporter)
 
 
 def _sync_image_dir(target: Path, files: dict[str, bytes]) -> None:
@@ -156,8 +179,8 @@ def _sync_image_dir(target: Path, files: dict[str, bytes]) -> None:
         if existing == sorted(files) and all((target / n).read_bytes() == b for n, b in files.items()):
             return
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-new-", dir=target.parent))
-    old = target.with_name(f".{target.name}-old-{os.getpid()}")
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name), suffix=".new", dir=target.parent))
+    old = target.with_name(f"{temp_prefix(target.name)}old")
     try:
         for file_name, data in files.items():
             (tmp / file_name).write_bytes(data)
@@ -190,24 +213,25 @@ def prepare_synthetic(
             reporter.update("draw scenes", i, n)
         files[f"{scene.id}.png"] = synthetic.png_bytes(synthetic.render(scene))
     reporter.update("draw scenes", n, n)
-    _sync_image_dir(target / "images", files)
-    write_jsonl(target / SCENES_FILE, [s.to_json() for s in scenes])
-    records = {s.id: ImageRecord(s.id, f"{s.id}.png", s.captions) for s in scenes}
-    inputs = {f"image:{k}": hashlib.sha256(v).hexdigest() for k, v in files.items()}
-    inputs["generator"] = f"captioned-scenes v{synthetic.GENERATOR_VERSION} n={n} seed={seed}"
-    report = ValidationReport()
-    report.note(f"generated deterministically; the drawn scene of every image is in {SCENES_FILE}")
-    collection = Collection(
-        kind="synthetic",
-        source=f"built-in captioned scenes (n={n}, seed={seed})",
-        root=target / "images",
-        records=records,
-        splits=random_split(list(records), DEFAULT_RATIOS, seed),
-        scheme="random",
-        seed=seed,
-        ratios=DEFAULT_RATIOS,
-        inputs=inputs,
-        report=report,
-        facts={"near-duplicates": sum(s.mutation_of is not None for s in scenes)},
-    )
-    return write_prepared(collection, target, name, reporter)
+    with exclusive(target, reporter.log):
+        _sync_image_dir(target / "images", files)
+        write_jsonl(target / SCENES_FILE, [s.to_json() for s in scenes])
+        records = {s.id: ImageRecord(s.id, f"{s.id}.png", s.captions) for s in scenes}
+        inputs = {f"image:{k}": hashlib.sha256(v).hexdigest() for k, v in files.items()}
+        inputs["generator"] = f"captioned-scenes v{synthetic.GENERATOR_VERSION} n={n} seed={seed}"
+        report = ValidationReport()
+        report.note(f"generated deterministically; the drawn scene of every image is in {SCENES_FILE}")
+        collection = Collection(
+            kind="synthetic",
+            source=f"built-in captioned scenes (n={n}, seed={seed})",
+            root=target / "images",
+            records=records,
+            splits=random_split(list(records), DEFAULT_RATIOS, seed),
+            scheme="random",
+            seed=seed,
+            ratios=DEFAULT_RATIOS,
+            inputs=inputs,
+            report=report,
+            facts={"near-duplicates": sum(s.mutation_of is not None for s in scenes)},
+        )
+        return write_prepared(collection, target, name, reporter)

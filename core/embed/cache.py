@@ -17,20 +17,23 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from core.atomic import atomic_path, save_npy, write_json
+from core.atomic import atomic_path, file_sha256, save_npy, write_json
 from core.data.records import ImageRecord, PreparedDataset
 from core.embed.engine import encode_texts, iter_image_batches
+from core.locks import exclusive
 from core.models.loading import LoadedModel
 from core.paths import embeddings_dir, safe_name, split_folder
 from core.progress import Reporter, ensure
 
-FORMAT = 1
+FORMAT = 2  # 2: the complete arrays' sha256 in the manifest, verified on every load
 MANIFEST = "manifest.json"
 IMAGE_FILE = "image_emb.npy"
 CAPTION_FILE = "caption_emb.npy"
@@ -95,13 +98,16 @@ def _clear(folder: Path) -> None:
 
 
 def _load_complete(
-    folder: Path, n_images: int, n_captions: int, dim: int
+    folder: Path, n_images: int, n_captions: int, dim: int, sha256: dict[str, str]
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """The cached arrays when their shapes agree with the manifest, else None."""
+    """The cached arrays when their bytes match the manifest's sha256 and their shapes its counts, else
+    None (empty, truncated or overwritten files are all caught here)."""
     try:
+        if any(file_sha256(folder / name) != sha256.get(name) for name in (IMAGE_FILE, CAPTION_FILE)):
+            return None
         images = np.load(folder / IMAGE_FILE, allow_pickle=False)
         captions = np.load(folder / CAPTION_FILE, allow_pickle=False)
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):
         return None
     if images.shape != (n_images, dim) or captions.shape != (n_captions, dim):
         return None
@@ -114,7 +120,7 @@ def _load_chunk(path: Path, n_images: int, n_captions: int, dim: int) -> Chunk |
         with np.load(path, allow_pickle=False) as z:
             images, captions = z["images"], z["captions"]
             failed = list(zip(z["failed_index"].tolist(), z["failed_reason"].tolist(), strict=True))
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
         return None
     if images.shape != (n_images, dim) or captions.shape != (n_captions, dim):
         return None
@@ -206,8 +212,12 @@ def _reuse_cache(
     if reason is None and not manifest.get("complete"):
         return manifest
     if reason is None:
-        arrays = _load_complete(folder, len(result.records), len(result.captions), embed_dim)
+        arrays = _load_complete(
+            folder, len(result.records), len(result.captions), embed_dim, manifest.get("sha256") or {}
+        )
         if arrays is not None:
+            for stray in folder.glob("chunk-*.npz"):  # a run killed after its last write, before this
+                stray.unlink(missing_ok=True)
             result.image_emb, result.caption_emb = arrays
             result.failed = [(str(i), str(r)) for i, r in manifest.get("failed", [])]
             result.reused, result.encode_seconds = True, float(manifest.get("encode_seconds", 0.0))
@@ -215,7 +225,9 @@ def _reuse_cache(
                 f"reusing cached embeddings for {where} ({len(result.records)} images, {len(result.captions)} captions)"
             )
             return None
-        reporter.log(f"embedding cache for {where} is damaged; rebuilding")
+        reporter.log(
+            f"embedding cache for {where} is damaged (its files do not match their sha256); rebuilding"
+        )
     else:
         reporter.log(f"embedding cache for {where} is stale ({reason}); rebuilding")
     _clear(folder)
@@ -315,9 +327,16 @@ def _save_complete(result: SplitEmbeddings, base: dict[str, Any], n_chunks: int)
     folder = result.cache_dir
     save_npy(folder / IMAGE_FILE, result.image_emb)
     save_npy(folder / CAPTION_FILE, result.caption_emb)
+    sha256 = {name: file_sha256(folder / name) for name in (IMAGE_FILE, CAPTION_FILE)}
     write_json(
         folder / MANIFEST,
-        {**base, "complete": True, "encode_seconds": result.encode_seconds, "failed": result.failed},
+        {
+            **base,
+            "complete": True,
+            "encode_seconds": result.encode_seconds,
+            "failed": result.failed,
+            "sha256": sha256,
+        },
     )
     for k in range(n_chunks):
         _chunk_file(folder, k).unlink(missing_ok=True)
@@ -352,21 +371,46 @@ def split_embeddings(
         precision=lm.precision,
     )
     where = f"{lm.model_id} / {dataset.name} / {split}"
+    with exclusive(folder, reporter.log):
+        _fill(
+            result,
+            lm,
+            dataset,
+            split,
+            checksum,
+            (batch_size, text_batch_size, workers, chunk_size),
+            where,
+            reporter,
+        )
+    return result
+
+
+def _fill(
+    result: SplitEmbeddings,
+    lm: LoadedModel,
+    dataset: PreparedDataset,
+    split: str,
+    checksum: str,
+    sizes: tuple[int, int, int | None, int],
+    where: str,
+    reporter: Reporter,
+) -> None:
+    """Fill ``result`` from a valid cache, or resume or start encoding (the caller holds the folder's lock)."""
+    folder, records, chunk_size = result.cache_dir, result.records, sizes[3]
     manifest = _reuse_cache(folder, result, checksum, chunk_size, lm.embed_dim, where, reporter)
     if result.reused:
-        return result
+        return
 
-    base = _manifest_base(lm, dataset, split, records, len(captions), checksum, chunk_size)
+    base = _manifest_base(lm, dataset, split, records, len(result.captions), checksum, chunk_size)
     spent = float(manifest.get("encode_seconds", 0.0)) if manifest else 0.0
     write_json(folder / MANIFEST, {**base, "complete": False, "encode_seconds": spent})
     start_time = time.perf_counter()
 
-    chunks = _Chunks.of(len(records), caption_image, chunk_size)
+    chunks = _Chunks.of(len(records), result.caption_image, chunk_size)
     done = _load_done_chunks(folder, chunks, lm.embed_dim)
     if done:
         reporter.log(f"resuming {where}: {len(done)} of {len(chunks.bounds)} chunks already done")
     try:
-        sizes = (batch_size, text_batch_size, workers, chunk_size)
         _encode_missing(lm, dataset, result, chunks, done, sizes, reporter)
     finally:
         spent += time.perf_counter() - start_time
@@ -377,4 +421,3 @@ def split_embeddings(
     _save_complete(result, base, len(chunks.bounds))
     if result.failed:
         reporter.log(f"{len(result.failed)} image(s) of {where} could not be read; their rows are zero")
-    return result

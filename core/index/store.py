@@ -17,6 +17,7 @@ import numpy as np
 
 from core.errors import IndexMismatchError
 from core.index.vector_index import IndexSpec, VectorIndex, vectors_digest
+from core.locks import exclusive
 from core.paths import indexes_dir, safe_name, split_folder
 from core.progress import Reporter, ensure
 
@@ -53,6 +54,14 @@ def cached_index(
     reporter = ensure(reporter)
     spec = IndexSpec.parse(spec).resolve(len(vectors))
     folder = key.folder(spec)
+    with exclusive(folder, reporter.log):
+        return _load_or_build(vectors, ids, key, spec, folder, reporter)
+
+
+def _load_or_build(
+    vectors: np.ndarray, ids: list[str], key: IndexKey, spec: IndexSpec, folder: Path, reporter: Reporter
+) -> tuple[VectorIndex, bool]:
+    """The cached index in ``folder`` when it is valid for ``vectors``, else a new one (lock held)."""
     side = key.side
     if (folder / "index.json").is_file():
         try:

@@ -32,6 +32,7 @@ from torch import nn
 from core.atomic import atomic_path, write_json
 from core.data.records import PreparedDataset
 from core.errors import Cancelled, CapsearchError
+from core.locks import exclusive
 from core.models.checkpoint import ClipModel, save_checkpoint_dir
 from core.models.device import (
     PRECISIONS,
@@ -391,6 +392,11 @@ class Trainer:
 
     # -- run -------------------------------------------------------------------------------------
     def run(self, resume: bool = True) -> TrainResult:
+        """Train (resuming from the last state unless ``resume`` is False), holding ``out_dir``'s lock."""
+        with exclusive(self.out_dir, self.reporter.log):
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> TrainResult:
         cfg = self.cfg
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
