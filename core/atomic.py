@@ -144,6 +144,16 @@ def save_npy(target: str | os.PathLike[str], array: np.ndarray) -> None:
         np.save(fh, array, allow_pickle=False)
 
 
+def load_npy_checked(path: Path, sha256: str | None) -> np.ndarray | None:
+    """The array in ``path`` when its bytes hash to ``sha256``; None when missing, damaged or changed."""
+    try:
+        if sha256 is None or file_sha256(path) != sha256:
+            return None
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file's bytes (read in 4 MiB blocks)."""
     digest = hashlib.sha256()

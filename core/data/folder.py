@@ -16,6 +16,7 @@ from core.data.splits import random_split
 from core.data.validation import ValidationReport
 from core.errors import DatasetError
 from core.progress import Reporter
+from core.safe_text import visible
 
 SKIP_DIRS = frozenset({"__MACOSX"})
 
@@ -51,6 +52,15 @@ def walk_files(root: Path) -> list[str]:
     return sorted(out)
 
 
+def is_utf8(name: str) -> bool:
+    """False for a name the file system gave as bytes that are not UTF-8 (decoded to lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def scan_images(
     root: Path,
     files: list[str],
@@ -66,6 +76,12 @@ def scan_images(
         if i % 64 == 0:
             reporter.check_cancelled()
             reporter.update("validate images", i, total)
+        if not is_utf8(rel):
+            report.add(
+                visible(label(rel)), None, "bad_file_name", "file name is not UTF-8; left out (rename it)"
+            )
+            scan.bad.add(rel)
+            continue
         try:
             data = (root / rel).read_bytes()
         except OSError as exc:

@@ -70,9 +70,9 @@ def _why_empty(report: ValidationReport) -> str:
     )
 
 
-def write_prepared(collection: Collection, out: Path, name: str, reporter: Reporter) -> PreparedDataset:
-    """Write the split JSONL files, ``report.txt`` and ``dataset.json`` (last) into ``out``."""
-    reporter.check_cancelled()
+def require_images(collection: Collection) -> Collection:
+    """``collection`` when it holds at least one usable image; else a DatasetError saying why (before
+    anything is written)."""
     if not collection.records:
         raise DatasetError(
             f"no usable image in {collection.source}: {_why_empty(collection.report)}",
@@ -81,6 +81,12 @@ def write_prepared(collection: Collection, out: Path, name: str, reporter: Repor
                 "nothing was written"
             ),
         )
+    return collection
+
+
+def write_prepared(collection: Collection, out: Path, name: str, reporter: Reporter) -> PreparedDataset:
+    """Write the split JSONL files, ``report.txt`` and ``dataset.json`` (last) into ``out``."""
+    reporter.check_cancelled()
     out.mkdir(parents=True, exist_ok=True)
     records = collection.records
     counts: dict[str, dict[str, int]] = {}
@@ -147,7 +153,7 @@ def prepare_flickr8k(
     source = Path(source).resolve()
     name = safe_name(name)
     target = _out_dir(out, name, source)
-    collection = collect_flickr8k(source, tuple(ratios), seed, scheme, reporter)
+    collection = require_images(collect_flickr8k(source, tuple(ratios), seed, scheme, reporter))
     with exclusive(target, reporter.log):
         return write_prepared(collection, target, name, reporter)
 
@@ -167,7 +173,9 @@ def prepare_folder(
     source = Path(source).resolve()
     name = safe_name(name or source.name)
     target = _out_dir(out, name, source)
-    collection = collect_folder(source, Path(captions) if captions else None, tuple(ratios), seed, reporter)
+    collection = require_images(
+        collect_folder(source, Path(captions) if captions else None, tuple(ratios), seed, reporter)
+    )
     with exclusive(target, reporter.log):
         return write_prepared(collection, target, name, reporter)
 

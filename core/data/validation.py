@@ -19,6 +19,7 @@ KINDS: dict[str, str] = {
     "malformed_line": "lines with the wrong number of fields or invalid structure",
     "bad_suffix": "caption ids without a valid #n suffix",
     "bad_encoding": "lines that are not valid UTF-8",
+    "bad_file_name": "files whose name is not valid UTF-8 (left out)",
     "path_escape": "paths that escape the dataset root (rejected)",
     "duplicate_name": "images whose file name is not unique (first one kept)",
     "split_overlap": "images listed in more than one split list (first list kept)",

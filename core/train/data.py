@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from core.atomic import save_npy
+from core.atomic import file_sha256, load_npy_checked, save_npy, write_text
 from core.data.images import ImageLoadError, load_rgb
 from core.data.records import PreparedDataset
 from core.errors import DatasetError
@@ -58,10 +58,13 @@ def preload_images(
     key = f"{safe_name(dataset.name)}-{dataset.fingerprint[:12] or 'nofp'}-{split}-{size}.npy"
     path = cache_dir() / "images" / key
     records = dataset.split(split)
+    digest = path.with_name(path.name + ".sha256")
     if path.is_file():
-        arr = np.load(path, allow_pickle=False)
-        if arr.shape[0] == len(records):
-            return torch.from_numpy(arr)
+        sha256 = digest.read_text(encoding="utf-8").strip() if digest.is_file() else None
+        cached = load_npy_checked(path, sha256)
+        if cached is not None and cached.shape == (len(records), 3, size, size):
+            return torch.from_numpy(cached)
+        reporter.log(f"preloaded image cache {path} is damaged or from an older capsearch; rebuilding it")
     if not records:
         raise DatasetError(f"split {split!r} of dataset {dataset.name!r} is empty")
     arr = np.zeros((len(records), 3, size, size), dtype=np.uint8)
@@ -78,6 +81,7 @@ def preload_images(
         if i % 200 == 0 or i == len(records) - 1:
             reporter.update(f"load {split} images", i + 1, len(records))
     save_npy(path, arr)
+    write_text(digest, file_sha256(path))
     return torch.from_numpy(arr)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.atomic import save_npy, write_text
+from core.atomic import file_sha256, load_npy_checked, save_npy, write_text
 from core.models.checkpoint import ClipModel
 from core.models.text_tower import hf_text_tower
 from core.progress import Reporter, ensure
@@ -61,6 +61,16 @@ def _store_paths(model: ClipModel, context: int) -> tuple[Path, Path]:
     return folder / "captions.json", folder / "features.npy"
 
 
+def _read_store(names: Path, feats: Path) -> tuple[list[str], np.ndarray | None]:
+    """The stored captions and their features (None when the array is missing, damaged or changed)."""
+    try:
+        index = json.loads(names.read_text(encoding="utf-8"))
+        listed, sha256 = list(index["captions"]), str(index["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return [], None
+    return listed, load_npy_checked(feats, sha256)
+
+
 def cached_pooled(
     model: ClipModel,
     tokenizer: Callable[..., torch.Tensor],
@@ -74,13 +84,14 @@ def cached_pooled(
     names, feats = _store_paths(model, tokens.shape[1])
     known: dict[str, int] = {}
     stored = np.zeros((0, model.text.config.hidden_size), dtype=np.float32)
-    if names.is_file() and feats.is_file():
-        listed = json.loads(names.read_text(encoding="utf-8"))
-        stored = np.load(feats, allow_pickle=False)
-        if len(listed) == len(stored):
-            known = {c: i for i, c in enumerate(listed)}
+    if names.is_file():
+        listed, loaded = _read_store(names, feats)
+        if loaded is not None and len(listed) == len(loaded):
+            known, stored = {c: i for i, c in enumerate(listed)}, loaded
         else:
-            stored = stored[:0]
+            reporter.log(
+                f"caption feature cache {feats} is damaged or from an older capsearch; rebuilding it"
+            )
     missing = sorted({c for c in captions if c not in known})
     if missing:
         index = {c: i for i, c in enumerate(captions)}
@@ -88,8 +99,8 @@ def cached_pooled(
         stored = np.concatenate([stored, _pooled(model, tokens[rows], device, 256, reporter)])
         listed = [c for c, _ in sorted(known.items(), key=lambda kv: kv[1])] + missing
         known = {c: i for i, c in enumerate(listed)}
-        save_npy(feats, stored)
-        write_text(names, json.dumps(listed, ensure_ascii=False))
+        save_npy(feats, stored)  # then the list with the array's hash: a kill in between is caught on load
+        write_text(names, json.dumps({"captions": listed, "sha256": file_sha256(feats)}, ensure_ascii=False))
     return stored[[known[c] for c in captions]]
 
 
