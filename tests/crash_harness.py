@@ -121,17 +121,22 @@ def differences(expected: dict[str, str], got: dict[str, str]) -> list[str]:
     return sorted(diff)
 
 
-def check_command(command: Command, workdir: Path, points: int, seed: int) -> list[Point]:
-    """Kill ``command`` at ``points`` seeded random moments; each rerun's output must equal a clean run's."""
+def inputs_and_clean_run(command: Command, workdir: Path) -> tuple[Path, Path]:
+    """Two artifacts roots: ``base`` with the command's inputs, ``clean`` with one uninterrupted run."""
     base = workdir / f"{command.name}-base"
     base.mkdir(parents=True)
     for argv in command.before:
         run(argv, base)
     clean = workdir / f"{command.name}-clean"
     shutil.copytree(base, clean)
-    made = files_under(clean)
     run(command.argv, clean)
-    made = max(1, files_under(clean) - made)  # files the command leaves: the kill points spread over them
+    return base, clean
+
+
+def check_command(command: Command, workdir: Path, points: int, seed: int) -> list[Point]:
+    """Kill ``command`` at ``points`` seeded random moments; each rerun's output must equal a clean run's."""
+    base, clean = inputs_and_clean_run(command, workdir)
+    made = max(1, files_under(clean) - files_under(base))  # files the command leaves: kills spread over them
     expected = digest(clean)
     rng = random.Random(seed)
     results = []
@@ -173,13 +178,7 @@ COMMANDS = {
 def check_concurrent(command: Command, workdir: Path) -> list[str]:
     """Run ``command`` twice at once on one artifacts root: both must succeed and leave exactly what one
     uninterrupted run leaves. Returns the differences (empty when consistent)."""
-    base = workdir / f"{command.name}-base"
-    base.mkdir(parents=True)
-    for argv in command.before:
-        run(argv, base)
-    clean = workdir / f"{command.name}-clean"
-    shutil.copytree(base, clean)
-    run(command.argv, clean)
+    base, clean = inputs_and_clean_run(command, workdir)
     procs = [
         subprocess.Popen(
             [str(CLI), *command.argv],

@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich_argparse import RawDescriptionRichHelpFormatter
 
 from core.cli.console import RichReporter, add_command, console
 from core.cli.numbers import count, number
@@ -38,7 +39,12 @@ val) and print test recall before and after.
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train``, ``finetune`` and ``demo``."""
     train = add_command(
-        sub, "train", _train, help="train a model on a prepared dataset", description=TRAIN_DESCRIPTION
+        sub,
+        "train",
+        _train,
+        help="train a model on a prepared dataset",
+        description=TRAIN_DESCRIPTION,
+        formatter_class=RawDescriptionRichHelpFormatter,
     )
     train.add_argument("--dataset", required=True, help="prepared dataset name or folder")
     train.add_argument(
@@ -57,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         _finetune,
         help="fine-tune with the recommended recipe; recall before/after",
         description=FINETUNE_DESCRIPTION,
+        formatter_class=RawDescriptionRichHelpFormatter,
     )
     ft.add_argument(
         "--model", required=True, help="open_clip name, checkpoint dir or model under artifacts/models"

@@ -193,6 +193,7 @@ class FinetuneScreen(RunFormScreen[FinetuneSettings]):
         if self.val_points:
             xs, ys = zip(*self.val_points, strict=True)
             plt.plot(xs, ys, yside="right", marker="dot", color="green")
+            plt.ylim(0, 100, yside="right")  # recall is a percentage: autoscaling stretched it to ~140
         plot.refresh()
 
     def on_finetune_finished(self, message: FinetuneFinished) -> None:
