@@ -2,8 +2,9 @@
 
 The textual-image widget class is picked before Textual starts (importing ``textual_image.widget`` queries
 the terminal): the best protocol the terminal supports (Kitty TGP, Sixel) on a TTY, colored half cells
-elsewhere (tmux without passthrough, headless tests). ``CAPSEARCH_PREVIEW`` (set by ``capsearch app
---preview``) forces one: kitty, sixel, halfcell or unicode.
+elsewhere (headless tests). Under tmux, which shows neither protocol by default and turns the Kitty
+probe (an APC sequence) into the pane's title, nothing is probed and half cells are used.
+``CAPSEARCH_PREVIEW`` (set by ``capsearch app --preview``) forces one: kitty, sixel, halfcell or unicode.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.message import Message
 from textual.widget import Widget
+
+from tui.terminal_probe import import_textual_image
+
+import_textual_image()  # before the imports below: they would probe the terminal
+
 from textual_image.widget import HalfcellImage, SixelImage, TGPImage, UnicodeImage
 from textual_image.widget import Image as AutoImage
 from textual_image.widget._base import Image as BaseImage
@@ -62,7 +68,7 @@ def _image_class() -> type[BaseImage]:
     mode = os.environ.get("CAPSEARCH_PREVIEW", "auto")
     if mode in PREVIEW_MODES:
         return PREVIEW_MODES[mode]
-    if not (sys.__stdout__ and sys.__stdout__.isatty()):
+    if not (sys.__stdout__ and sys.__stdout__.isatty()) or "TMUX" in os.environ:
         return HalfcellImage
     return SixelPreviewImage if AutoImage is SixelImage else AutoImage
 
