@@ -179,3 +179,93 @@ def test_overflowing_weight_is_refused():
 def monkeypatch_env(tmp_path, monkeypatch):
     monkeypatch.setenv("CAPSEARCH_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.chdir(tmp_path)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+# Manifests as they are, with one field replaced by anything JSON can hold.
+DATASET_KEYS = ["name", "root", "splits", "input_checksum", "kind", "images"]
+
+
+@FAST
+@given(
+    meta=st.one_of(
+        json_values,
+        st.builds(
+            lambda key, value: {"name": "d", "root": ".", "splits": {}} | {key: value},
+            st.sampled_from(DATASET_KEYS),
+            json_values,
+        ),
+    )
+)
+def test_any_dataset_manifest_loads_or_fails_cleanly(tmp_path_factory, meta):
+    folder = tmp_path_factory.mktemp("ds")
+    (folder / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
+    (folder / "test.jsonl").write_text('{"id": "a", "image": "a.jpg", "captions": ["x"]}\n', encoding="utf-8")
+    try:
+        data = load_dataset(folder)
+        assert data.name and data.fingerprint is not None
+        data.split("test")
+        data.has_captions  # noqa: B018  # reads the splits' counts
+    except CapsearchError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def saved_index(tmp_path_factory):
+    from core.index.vector_index import IndexSpec, VectorIndex
+
+    folder = tmp_path_factory.mktemp("index")
+    vectors = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32)
+    VectorIndex.build(vectors, IndexSpec("hnsw"), [str(i) for i in range(20)], "m@1").save(folder)
+    return folder
+
+
+@FAST
+@given(
+    key=st.sampled_from(["model_id", "count", "ids", "kind", "params", "faiss_sha256", None]),
+    value=json_values,
+)
+def test_any_index_manifest_loads_or_fails_cleanly(saved_index, tmp_path_factory, key, value):
+    import shutil
+
+    from core.index.vector_index import VectorIndex
+
+    folder = tmp_path_factory.mktemp("idx")
+    shutil.copytree(saved_index, folder, dirs_exist_ok=True)
+    meta = json.loads((folder / "index.json").read_text())
+    (folder / "index.json").write_text(json.dumps(value if key is None else meta | {key: value}))
+    with contextlib.suppress(CapsearchError):
+        VectorIndex.load(folder, expected_model_id=None, expected_count=None)
+
+
+@pytest.fixture(scope="module")
+def saved_result(synthetic_small, tmp_path_factory):
+    import os
+
+    from core.evaluation.results import save_result
+    from core.evaluation.runner import run_eval
+
+    os.environ["CAPSEARCH_ARTIFACTS"] = str(tmp_path_factory.mktemp("artifacts"))
+    return save_result(run_eval(synthetic_small, "test", "capsearch-tiny", latency_queries=0, device="cpu"))
+
+
+@FAST
+@given(
+    key=st.sampled_from(["format_version", "ks", "counts", "metrics", "by_index", "dataset", None]),
+    value=json_values,
+)
+def test_any_result_file_loads_or_fails_cleanly(saved_result, tmp_path_factory, key, value):
+    import shutil
+
+    from core.evaluation.results import load_result, ranks_path
+
+    path = tmp_path_factory.mktemp("res") / saved_result.name
+    shutil.copy(ranks_path(saved_result), ranks_path(path))
+    data = json.loads(saved_result.read_text(encoding="utf-8"))
+    path.write_text(json.dumps(value if key is None else data | {key: value}), encoding="utf-8")
+    with contextlib.suppress(CapsearchError):
+        load_result(path)

@@ -116,6 +116,22 @@ class PreparedDataset:
         return self.root / record.image
 
 
+def _check_meta(meta: object, path: Path) -> None:
+    """Refuse a ``dataset.json`` that is not what ``prepare`` writes (hand-edited, damaged, foreign)."""
+    ok = (
+        isinstance(meta, dict)
+        and isinstance(meta.get("name"), str)
+        and isinstance(meta.get("root"), str)
+        and isinstance(meta.get("splits", {}), dict)
+        and all(isinstance(v, dict) for v in meta.get("splits", {}).values())
+    )
+    if not ok:
+        raise DatasetError(
+            f"{path} is not a prepared dataset's description (name, root and splits are missing or malformed)",
+            hint="prepare the dataset again",
+        )
+
+
 def load_dataset(name_or_path: str | Path) -> PreparedDataset:
     """Open a prepared dataset by name (under the artifacts root) or by folder path."""
     candidates = [Path(name_or_path)]
@@ -126,8 +142,9 @@ def load_dataset(name_or_path: str | Path) -> PreparedDataset:
         if meta_path.is_file():
             try:
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            except ValueError as exc:
+            except (ValueError, OSError) as exc:
                 raise DatasetError(f"{meta_path} is not valid JSON ({exc})") from exc
+            _check_meta(meta, meta_path)
             return PreparedDataset(dir=folder.resolve(), meta=meta)
     raise DatasetError(
         f"no prepared dataset {str(name_or_path)!r}",

@@ -248,7 +248,7 @@ def load_result(path: str | Path) -> EvalResult:
         return EvalResult.from_json(data, ranks, caption_image)
     except (OSError, ValueError) as exc:
         raise ResultFileError(f"cannot read the evaluation in {path} ({exc})") from exc
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
         raise ResultFileError(
             f"{path} is not a complete evaluation result ({exc})", hint="run the evaluation again"
         ) from exc

@@ -257,6 +257,13 @@ class VectorIndex:
             raise IndexMismatchError(
                 f"{meta_path} is not valid JSON ({exc})", hint="rebuild the index"
             ) from exc
+        if not (
+            isinstance(meta, dict)
+            and isinstance(meta.get("params") or {}, dict)
+            and isinstance(meta.get("ids"), list)
+            and all(isinstance(i, str) for i in meta["ids"])
+        ):
+            raise IndexMismatchError(f"{meta_path} is not an index description", hint="rebuild the index")
         if expected_model_id is not None and meta.get("model_id") != expected_model_id:
             raise IndexMismatchError(
                 f"index in {folder} was built with model {meta.get('model_id')!r}, not {expected_model_id!r}",
