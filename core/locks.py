@@ -1,4 +1,5 @@
-"""One writer per artifact folder: an advisory ``flock`` on ``<folder>/.lock``.
+"""One writer per artifact folder: an advisory ``flock`` on a lock file kept under ``<artifacts>/.locks/``
+(named by the folder's path, so the folders themselves hold only their own files).
 
 Two capsearch processes on one artifacts root may both want to write the same dataset, cache, index or
 model folder. Every atomic file write is safe on its own, but a run is several writes (a training run's
@@ -12,13 +13,21 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from core.atomic import remove_stale_temps, writing_to
+from core.paths import artifacts_root
 
-LOCK_FILE = ".lock"
+LOCKS = ".locks"
+
+
+def lock_file(folder: Path) -> Path:
+    """The lock file of ``folder``: the sha256 of its absolute path, under the artifacts root."""
+    key = hashlib.sha256(os.fsencode(Path(folder).resolve())).hexdigest()[:32]
+    return artifacts_root() / LOCKS / f"{key}.lock"
 
 
 @contextlib.contextmanager
@@ -26,9 +35,11 @@ def exclusive(folder: Path, on_wait: Callable[[str], None] | None = None) -> Ite
     """Hold the write lock of ``folder`` (created if missing), then clear what killed writers left in it;
     ``on_wait`` is told when another process holds the lock."""
     folder = Path(folder)
-    with writing_to(folder):
+    path = lock_file(folder)
+    with writing_to(path.parent):
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -9,12 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from core.locks import exclusive
+from core.locks import exclusive, lock_file
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from core.locks import exclusive
+from core.locks import exclusive, lock_file
 with exclusive(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))
@@ -55,5 +55,6 @@ def test_a_killed_holder_releases_the_lock(tmp_path):
 def test_free_lock_is_taken_at_once_without_a_message(tmp_path):
     told: list[str] = []
     with exclusive(tmp_path / "new" / "folder", on_wait=told.append):
-        assert (tmp_path / "new" / "folder" / ".lock").exists()
+        assert lock_file(tmp_path / "new" / "folder").exists()
+        assert list((tmp_path / "new" / "folder").iterdir()) == []  # the folder holds only its own files
     assert told == []

@@ -19,10 +19,10 @@ import open_clip
 import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
-from core.atomic import atomic_path, file_sha256, write_json
+from core.atomic import file_sha256, write_bytes, write_json
 from core.errors import ModelError, WeightsUnavailableError
 from core.models.catalogue import CONFIG_DIR, META_FILE
 from core.models.text_tower import local_hf_name, localize_hf_text_cfg
@@ -168,8 +168,7 @@ def save_checkpoint_dir(path: Path, model: nn.Module, model_cfg: dict[str, Any],
     """
     path = Path(path)
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp))
+    write_bytes(path / WEIGHTS_FILE, save(state))  # bytes, then our atomic write: no writer-side temp file
     model_id = f"{path.name}@{file_sha256(path / WEIGHTS_FILE)[:12]}"
     write_json(path / META_FILE, {**meta, "model_cfg": model_cfg, "model_id": model_id})
     return model_id
