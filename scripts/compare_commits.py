@@ -20,7 +20,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from benchlib import REPO, machine_info
+from benchlib import FLICKR8K, REPO, machine_info
 
 from core.atomic import write_json
 
@@ -29,7 +29,7 @@ BENCHES = {
     # bench -> (script, its arguments, results file, the figure compared: a path into its JSON)
     "query_latency": (
         "bench_query_latency.py",
-        ["--precision", "bf16", "--rounds", "1"],
+        ["--precision", "bf16", "--rounds", "1", "--flickr8k", str(FLICKR8K)],
         "bench_query_latency_bf16.json",
         ("end_to_end_ms", "p50"),
     ),
