@@ -110,6 +110,7 @@ def main() -> int:
             "settings": settings,
             "views": args.views,
             "train_images": len(train.records),
+            "view_coverage": train.view_coverage or [len(train.records)] * args.views,
             "val": {
                 "mean_recall": result.best_val["mean_recall"],
                 "text_to_image": result.best_val["text_to_image"],
@@ -157,6 +158,7 @@ def main() -> int:
         "views": args.views,
         "train_images": len(train.records),
         "train_images_total": len(ds.split("train")),
+        "view_coverage": train.view_coverage or [len(train.records)] * args.views,
         "partial": args.partial,
         "feature_seconds_this_run": round(feature_seconds, 1),
         "chosen_train_seconds": round(result.train_seconds, 1),

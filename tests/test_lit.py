@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from core.models import towers
 from core.models.loading import load_model
 from core.progress import Reporter
-from core.train.frozen_features import split_features
+from core.train.frozen_features import cached_prefix_features, split_features
 from core.train.lit import LitConfig, is_lit_config, lit_model_cfg, train_heads, train_lit, val_metrics
 
 LITE0 = "capsearch-lit-lite0"
@@ -108,6 +108,11 @@ def test_frozen_feature_cache_round_trip_in_the_embedding_cache_format(synthetic
     for path in manifests:
         meta = json.loads(path.read_text())
         assert meta["format"] == FORMAT and meta["complete"] and meta["count"] == n
+    prefix = cached_prefix_features(cfg, synthetic_small, "val", views=3)  # view 2 was never computed
+    assert prefix.view_coverage == [n, n, 0] and np.array_equal(prefix.images[:2], first.images)
+    assert np.array_equal(prefix.images[2], first.images[0]) and np.array_equal(
+        prefix.captions, first.captions
+    )
     # the clean view equals the trunk on the model's own eval preprocessing
     lm = load_model(LITE0, device="cpu")
     from core.data.images import load_rgb

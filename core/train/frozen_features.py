@@ -139,31 +139,39 @@ def cached_prefix_features(
     views: int,
     min_scale: float = AUG_MIN_SCALE,
 ) -> SplitFeatures:
-    """Features of the leading records of ``split`` whose every view and captions are already cached (a
-    complete cache, or the completed chunks of one still being built): for training on part of a split
-    when the frozen forward pass could not finish in time. Nothing is computed."""
+    """Features of the leading records of ``split`` whose clean view and captions are already cached (a
+    complete cache, or the completed chunks of one still being built), for training when the frozen forward
+    pass could not finish in time; where an augmented view is not cached yet the clean view stands in
+    (``view_coverage`` says how many images each view really covers). Nothing is computed."""
     records = dataset.split(split)
     context = int(model_cfg["text_cfg"].get("context_length", 77))
-    image_rows = []
+    image_rows: list[np.ndarray] = []
     for v in range(views):
         folder = cache_dir(f"{image_feature_id(model_cfg)}/{view_tag(v, min_scale)}", dataset.name, split)
         rows = _completed_rows(folder, "images")
-        if rows is None:
-            raise ValueError(f"no cached features for {split} view {v}")
-        image_rows.append(rows)
+        if rows is None and v == 0:
+            raise ValueError(f"no cached clean features for {split}")
+        image_rows.append(rows if rows is not None else image_rows[0][:0])
     caps = _completed_rows(cache_dir(text_feature_id(model_cfg, context), dataset.name, split), "captions")
     if caps is None:
         raise ValueError(f"no cached caption features for {split}")
     counts = np.cumsum([len(r.captions) for r in records])
-    n = min(min(len(r) for r in image_rows), int(np.searchsorted(counts, len(caps), side="right")))
+    n = min(len(image_rows[0]), int(np.searchsorted(counts, len(caps), side="right")))
     n_caps = int(counts[n - 1]) if n else 0
     owner = np.repeat(np.arange(n, dtype=np.int64), [len(r.captions) for r in records[:n]])
+    coverage = [min(n, len(r)) for r in image_rows]
+    views_out = []
+    for rows in image_rows:  # an augmented view not cached yet for an image: its clean view stands in
+        full = image_rows[0][:n].copy()
+        full[: min(n, len(rows))] = rows[:n]
+        views_out.append(full)
     return SplitFeatures(
-        images=np.stack([r[:n] for r in image_rows]),
+        images=np.stack(views_out),
         captions=caps[:n_caps],
         caption_image=owner,
         records=records[:n],
         seconds=0.0,
+        view_coverage=coverage,
         reused=True,
     )
 
@@ -178,6 +186,7 @@ class SplitFeatures:
     records: list[ImageRecord]
     seconds: float
     reused: bool
+    view_coverage: list[int] = dataclasses.field(default_factory=list)  # images with each view cached
 
 
 def _lm(
