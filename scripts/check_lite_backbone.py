@@ -57,7 +57,6 @@ def main() -> int:
             rows.append(
                 {
                     "image": r.id,
-                    "caption": r.captions[0],
                     "top1": labels.index_to_description(top),
                     "p": round(float(b[i, top]), 3),
                     "reference_top1": labels.index_to_description(int(a[i].argmax())),

@@ -39,6 +39,7 @@ from core.train.frozen_features import cached_prefix_features, split_features  #
 from core.train.lit import LitConfig, lit_model_cfg, train_heads  # noqa: E402
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
+    "small": [{"head_dropout": 0.1}, {"head_dropout": 0.3}, {"head_dropout": 0.1, "weight_decay": 0.5}],
     "quick": [
         {"head_dropout": 0.1},
         {"head_dropout": 0.3},
@@ -74,7 +75,9 @@ def main() -> int:
     ap.add_argument("--views", type=int, default=1)
     ap.add_argument("--partial", action="store_true", help="train on the cached leading train images only")
     ap.add_argument("--grid", default="quick", choices=sorted(GRIDS))
+    ap.add_argument("--settings", help="a JSON list of settings to try instead of a named grid")
     ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--patience", type=int, default=3, help="epochs without val gain before stopping")
     ap.add_argument("--name", help="checkpoint name (default lit-<backbone>-<dataset>)")
     args = ap.parse_args()
     reporter = Log()
@@ -93,14 +96,13 @@ def main() -> int:
         f"train images {train.images.shape}, captions {train.captions.shape}; val {val.images.shape}"
     )
     log_path = results_dir() / "lit-search-log.json"
-    log = json.loads(log_path.read_text()) if log_path.is_file() else []
     machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_start": os.getloadavg()}
     tried = []
     search_t0 = time.perf_counter()
-    for settings in GRIDS[args.grid]:
+    for settings in json.loads(args.settings) if args.settings else GRIDS[args.grid]:
         towers = {k: v for k, v in settings.items() if k in TOWER_KEYS}
         train_args = {k: v for k, v in settings.items() if k not in TOWER_KEYS}
-        cfg = dataclasses.replace(LitConfig(epochs=args.epochs, views=args.views), **train_args)
+        cfg = dataclasses.replace(LitConfig(epochs=args.epochs, views=args.views, patience=args.patience), **train_args)
         model_cfg = lit_model_cfg(args.config, **towers)
         torch.manual_seed(cfg.seed)
         m = build_model(model_cfg)
@@ -123,8 +125,8 @@ def main() -> int:
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         tried.append((result.best_val["mean_recall"], settings, model_cfg, cfg, m, result))
-        log.append(entry)
-        write_json(log_path, log)
+        log = json.loads(log_path.read_text()) if log_path.is_file() else []  # other runs may have added
+        write_json(log_path, [*log, entry])
         reporter.log(
             f"{settings}: val mean recall {entry['val']['mean_recall']:.2f} in {entry['train_seconds']} s"
         )

@@ -33,7 +33,7 @@ from core.progress import Reporter, ensure
 from core.train.frozen_features import AUG_MIN_SCALE, SplitFeatures, split_features
 from core.train.loss import ClipLoss, clamp_logit_scale
 from core.train.schedule import lr_factor
-from core.train.setup import local_config, start_model
+from core.train.setup import local_config
 
 
 @dataclass
@@ -47,7 +47,7 @@ class LitConfig:
     warmup_steps: int = 50
     patience: int = 5
     captions_per_image: int = 5
-    views: int = 4  # cached views per training image: 1 clean + views-1 augmented
+    views: int = 1  # cached views per training image: 1 clean + views-1 augmented
     min_scale: float = AUG_MIN_SCALE
     init_temperature: float = 0.07
     learn_temperature: bool = True
@@ -179,7 +179,7 @@ def train_heads(
             loss.backward()
             opt.step()
             clamp_logit_scale(model)
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             result.steps += 1
         metrics = val_metrics(model, val)
         point = {
@@ -214,7 +214,7 @@ def train_heads(
         model.load_state_dict(best_state)
     for p in model.parameters():
         p.requires_grad_(False)
-    return result.__class__(**{**result.__dict__}) if False else result
+    return result
 
 
 def lit_model_cfg(config_name: str, **tower_overrides: Any) -> dict[str, Any]:
@@ -247,7 +247,6 @@ def train_lit(
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg)
-    start = start_model.__name__  # noqa: F841  (kept for symmetry with the other recipes)
     t0 = time.perf_counter()
     train = split_features(
         model,
