@@ -12,7 +12,7 @@ from rich.table import Table
 
 from core.cli.console import RichReporter, add_command, console
 
-DEFAULT_CONFIG = "capsearch-compact-minilm128"
+DEFAULT_CONFIG = "capsearch-lit-lite2"  # frozen pretrained towers + trained heads (core.train.lit)
 DEMO_QUERY = "a large red circle on a white background"
 
 TRAIN_DESCRIPTION = """\
