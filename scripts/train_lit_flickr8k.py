@@ -102,7 +102,9 @@ def main() -> int:
     for settings in json.loads(args.settings) if args.settings else GRIDS[args.grid]:
         towers = {k: v for k, v in settings.items() if k in TOWER_KEYS}
         train_args = {k: v for k, v in settings.items() if k not in TOWER_KEYS}
-        cfg = dataclasses.replace(LitConfig(epochs=args.epochs, views=args.views, patience=args.patience), **train_args)
+        cfg = dataclasses.replace(
+            LitConfig(epochs=args.epochs, views=args.views, patience=args.patience), **train_args
+        )
         model_cfg = lit_model_cfg(args.config, **towers)
         torch.manual_seed(cfg.seed)
         m = build_model(model_cfg)
