@@ -16,7 +16,7 @@ from core.cli.numbers import count, number
 from core.cli.options import PRECISION_CHOICES
 from core.safe_text import markup_safe
 
-DEFAULT_CONFIG = "capsearch-compact-minilm128"
+DEFAULT_CONFIG = "capsearch-lit-lite2"  # frozen pretrained towers + trained heads (core.train.lit)
 DEMO_QUERY = "a large red circle on a white background"
 
 TRAIN_DESCRIPTION = """\
@@ -181,12 +181,16 @@ def _recall_table(title: str, columns: dict[str, dict[str, Any]]) -> Table:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from core.cli.lit_cmd import train_lit_command
     from core.data.records import load_dataset
     from core.paths import models_dir, safe_name
+    from core.train.lit import is_lit_config
     from core.train.recipes import resolve_freeze
     from core.train.setup import start_model
     from core.train.trainer import TrainConfig, train
 
+    if is_lit_config(args.model):  # frozen package towers: head training on cached features
+        return train_lit_command(args)
     dataset = load_dataset(args.dataset)
     cfg = TrainConfig(**_overrides(args))
     name = args.name or safe_name(f"{Path(args.model).name}-{dataset.name}")

@@ -286,10 +286,9 @@ class VectorIndex:
                 f"index in {folder} holds {index.ntotal} vectors but its metadata lists {meta.get('count')}",
                 hint="rebuild the index (`capsearch index`)",
             )
-        kind = meta.get("kind")
         params = meta.get("params") or {}
         try:
-            spec = IndexSpec(kind=kind, **params)
+            spec = IndexSpec(kind=parse_kind(str(meta.get("kind"))), **params)
         except (TypeError, IndexSpecError) as exc:
             raise IndexMismatchError(f"index in {folder} has unreadable parameters ({exc})") from exc
         if isinstance(index, faiss.IndexHNSW):

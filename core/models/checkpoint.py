@@ -26,6 +26,7 @@ from core.atomic import file_sha256, write_bytes, write_json
 from core.errors import ModelError, WeightsUnavailableError
 from core.models.catalogue import CONFIG_DIR, META_FILE
 from core.models.text_tower import local_hf_name, localize_hf_text_cfg
+from core.models.towers import TOWERS_KEY, attach_towers
 from core.safe_load import UnreadableArtifactError, first_line, load_torch_file
 
 WEIGHTS_FILE = "model.safetensors"
@@ -60,6 +61,7 @@ def build_model(model_cfg: dict[str, Any], pretrained_text: bool = False) -> nn.
     is_hf = localize_hf_text_cfg(text_cfg, pretrained_text)
     if "timm_model_name" in cfg.get("vision_cfg", {}):
         cfg["vision_cfg"]["timm_model_pretrained"] = False
+    towers = cfg.pop(TOWERS_KEY, None)  # capsearch's package-supplied towers (core.models.towers)
     custom = cfg.pop("custom_text", False) or is_hf
     cls = (
         open_clip.CoCa
@@ -70,7 +72,7 @@ def build_model(model_cfg: dict[str, Any], pretrained_text: bool = False) -> nn.
     )
     try:
         with quiet_open_clip():
-            return cls(**cfg)
+            return attach_towers(cls(**cfg), {**cfg, TOWERS_KEY: towers} if towers else cfg)
     except (TypeError, ValueError, KeyError, AssertionError) as exc:
         raise ModelError(f"cannot build an open_clip model from this config ({exc})") from exc
     except OSError as exc:  # transformers' "can't load config for ..." when the HF tower is not cached
@@ -82,7 +84,8 @@ def build_model(model_cfg: dict[str, Any], pretrained_text: bool = False) -> nn.
 
 def make_preprocess(model: nn.Module, overrides: dict[str, Any] | None = None) -> Callable[..., torch.Tensor]:
     """The eval image transform for ``model`` (open_clip defaults, the tower's image size, ``overrides``)."""
-    cfg = merge_preprocess_dict(PreprocessCfg(), dict(overrides or {}))
+    own = getattr(getattr(model, "visual", None), "capsearch_preprocess", {})  # e.g. a tower's mean/std
+    cfg = merge_preprocess_dict(PreprocessCfg(), {**own, **(overrides or {})})
     size = getattr(getattr(model, "visual", None), "image_size", None)
     if size is not None:
         cfg["size"] = tuple(size) if isinstance(size, list | tuple) else size

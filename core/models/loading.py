@@ -33,6 +33,7 @@ from core.models.checkpoint import (
     read_state_dict,
 )
 from core.models.device import DTYPES, Format, resolve_device, resolve_precision
+from core.models.towers import towers_suffix
 from core.paths import models_dir
 
 RANDOM_SEED = 0
@@ -200,6 +201,7 @@ def load_model(
             model, preprocess = _from_tag(name, pretrained)
             model_id = f"{name}@{pretrained}"
         tokenizer = make_tokenizer(cfg) if name in builtin_configs() else _named_tokenizer(name)
+    model_id += towers_suffix(cfg)  # package-supplied towers: their versions are part of the id
     model = model.to(dev).eval()
     return LoadedModel(
         name=name,

@@ -1,0 +1,183 @@
+"""Train a capsearch-lit model on Flickr8k: cache frozen features, search head settings on val, keep the best.
+
+    CAPSEARCH_ARTIFACTS=artifacts python scripts/train_lit_flickr8k.py --config capsearch-lit-lite2 \
+        --views 1 [--partial] [--grid quick]
+
+1. Frozen features (cached, resumable; see core.train.frozen_features): ``--views`` views of each train
+   image (1 clean + views-1 augmented) and one clean view of each val image, plus every caption. With
+   ``--partial`` nothing is computed: training uses the leading train images whose features are cached
+   (when the frozen pass could not finish in the time available; the summary says how many).
+2. Every configuration of the grid trains on the cached features and is scored on val only; each is appended
+   to ``artifacts/results/lit-search-log.json``.
+3. The configuration with the best val mean recall is trained again and saved as a checkpoint
+   (``artifacts/models/<name>``); ``artifacts/results/train-lit-<name>.json`` holds the summary. Test figures
+   come from ``capsearch eval --dataset flickr8k --model <name> --precision fp32`` afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.atomic import write_json  # noqa: E402
+from core.data.records import load_dataset  # noqa: E402
+from core.models.checkpoint import build_model, save_checkpoint_dir  # noqa: E402
+from core.paths import models_dir, results_dir  # noqa: E402
+from core.progress import Reporter  # noqa: E402
+from core.train.frozen_features import cached_prefix_features, split_features  # noqa: E402
+from core.train.lit import LitConfig, lit_model_cfg, train_heads  # noqa: E402
+
+GRIDS: dict[str, list[dict[str, Any]]] = {
+    "small": [{"head_dropout": 0.1}, {"head_dropout": 0.3}, {"head_dropout": 0.1, "weight_decay": 0.5}],
+    "quick": [
+        {"head_dropout": 0.1},
+        {"head_dropout": 0.3},
+        {"head_dropout": 0.1, "lr": 5e-4},
+        {"head_dropout": 0.1, "weight_decay": 0.5},
+        {"head_dropout": 0.3, "head_hidden": 2048},
+        {"head_dropout": 0.1, "learn_temperature": False, "init_temperature": 0.05},
+        {"head_dropout": 0.0},
+    ],
+}
+TOWER_KEYS = {"head_dropout", "head_hidden", "embed_dim"}
+
+
+class Log(Reporter):
+    def log(self, message: str) -> None:
+        print(time.strftime("%H:%M:%S"), message, flush=True)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="capsearch-lit-lite2")
+    ap.add_argument("--dataset", default="flickr8k")
+    ap.add_argument("--views", type=int, default=1)
+    ap.add_argument("--partial", action="store_true", help="train on the cached leading train images only")
+    ap.add_argument("--grid", default="quick", choices=sorted(GRIDS))
+    ap.add_argument("--settings", help="a JSON list of settings to try instead of a named grid")
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--patience", type=int, default=3, help="epochs without val gain before stopping")
+    ap.add_argument("--name", help="checkpoint name (default lit-<backbone>-<dataset>)")
+    args = ap.parse_args()
+    reporter = Log()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    ds = load_dataset(args.dataset)
+    base_cfg = lit_model_cfg(args.config)
+    model = build_model(base_cfg)
+    t0 = time.perf_counter()
+    if args.partial:
+        train = cached_prefix_features(base_cfg, ds, "train", args.views)
+    else:
+        train = split_features(model, base_cfg, args.config, ds, "train", args.views, reporter=reporter)
+    val = split_features(model, base_cfg, args.config, ds, "val", 1, reporter=reporter)
+    feature_seconds = time.perf_counter() - t0
+    reporter.log(
+        f"train images {train.images.shape}, captions {train.captions.shape}; val {val.images.shape}"
+    )
+    log_path = results_dir() / "lit-search-log.json"
+    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_start": os.getloadavg()}
+    tried = []
+    search_t0 = time.perf_counter()
+    for settings in json.loads(args.settings) if args.settings else GRIDS[args.grid]:
+        towers = {k: v for k, v in settings.items() if k in TOWER_KEYS}
+        train_args = {k: v for k, v in settings.items() if k not in TOWER_KEYS}
+        cfg = dataclasses.replace(
+            LitConfig(epochs=args.epochs, views=args.views, patience=args.patience), **train_args
+        )
+        model_cfg = lit_model_cfg(args.config, **towers)
+        torch.manual_seed(cfg.seed)
+        m = build_model(model_cfg)
+        result = train_heads(m, train, val, cfg, reporter)
+        entry = {
+            "config": args.config,
+            "settings": settings,
+            "views": args.views,
+            "train_images": len(train.records),
+            "view_coverage": train.view_coverage or [len(train.records)] * args.views,
+            "val": {
+                "mean_recall": result.best_val["mean_recall"],
+                "text_to_image": result.best_val["text_to_image"],
+                "image_to_text": result.best_val["image_to_text"],
+            },
+            "best_epoch": result.best_epoch,
+            "steps": result.steps,
+            "train_seconds": round(result.train_seconds, 1),
+            "loadavg": os.getloadavg(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        tried.append((result.best_val["mean_recall"], settings, model_cfg, cfg, m, result))
+        log = json.loads(log_path.read_text()) if log_path.is_file() else []  # other runs may have added
+        write_json(log_path, [*log, entry])
+        reporter.log(
+            f"{settings}: val mean recall {entry['val']['mean_recall']:.2f} in {entry['train_seconds']} s"
+        )
+    search_seconds = time.perf_counter() - search_t0
+    best_score, settings, model_cfg, cfg, m, result = max(tried, key=lambda t: t[0])
+    backbone = model_cfg["vision_cfg"]["timm_model_name"].removeprefix("tf_efficientnet_")
+    name = args.name or f"lit-{backbone}-{ds.name}"
+    out = models_dir() / name
+    model_id = save_checkpoint_dir(
+        out,
+        m,
+        model_cfg,
+        {
+            "recipe": "lit",
+            "config": args.config,
+            "train_args": cfg.to_dict(),
+            "dataset": ds.name,
+            "val_curve": result.curve,
+            "best_epoch": result.best_epoch,
+            "train_images": len(train.records),
+        },
+    )
+    summary = {
+        "name": name,
+        "model_id": model_id,
+        "config": args.config,
+        "chosen_settings": settings,
+        "chosen_by": "best val mean recall (mean of R@1/5/10 both ways) over the grid; test not looked at",
+        "train_args": cfg.to_dict(),
+        "model_cfg": model_cfg,
+        "views": args.views,
+        "train_images": len(train.records),
+        "train_images_total": len(ds.split("train")),
+        "view_coverage": train.view_coverage or [len(train.records)] * args.views,
+        "partial": args.partial,
+        "feature_seconds_this_run": round(feature_seconds, 1),
+        "chosen_train_seconds": round(result.train_seconds, 1),
+        "search_seconds_all_configs": round(search_seconds, 1),
+        "configs_tried": len(tried),
+        "best_epoch": result.best_epoch,
+        "steps": result.steps,
+        "val": result.best_val,
+        "val_curve": result.curve,
+        "machine": {**machine, "loadavg_end": os.getloadavg(), "torch_threads": torch.get_num_threads()},
+    }
+    write_json(results_dir() / f"train-lit-{name}.json", summary)
+    reporter.log(f"chosen {settings}: val mean recall {best_score:.2f}; saved {out} ({model_id})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
