@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -20,6 +22,7 @@ from core.data.records import REPORT_FILE, SPLITS, PreparedDataset, list_dataset
 from core.data.splits import DEFAULT_RATIOS, parse_ratios
 from core.errors import CapsearchError, DatasetError
 from core.paths import datasets_dir
+from core.progress import Reporter
 
 out_console = Console()
 
@@ -37,6 +40,26 @@ preparing the same inputs twice gives byte-identical files.
   capsearch prepare folder ~/photos                 # uncaptioned: a text-to-image search gallery
   capsearch prepare folder ./pets --captions pets.jsonl
 """
+
+# The sources of ``prepare``: their one-line help and their description.
+SOURCE_HELP = {
+    "flickr8k": "Flickr8k from its folder or .zip",
+    "folder": "any folder of images, captioned or not",
+    "synthetic": "the built-in captioned scenes (offline demo)",
+}
+SOURCE_DESCRIPTION = {
+    "flickr8k": "Prepare Flickr8k from a folder or a .zip holding the images and Flickr8k.token.txt "
+    "(image#n<TAB>caption) or captions.txt (token format or the image,caption CSV). With the official "
+    "lists Flickr_8k.{train,dev,test}Images.txt the official 6000/1000/1000 split is used; without them a "
+    "seeded random split by image. A zip is read, never modified: it is extracted once into "
+    "artifacts/cache/archives/.",
+    "folder": "Prepare a folder of images (subfolders walked; images recognised by content, not only by "
+    "extension). With --captions, a seeded random split of the captioned images; without, every image goes "
+    "to the 'test' split as a text-to-image search gallery. Image ids are paths without extension.",
+    "synthetic": "Generate the built-in captioned scenes: 128x128 drawings of 1-3 shapes (shape, colour, size, "
+    "position) on a coloured background, 5 differently worded captions each, about a quarter of them "
+    "one-attribute near-duplicates of another scene. Deterministic in --seed; split 70/15/15 at random.",
+}
 
 
 def _ratios(text: str) -> tuple[float, float, float]:
@@ -85,18 +108,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     prepare.set_defaults(handler=lambda _args: _print_help(prepare))
     kinds = prepare.add_subparsers(dest="source_kind", metavar="SOURCE")
+    for kind, handler, add_arguments in (
+        ("flickr8k", _prepare_flickr8k, _add_flickr8k_arguments),
+        ("folder", _prepare_folder, _add_folder_arguments),
+        ("synthetic", _prepare_synthetic, _add_synthetic_arguments),
+    ):
+        add_arguments(add_command(kinds, kind, handler, SOURCE_HELP[kind], SOURCE_DESCRIPTION[kind]))
+    p = add_command(sub, "datasets", _datasets, help="list the prepared datasets")
+    p.add_argument("--json", action="store_true", help="print every dataset.json as a JSON list to stdout")
 
-    p = add_command(
-        kinds,
-        "flickr8k",
-        _prepare_flickr8k,
-        help="Flickr8k from its folder or .zip",
-        description="Prepare Flickr8k from a folder or a .zip holding the images and Flickr8k.token.txt "
-        "(image#n<TAB>caption) or captions.txt (token format or the image,caption CSV). With the official "
-        "lists Flickr_8k.{train,dev,test}Images.txt the official 6000/1000/1000 split is used; without them a "
-        "seeded random split by image. A zip is read, never modified: it is extracted once into "
-        "artifacts/cache/archives/.",
-    )
+
+def _add_flickr8k_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "source", type=Path, nargs="?", help="Flickr8k folder or .zip (with --download: where to save)"
     )
@@ -116,15 +138,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "needs a network, so it is untested on offline machines",
     )
 
-    p = add_command(
-        kinds,
-        "folder",
-        _prepare_folder,
-        help="any folder of images, captioned or not",
-        description="Prepare a folder of images (subfolders walked; images recognised by content, not only by "
-        "extension). With --captions, a seeded random split of the captioned images; without, every image goes "
-        "to the 'test' split as a text-to-image search gallery. Image ids are paths without extension.",
-    )
+
+def _add_folder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", type=Path, help="folder holding the images")
     p.add_argument(
         "--captions",
@@ -136,23 +151,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_output_options(p, None)
     _add_split_options(p)
 
-    p = add_command(
-        kinds,
-        "synthetic",
-        _prepare_synthetic,
-        help="the built-in captioned scenes (offline demo)",
-        description="Generate the built-in captioned scenes: 128x128 drawings of 1-3 shapes (shape, colour, size, "
-        "position) on a coloured background, 5 differently worded captions each, about a quarter of them "
-        "one-attribute near-duplicates of another scene. Deterministic in --seed; split 70/15/15 at random.",
-    )
+
+def _add_synthetic_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=count(1), default=1000, help="number of images (default: 1000)")
     p.add_argument(
         "--seed", type=count(0), default=0, help="seed of the scenes and of the split (default: 0)"
     )
     _add_output_options(p, "synthetic")
-
-    p = add_command(sub, "datasets", _datasets, help="list the prepared datasets")
-    p.add_argument("--json", action="store_true", help="print every dataset.json as a JSON list to stdout")
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -169,30 +174,28 @@ def _prepare_flickr8k(args: argparse.Namespace) -> int:
             raise DatasetError(
                 "no Flickr8k folder or zip given", hint="pass its path, or --download to fetch it"
             )
-        ds = prepare_flickr8k(
-            source,
-            out=args.out,
-            name=args.name,
-            ratios=args.ratios,
-            seed=args.seed,
-            reporter=reporter,
-            scheme=args.split_scheme,
-        )
+        ds = _prepare_split(prepare_flickr8k, source, args, reporter, scheme=args.split_scheme)
     return _summarise(ds, args.json)
 
 
 def _prepare_folder(args: argparse.Namespace) -> int:
     with RichReporter() as reporter:
-        ds = prepare_folder(
-            args.source,
-            captions=args.captions,
-            out=args.out,
-            name=args.name,
-            ratios=args.ratios,
-            seed=args.seed,
-            reporter=reporter,
-        )
+        ds = _prepare_split(prepare_folder, args.source, args, reporter, captions=args.captions)
     return _summarise(ds, args.json)
+
+
+def _prepare_split(
+    prepare: Callable[..., PreparedDataset],
+    source: Path,
+    args: argparse.Namespace,
+    reporter: Reporter,
+    **options: Any,
+) -> PreparedDataset:
+    """``prepare`` (``prepare_flickr8k`` or ``prepare_folder``) of ``source`` with the options that
+    :func:`_add_output_options` and :func:`_add_split_options` added, and that source's own ``options``."""
+    return prepare(
+        source, out=args.out, name=args.name, ratios=args.ratios, seed=args.seed, reporter=reporter, **options
+    )
 
 
 def _prepare_synthetic(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from core.cli.console import RichReporter, add_command, console
+from core.cli.console import Handler, RichReporter, add_command, console
 from core.cli.embed_cmd import register_embed
 from core.cli.numbers import count
 from core.cli.options import add_common_options, dataset_of, model_of
@@ -57,6 +57,19 @@ def _add_hnsw(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _split_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    handler: Handler,
+    help: str,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """A command over a dataset split: :func:`add_command` with :func:`add_common_options`."""
+    parser = add_command(sub, name, handler, help=help, description=description)
+    add_common_options(parser)
+    return parser
+
+
 def _spec(args: argparse.Namespace, kind: str) -> IndexSpec:
     return IndexSpec(
         parse_kind(kind), m=args.m, ef_construction=args.ef_construction, ef_search=args.ef_search
@@ -65,10 +78,9 @@ def _spec(args: argparse.Namespace, kind: str) -> IndexSpec:
 
 # -- index --------------------------------------------------------------------------------------------------
 def _register_index(sub: argparse._SubParsersAction) -> None:
-    parser = add_command(
+    parser = _split_command(
         sub, "index", _index, help="build (or reuse) the FAISS indexes of a split's images and captions"
     )
-    add_common_options(parser)
     parser.add_argument(
         "--kind",
         choices=KINDS,
@@ -115,10 +127,9 @@ def _index(args: argparse.Namespace) -> int:
 
 # -- eval ---------------------------------------------------------------------------------------------------
 def _register_eval(sub: argparse._SubParsersAction) -> None:
-    parser = add_command(
+    parser = _split_command(
         sub, "eval", _eval, help="Recall@K both ways, ranks and query latency; writes results JSON"
     )
-    add_common_options(parser)
     parser.add_argument(
         "--index",
         choices=("exact", "hnsw", "both", "auto"),
@@ -215,7 +226,7 @@ def _speed_lines(result: EvalResult) -> list[str]:
 
 # -- search -------------------------------------------------------------------------------------------------
 def _register_search(sub: argparse._SubParsersAction) -> None:
-    parser = add_command(
+    parser = _split_command(
         sub,
         "search",
         _search,
@@ -227,7 +238,6 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "query", nargs="?", help="the text query (or, for image-* directions, an image path or id)"
     )
-    add_common_options(parser)
     parser.add_argument("--image", help="an image file or dataset image id to search with")
     parser.add_argument(
         "--direction",

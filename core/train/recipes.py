@@ -33,7 +33,7 @@ from core.train.freeze import apply_freeze
 from core.train.report import plot_alpha, plot_curves
 from core.train.setup import StartModel, start_model
 from core.train.text import has_frozen_hf_trunk
-from core.train.trainer import TrainConfig, load_best, train
+from core.train.trainer import TrainConfig, TrainResult, load_best, train
 from core.train.validation import SplitData, evaluate, flat_metrics
 
 SUMMARY_FORMAT = 1
@@ -155,6 +155,28 @@ def _write_outputs(summary: FinetuneSummary) -> None:
     plot_alpha(summary.wise_ft_curve, reports_dir() / f"wise-ft-{name}.png", f"WiSE-FT alpha sweep: {name}")
 
 
+def _save_model(
+    out: Path,
+    start: StartModel,
+    ds: PreparedDataset,
+    cfg: TrainConfig,
+    result: TrainResult,
+    sweep: wise_ft.WiseFtResult,
+) -> str:
+    """Save the fine-tuned model (its weights as they are now: the best WiSE-FT mix) into ``out`` with the
+    recipe's metadata; returns its model id."""
+    meta = {
+        "train_args": cfg.to_dict(),
+        "dataset": ds.name,
+        "start": start.start_id,
+        "wise_ft_alpha": sweep.best_alpha,
+        "wise_ft_curve": sweep.curve,
+        "val_curve": result.curve,
+        "recipe": "finetune",
+    }
+    return save_checkpoint_dir(out, start.model, start.model_cfg, meta)
+
+
 def finetune(
     model: str,
     dataset: str,
@@ -187,19 +209,10 @@ def finetune(
     after_alpha1 = measures.test_recall(start.model)
     sweep = wise_ft.sweep(start.model, theta0, theta1, measures.val_score, alphas, reporter)
     seconds = time.monotonic() - t0
-    meta = {
-        "train_args": cfg.to_dict(),
-        "dataset": ds.name,
-        "start": start.start_id,
-        "wise_ft_alpha": sweep.best_alpha,
-        "wise_ft_curve": sweep.curve,
-        "val_curve": result.curve,
-        "recipe": "finetune",
-    }
     summary = FinetuneSummary(
         name=name,
         start=start.start_id,
-        model_id=save_checkpoint_dir(out, start.model, start.model_cfg, meta),
+        model_id=_save_model(out, start, ds, cfg, result, sweep),
         dataset=ds.name,
         config=cfg.to_dict(),
         text_trunk_frozen=trunk_frozen,

@@ -171,7 +171,8 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class Trainer:
-    """One training run into ``out_dir`` (see the module docstring)."""
+    """One training run into ``out_dir`` (see the module docstring); made by :func:`train`, which fills in
+    the defaults of its arguments."""
 
     def __init__(
         self,
@@ -179,15 +180,15 @@ class Trainer:
         dataset: PreparedDataset,
         out_dir: Path,
         config: TrainConfig,
-        reporter: Reporter | None = None,
-        meta: dict[str, Any] | None = None,
+        reporter: Reporter,
+        meta: dict[str, Any],
     ) -> None:
         self.start = start
         self.dataset = dataset
         self.out_dir = Path(out_dir)
         self.cfg = config
-        self.reporter = ensure(reporter)
-        self.meta = dict(meta or {})
+        self.reporter = reporter
+        self.meta = meta
         self.device = resolve_device(config.device)
         self.format = resolve_precision(self.device, config.precision, TRAINING_DEFAULT)
         self.model: ClipModel = start.model.to(self.device)
@@ -439,7 +440,8 @@ def train(
     resume: bool = True,
 ) -> TrainResult:
     """Train ``start`` on ``dataset`` into ``out_dir`` (resuming from its last state when there is one)."""
-    return Trainer(start, dataset, out_dir, config, reporter, meta).run(resume=resume)
+    trainer = Trainer(start, dataset, out_dir, config, ensure(reporter), dict(meta or {}))
+    return trainer.run(resume=resume)
 
 
 def load_best(model: nn.Module, out_dir: Path) -> None:

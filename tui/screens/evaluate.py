@@ -16,7 +16,6 @@ from textual.widgets import Button, DataTable, Input, Label, Select, TabbedConte
 
 from core.data.records import SPLITS
 from core.directions import Direction
-from core.errors import CapsearchError
 from core.safe_text import markup_safe
 from tui.messages import (
     EvaluationFinished,
@@ -27,6 +26,7 @@ from tui.messages import (
     UseImageQuery,
     UseTextQuery,
 )
+from tui.screens.form_numbers import parse_ints
 from tui.screens.run_form import RunFormScreen
 from tui.session import Source, resolve
 from tui.widgets.choices import DatasetSelect, ModelSelect, chosen
@@ -44,27 +44,12 @@ SWEEP_EF = (8, 16, 32, 64, 128, 256)
 WORST_SHOWN = 25  # per direction
 
 
-def parse_ints(text: str, what: str, low: int = 1) -> list[int]:
-    """Integers from ``text`` (spaces or commas); a CapsearchError naming ``what`` otherwise."""
-    parts = [p for p in text.replace(",", " ").split() if p]
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if not values or any(v < low for v in values):
-        raise CapsearchError(f"{what} must be integers ≥ {low}, got {text!r}", hint=f"e.g. {what}: 1 5 10")
-    return values
-
-
 @dataclass(frozen=True)
 class EvalSettings:
-    """The Evaluate form as ``run_eval`` arguments (None: the demo dataset or model)."""
+    """The Evaluate form as ``run_eval`` arguments."""
 
-    dataset: str | None
-    model: str | None
-    pretrained: str | None
-    split: str
-    index: str
+    source: Source
+    """The dataset (None: the demo's), model (None: the default), weights, split and index kind."""
     hnsw: IndexSpec
     ks: tuple[int, ...]
 
@@ -145,12 +130,15 @@ class EvaluateScreen(RunFormScreen[EvalSettings]):
             parse_ints(self.query_one(f"#eval-{name}", Input).value, label)[0]
             for name, label in (("m", "HNSW M"), ("efc", "efConstruction"), ("ef", "efSearch"))
         )
-        return EvalSettings(
+        source = Source(
             dataset=chosen(self.query_one("#eval-dataset", Select)),
             model=chosen(self.query_one("#eval-model", Select)),
             pretrained=self.query_one("#eval-pretrained", Input).value.strip() or None,
             split=value("#eval-split"),
             index=value("#eval-index"),
+        )
+        return EvalSettings(
+            source=source,
             hnsw=IndexSpec("hnsw", m=m, ef_construction=efc, ef_search=ef),
             ks=tuple(parse_ints(self.query_one("#eval-ks", Input).value, "K values")),
         )
@@ -163,7 +151,7 @@ class EvaluateScreen(RunFormScreen[EvalSettings]):
         settings, reporter = started
         table = self.query_one(MetricsTable)
         table.reset(settings.ks)
-        names = ["exact", "hnsw"] if settings.index == "both" else [settings.index]
+        names = ["exact", "hnsw"] if settings.source.index == "both" else [settings.source.index]
         for name in names:
             table.pending(name)
         self.query_one(WorstQueriesTable).show([])
@@ -176,19 +164,19 @@ class EvaluateScreen(RunFormScreen[EvalSettings]):
             from core.evaluation.results import save_result
             from core.evaluation.runner import run_eval
 
-            dataset, model = resolve(Source(dataset=settings.dataset, model=settings.model), reporter)
+            dataset, model = resolve(settings.source, reporter)
             result = run_eval(
                 dataset,
-                settings.split,
+                settings.source.split,
                 model,
-                pretrained=settings.pretrained,
-                index=settings.index,
+                pretrained=settings.source.pretrained,
+                index=settings.source.index,
                 ks=settings.ks,
                 hnsw=settings.hnsw,
                 reporter=reporter,
             )
             path = save_result(result)
-            records = load_dataset(result.dataset_dir).split(settings.split)
+            records = load_dataset(result.dataset_dir).split(settings.source.split)
             return EvaluationFinished(result, path, records)
 
         run_task(self, Task.EVALUATE, call)
@@ -209,13 +197,19 @@ class EvaluateScreen(RunFormScreen[EvalSettings]):
             from core.evaluation.runner import run_eval
             from core.models.loading import load_model
 
-            dataset, model = resolve(Source(dataset=settings.dataset, model=settings.model), reporter)
-            lm = load_model(model, settings.pretrained)
+            dataset, model = resolve(settings.source, reporter)
+            lm = load_model(model, settings.source.pretrained)
             for i, ef in enumerate(SWEEP_EF):
                 reporter.check_cancelled()
                 spec = replace(settings.hnsw, ef_search=ef)
                 result = run_eval(
-                    dataset, settings.split, lm, index="hnsw", ks=(1, 5, 10), hnsw=spec, reporter=reporter
+                    dataset,
+                    settings.source.split,
+                    lm,
+                    index="hnsw",
+                    ks=(1, 5, 10),
+                    hnsw=spec,
+                    reporter=reporter,
                 )
                 reporter.update("sweep", i + 1, len(SWEEP_EF), ef_search=ef, payload=result.to_json())
             return SweepFinished(len(SWEEP_EF))

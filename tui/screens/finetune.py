@@ -13,8 +13,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, Input, Label, Select, Static
 
-from core.errors import CapsearchError
 from tui.messages import FinetuneFinished, Task, TaskProgress
+from tui.screens.form_numbers import parse_number
 from tui.screens.run_form import RunFormScreen
 from tui.session import Source, resolve
 from tui.widgets.choices import DatasetSelect, ModelSelect, chosen
@@ -22,23 +22,12 @@ from tui.widgets.metrics_table import fmt
 from tui.workers import TuiReporter, run_task
 
 
-def parse_number(text: str, what: str, kind: type[int] | type[float], low: float) -> Any:
-    try:
-        value = kind(text.strip())
-    except ValueError:
-        value = None
-    if value is None or value < low:
-        raise CapsearchError(f"{what} must be a number ≥ {low}, got {text!r}", hint=f"fix the {what} field")
-    return value
-
-
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """The Fine-tune form: base model, dataset (None: the demo's), weights, name and recipe overrides."""
+    """The Fine-tune form: what to start from, the new model's name and the recipe overrides."""
 
-    base: str | None
-    dataset: str | None
-    pretrained: str | None
+    source: Source
+    """The base model (None: the default), its weights and the dataset (None: the demo's)."""
     name: str | None
     overrides: dict[str, Any]
     """The recipe options the user changed (``finetune`` keyword arguments)."""
@@ -116,10 +105,13 @@ class FinetuneScreen(RunFormScreen[FinetuneSettings]):
                 overrides[field] = parse_number(text(selector), what, kind, low)
         if "time_budget_s" in overrides:
             overrides["time_budget_s"] *= 60
-        return FinetuneSettings(
-            base=chosen(self.query_one("#ft-base", Select)),
+        source = Source(
+            model=chosen(self.query_one("#ft-base", Select)),
             dataset=chosen(self.query_one("#ft-dataset", Select)),
             pretrained=text("#ft-pretrained") or None,
+        )
+        return FinetuneSettings(
+            source=source,
             name=text("#ft-name") or None,
             overrides=overrides,
         )
@@ -140,13 +132,13 @@ class FinetuneScreen(RunFormScreen[FinetuneSettings]):
             from core.paths import models_dir, safe_name
             from core.train.recipes import finetune
 
-            dataset, base = resolve(Source(dataset=settings.dataset, model=settings.base), reporter)
+            dataset, base = resolve(settings.source, reporter)
             name = settings.name or safe_name(f"ft-{Path(base).name}-{load_dataset(dataset).name}")
             self.out_dir = out_dir = models_dir() / name  # on failure, read on the UI thread
             summary = finetune(
                 base,
                 dataset,
-                pretrained=settings.pretrained,
+                pretrained=settings.source.pretrained,
                 name=name,
                 reporter=reporter,
                 **settings.overrides,
