@@ -292,5 +292,7 @@ def test_cli_embed_builds_then_reuses(
     ]
     assert main(build_parser(), argv) == 0
     assert all(r["reused"] for r in json.loads(capsys.readouterr().out))
-    assert main(build_parser(), [*argv[:5], "--precision", "fp8"]) == 2
-    assert "unknown precision" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # refused by the parser, before any work
+        main(build_parser(), [*argv[:5], "--precision", "fp8"])
+    assert refused.value.code == 2
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
