@@ -33,3 +33,12 @@ def test_progress_is_printed_as_plain_lines_when_stderr_is_not_a_terminal(tmp_pa
     assert lines, proc.stderr
     assert any("/" in line for line in lines)  # done/total
     assert "\x1b" not in proc.stderr
+
+
+def test_a_hostile_query_and_captions_are_escaped_in_the_search_table(tmp_path):
+    assert capsearch("prepare", "synthetic", "--n", "30", root=tmp_path).returncode == 0
+    query = "\x1b[2J\x1b]0;owned\x07 [link=http://evil.example]red[/link] circle"
+    proc = capsearch("search", query, "--dataset", "synthetic", "--model", "capsearch-tiny", root=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout
+    assert "\\x1b[2J" in proc.stdout.replace("\n", "")
