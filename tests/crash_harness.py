@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.locks import LOCKS
+
 REPO = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("capsearch")
 VOLATILE_SUFFIXES = (".json", ".pt")
@@ -106,6 +108,8 @@ def digest(root: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = str(path.relative_to(root))
+        if rel.startswith(f"{LOCKS}/"):  # lock files are named by absolute paths, which differ per root
+            continue
         if path.name in VOLATILE_NAMES or path.suffix in VOLATILE_SUFFIXES:
             if path.suffix == ".json":
                 json.loads(path.read_text(encoding="utf-8"))
