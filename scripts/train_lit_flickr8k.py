@@ -35,8 +35,18 @@ from core.data.records import load_dataset  # noqa: E402
 from core.models.checkpoint import build_model, save_checkpoint_dir  # noqa: E402
 from core.paths import models_dir, results_dir  # noqa: E402
 from core.progress import Reporter  # noqa: E402
-from core.train.frozen_features import cached_prefix_features, split_features  # noqa: E402
-from core.train.lit import LitConfig, lit_model_cfg, train_heads  # noqa: E402
+from core.train.frozen_features import (  # noqa: E402
+    SplitFeatures,
+    cached_prefix_features,
+    split_features,
+)
+from core.train.lit import (  # noqa: E402
+    LitConfig,
+    LitResult,
+    lit_checkpoint_meta,
+    lit_model_cfg,
+    train_heads,
+)
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
     "small": [{"head_dropout": 0.1}, {"head_dropout": 0.3}, {"head_dropout": 0.1, "weight_decay": 0.5}],
@@ -68,7 +78,10 @@ def cpu_name() -> str:
     return platform.processor()
 
 
-def main() -> int:
+REPORTER = Log()
+
+
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="capsearch-lit-lite2")
     ap.add_argument("--dataset", default="flickr8k")
@@ -79,8 +92,58 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--patience", type=int, default=3, help="epochs without val gain before stopping")
     ap.add_argument("--name", help="checkpoint name (default lit-<backbone>-<dataset>)")
-    args = ap.parse_args()
-    reporter = Log()
+    return ap.parse_args()
+
+
+@dataclasses.dataclass
+class Trial:
+    """One grid entry trained on the cached features: its val score and what to save if it is the best."""
+
+    score: float
+    settings: dict[str, Any]
+    model_cfg: dict[str, Any]
+    cfg: LitConfig
+    model: Any
+    result: LitResult
+
+
+def _try(
+    args: argparse.Namespace, settings: dict[str, Any], train: SplitFeatures, val: SplitFeatures
+) -> Trial:
+    """Train the heads with ``settings`` (tower and training entries) and append the outcome to the log."""
+    towers = {k: v for k, v in settings.items() if k in TOWER_KEYS}
+    train_args = {k: v for k, v in settings.items() if k not in TOWER_KEYS}
+    cfg = dataclasses.replace(
+        LitConfig(epochs=args.epochs, views=args.views, patience=args.patience), **train_args
+    )
+    model_cfg = lit_model_cfg(args.config, **towers)
+    torch.manual_seed(cfg.seed)
+    m = build_model(model_cfg)
+    result = train_heads(m, train, val, cfg, REPORTER)
+    entry = {
+        "config": args.config,
+        "settings": settings,
+        "views": args.views,
+        "train_images": len(train.records),
+        "view_coverage": train.view_coverage or [len(train.records)] * args.views,
+        "val": {k: result.best_val[k] for k in ("mean_recall", "text_to_image", "image_to_text")},
+        "best_epoch": result.best_epoch,
+        "steps": result.steps,
+        "train_seconds": round(result.train_seconds, 1),
+        "loadavg": os.getloadavg(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    log_path = results_dir() / "lit-search-log.json"
+    log = json.loads(log_path.read_text()) if log_path.is_file() else []  # other runs may have added
+    write_json(log_path, [*log, entry])
+    REPORTER.log(
+        f"{settings}: val mean recall {entry['val']['mean_recall']:.2f} in {entry['train_seconds']} s"
+    )
+    return Trial(result.best_val["mean_recall"], settings, model_cfg, cfg, m, result)
+
+
+def main() -> int:
+    args = _args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     ds = load_dataset(args.dataset)
     base_cfg = lit_model_cfg(args.config)
@@ -89,76 +152,32 @@ def main() -> int:
     if args.partial:
         train = cached_prefix_features(base_cfg, ds, "train", args.views)
     else:
-        train = split_features(model, base_cfg, args.config, ds, "train", args.views, reporter=reporter)
-    val = split_features(model, base_cfg, args.config, ds, "val", 1, reporter=reporter)
+        train = split_features(model, base_cfg, args.config, ds, "train", args.views, reporter=REPORTER)
+    val = split_features(model, base_cfg, args.config, ds, "val", 1, reporter=REPORTER)
     feature_seconds = time.perf_counter() - t0
-    reporter.log(
+    REPORTER.log(
         f"train images {train.images.shape}, captions {train.captions.shape}; val {val.images.shape}"
     )
-    log_path = results_dir() / "lit-search-log.json"
     machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_start": os.getloadavg()}
-    tried = []
     search_t0 = time.perf_counter()
-    for settings in json.loads(args.settings) if args.settings else GRIDS[args.grid]:
-        towers = {k: v for k, v in settings.items() if k in TOWER_KEYS}
-        train_args = {k: v for k, v in settings.items() if k not in TOWER_KEYS}
-        cfg = dataclasses.replace(
-            LitConfig(epochs=args.epochs, views=args.views, patience=args.patience), **train_args
-        )
-        model_cfg = lit_model_cfg(args.config, **towers)
-        torch.manual_seed(cfg.seed)
-        m = build_model(model_cfg)
-        result = train_heads(m, train, val, cfg, reporter)
-        entry = {
-            "config": args.config,
-            "settings": settings,
-            "views": args.views,
-            "train_images": len(train.records),
-            "view_coverage": train.view_coverage or [len(train.records)] * args.views,
-            "val": {
-                "mean_recall": result.best_val["mean_recall"],
-                "text_to_image": result.best_val["text_to_image"],
-                "image_to_text": result.best_val["image_to_text"],
-            },
-            "best_epoch": result.best_epoch,
-            "steps": result.steps,
-            "train_seconds": round(result.train_seconds, 1),
-            "loadavg": os.getloadavg(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        tried.append((result.best_val["mean_recall"], settings, model_cfg, cfg, m, result))
-        log = json.loads(log_path.read_text()) if log_path.is_file() else []  # other runs may have added
-        write_json(log_path, [*log, entry])
-        reporter.log(
-            f"{settings}: val mean recall {entry['val']['mean_recall']:.2f} in {entry['train_seconds']} s"
-        )
+    grid = json.loads(args.settings) if args.settings else GRIDS[args.grid]
+    tried = [_try(args, settings, train, val) for settings in grid]
     search_seconds = time.perf_counter() - search_t0
-    best_score, settings, model_cfg, cfg, m, result = max(tried, key=lambda t: t[0])
-    backbone = model_cfg["vision_cfg"]["timm_model_name"].removeprefix("tf_efficientnet_")
+    best = max(tried, key=lambda t: t.score)
+    cfg, result = best.cfg, best.result
+    backbone = best.model_cfg["vision_cfg"]["timm_model_name"].removeprefix("tf_efficientnet_")
     name = args.name or f"lit-{backbone}-{ds.name}"
     out = models_dir() / name
-    model_id = save_checkpoint_dir(
-        out,
-        m,
-        model_cfg,
-        {
-            "recipe": "lit",
-            "config": args.config,
-            "train_args": cfg.to_dict(),
-            "dataset": ds.name,
-            "val_curve": result.curve,
-            "best_epoch": result.best_epoch,
-            "train_images": len(train.records),
-        },
-    )
+    meta = {**lit_checkpoint_meta(args.config, cfg, ds.name, result), "train_images": len(train.records)}
+    model_id = save_checkpoint_dir(out, best.model, best.model_cfg, meta)
     summary = {
         "name": name,
         "model_id": model_id,
         "config": args.config,
-        "chosen_settings": settings,
+        "chosen_settings": best.settings,
         "chosen_by": "best val mean recall (mean of R@1/5/10 both ways) over the grid; test not looked at",
         "train_args": cfg.to_dict(),
-        "model_cfg": model_cfg,
+        "model_cfg": best.model_cfg,
         "views": args.views,
         "train_images": len(train.records),
         "train_images_total": len(ds.split("train")),
@@ -175,7 +194,7 @@ def main() -> int:
         "machine": {**machine, "loadavg_end": os.getloadavg(), "torch_threads": torch.get_num_threads()},
     }
     write_json(results_dir() / f"train-lit-{name}.json", summary)
-    reporter.log(f"chosen {settings}: val mean recall {best_score:.2f}; saved {out} ({model_id})")
+    REPORTER.log(f"chosen {best.settings}: val mean recall {best.score:.2f}; saved {out} ({model_id})")
     return 0
 
 

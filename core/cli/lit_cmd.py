@@ -20,17 +20,10 @@ def train_lit_command(args: argparse.Namespace) -> int:
     from core.train.lit import LitConfig, train_lit
 
     dataset = load_dataset(args.dataset)
-    cfg = LitConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup,
-        patience=args.patience,
-        captions_per_image=max(5, args.captions_per_image),
-        time_budget_s=args.time_budget_min * 60 if args.time_budget_min else None,
-        seed=args.seed,
-    )
+    from core.cli.train_cmds import _overrides
+
+    shared = {k: v for k, v in _overrides(args).items() if k in LitConfig.__dataclass_fields__}
+    cfg = LitConfig(**{**shared, "captions_per_image": max(5, args.captions_per_image)})
     name = args.name or safe_name(f"{Path(args.model).name}-{dataset.name}")
     with RichReporter() as reporter:
         summary = train_lit(args.model, dataset, models_dir() / name, cfg, reporter)

@@ -33,7 +33,14 @@ from torch import nn
 from torchvision import transforms
 
 from core.data.records import ImageRecord, PreparedDataset
-from core.embed.cache import CAPTION_FILE, IMAGE_FILE, MANIFEST, cache_dir, split_embeddings
+from core.embed.cache import (
+    CAPTION_FILE,
+    IMAGE_FILE,
+    MANIFEST,
+    SplitEmbeddings,
+    cache_dir,
+    split_embeddings,
+)
 from core.models.checkpoint import make_tokenizer
 from core.models.device import resolve_precision
 from core.models.loading import LoadedModel
@@ -201,6 +208,50 @@ def _lm(
     )
 
 
+@dataclass
+class _FeaturePass:
+    """What every frozen forward pass of one split shares: the config, the dataset and the engine settings."""
+
+    config_name: str
+    model_cfg: dict[str, Any]
+    dataset: PreparedDataset
+    split: str
+    common: dict[str, Any]  # LoadedModel fields: tokenizer, device, context length, precision
+    reporter: Reporter
+
+    def run(
+        self,
+        model_id: str,
+        model: ImageTrunkFeatures | TextTrunkFeatures,
+        preprocess: Callable[..., torch.Tensor],
+        dataset: PreparedDataset,
+        batch_size: int,
+    ) -> SplitEmbeddings:
+        """``dataset``'s split through ``model``, cached under the feature model id ``model_id``."""
+        lm = _lm(self.config_name, model_id, model, preprocess, {**self.common, "embed_dim": model.dim})
+        return split_embeddings(lm, dataset, self.split, self.reporter, batch_size=batch_size, workers=0)
+
+    def image_views(
+        self, trunk: nn.Module, views: int, batch_size: int, min_scale: float
+    ) -> tuple[list[np.ndarray], bool]:
+        """Rows of view 0 (clean) and ``views - 1`` augmented views, and whether all came from the cache."""
+        image_model = ImageTrunkFeatures(trunk)
+        image_id = image_feature_id(self.model_cfg)
+        size = int(self.model_cfg["vision_cfg"].get("image_size", 224))
+        no_captions = _without_captions(self.dataset, self.split)
+        rows: list[np.ndarray] = []
+        reused = True
+        for v in range(views):
+            tag = view_tag(v, min_scale)
+            torch.manual_seed(1000 + v)
+            self.reporter.log(f"frozen image features: {self.split} view {v} ({tag})")
+            transform = view_transform(size, v, min_scale)
+            emb = self.run(f"{image_id}/{tag}", image_model, transform, no_captions, batch_size)
+            reused &= emb.reused
+            rows.append(emb.image_emb)
+        return rows, reused
+
+
 def split_features(
     model: Any,
     model_cfg: dict[str, Any],
@@ -215,12 +266,10 @@ def split_features(
     parts: tuple[str, ...] = ("images", "captions"),
 ) -> SplitFeatures:
     """Frozen image features for view 0 (clean) and ``views - 1`` augmented views, and caption features."""
-    reporter = ensure(reporter)
     spec = TowerSpec.from_cfg(model_cfg)
     if spec is None or not spec.image_package or not spec.text_package:
         raise ValueError(f"{config_name} has no package-supplied image and text trunks")
     device = torch.device("cpu")
-    size = int(model_cfg["vision_cfg"].get("image_size", 224))
     tokenizer = make_tokenizer(model_cfg)
     context = int(getattr(tokenizer, "context_length", 77))
     common = {
@@ -229,26 +278,10 @@ def split_features(
         "context_length": context,
         "precision": resolve_precision(device, precision),
     }
+    features = _FeaturePass(config_name, model_cfg, dataset, split, common, ensure(reporter))
     t0 = time.perf_counter()
-    reused = True
-    image_model = ImageTrunkFeatures(model.visual.trunk)
-    image_id = image_feature_id(model_cfg)
-    no_captions = _without_captions(dataset, split)
-    image_rows = []
-    for v in range(views if "images" in parts else 0):
-        tag = view_tag(v, min_scale)
-        lm = _lm(
-            config_name,
-            f"{image_id}/{tag}",
-            image_model,
-            view_transform(size, v, min_scale),
-            {**common, "embed_dim": image_model.dim},
-        )
-        torch.manual_seed(1000 + v)
-        reporter.log(f"frozen image features: {split} view {v} ({tag})")
-        emb = split_embeddings(lm, no_captions, split, reporter, batch_size=batch_size, workers=0)
-        reused &= emb.reused
-        image_rows.append(emb.image_emb)
+    n_views = views if "images" in parts else 0
+    image_rows, reused = features.image_views(model.visual.trunk, n_views, batch_size, min_scale)
     if "captions" not in parts:
         empty = np.zeros((0, 384), np.float32)
         return SplitFeatures(
@@ -260,20 +293,16 @@ def split_features(
             reused,
         )
     text_model = TextTrunkFeatures(model.text)
-    text_id = text_feature_id(model_cfg, context)
-    lm = _lm(
-        config_name, text_id, text_model, lambda _img: torch.zeros(1), {**common, "embed_dim": text_model.dim}
+    features.reporter.log(f"frozen caption features: {split}")
+    emb = features.run(
+        text_feature_id(model_cfg, context), text_model, lambda _img: torch.zeros(1), dataset, 256
     )
-    reporter.log(f"frozen caption features: {split}")
-    emb = split_embeddings(lm, dataset, split, reporter, batch_size=256, workers=0)
-    reused &= emb.reused
+    image_dim = int(getattr(model.visual.trunk, "num_features", 1280))  # as ImageTrunkFeatures.dim
     return SplitFeatures(
-        images=np.stack(image_rows)
-        if image_rows
-        else np.zeros((0, len(emb.records), image_model.dim), np.float32),
+        images=np.stack(image_rows) if image_rows else np.zeros((0, len(emb.records), image_dim), np.float32),
         captions=emb.caption_emb,
         caption_image=emb.caption_image,
         records=emb.records,
         seconds=time.perf_counter() - t0,
-        reused=reused,
+        reused=reused and emb.reused,
     )

@@ -32,31 +32,29 @@ from core.models.towers import TOWERS_KEY, TowerSpec
 from core.progress import Reporter, ensure
 from core.train.frozen_features import AUG_MIN_SCALE, SplitFeatures, split_features
 from core.train.loss import ClipLoss, clamp_logit_scale
-from core.train.schedule import lr_factor
+from core.train.schedule import lr_factor, progress_of
 from core.train.setup import local_config
+from core.train.trainer import LoopConfig, TrainState
 
 
 @dataclass
-class LitConfig:
-    """Head-training settings (architecture settings live in the model config's ``capsearch_towers``)."""
+class LitConfig(LoopConfig):
+    """Head-training settings (architecture settings live in the model config's ``capsearch_towers``): the
+    shared loop settings with LiT's defaults (heads train fast: more epochs, larger batches, every caption),
+    then its own."""
 
     epochs: int = 40
     batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 50
     patience: int = 5
     captions_per_image: int = 5
-    views: int = 1  # cached views per training image: 1 clean + views-1 augmented
+    views: int = 1
+    """Cached views per training image: 1 clean + ``views - 1`` augmented."""
     min_scale: float = AUG_MIN_SCALE
+    """Smallest crop area of the augmented views."""
     init_temperature: float = 0.07
     learn_temperature: bool = True
-    time_budget_s: float | None = None
     feature_precision: str = "fp32"
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    """Number format of the frozen forward pass that computes the cached features."""
 
 
 @dataclass
@@ -65,7 +63,7 @@ class LitResult:
 
     best_epoch: int
     best_val: dict[str, Any]
-    curve: list[dict[str, float]] = field(default_factory=list)
+    curve: list[dict[str, Any]] = field(default_factory=list)
     steps: int = 0
     train_seconds: float = 0.0
     stopped: str = "epochs"
@@ -116,17 +114,8 @@ def head_modules(model: Any) -> list[nn.Module]:
     return [model.visual.head, model.text.proj]
 
 
-def train_heads(
-    model: Any,
-    train: SplitFeatures,
-    val: SplitFeatures,
-    cfg: LitConfig,
-    reporter: Reporter | None = None,
-) -> LitResult:
-    """Train the heads (and temperature) on cached features; the best epoch's weights are left in ``model``."""
-    reporter = ensure(reporter)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+def _head_optimizer(model: Any, cfg: LitConfig) -> torch.optim.AdamW:
+    """Freeze all but the heads (and the temperature when learnt); AdamW over them, no decay on 1-d tensors."""
     for p in model.parameters():
         p.requires_grad_(False)
     params = [p for m in head_modules(model) for p in m.parameters()]
@@ -141,80 +130,118 @@ def train_heads(
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay + ([model.logit_scale] if cfg.learn_temperature else []), "weight_decay": 0.0},
     ]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    loss_fn = ClipLoss()
-    n_views, n_images = train.images.shape[:2]
-    table = _caption_table(train.caption_image, n_images, cfg.captions_per_image, rng)
-    usable = np.flatnonzero(table[:, 0] >= 0)
-    images = torch.from_numpy(train.images)
-    captions = torch.from_numpy(train.captions)
-    steps_per_epoch = max(1, len(usable) // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    result = LitResult(best_epoch=0, best_val={})
-    best_state: dict[str, torch.Tensor] | None = None
-    best = -1.0
-    bad = 0
-    t0 = time.monotonic()
-    for epoch in range(1, cfg.epochs + 1):
-        for m in head_modules(model):
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+class _HeadTrainer:
+    """One :func:`train_heads` run: where it stands is a :class:`~core.train.trainer.TrainState`; each epoch
+    is :meth:`_epoch` (its steps are :meth:`_step`) then :meth:`_validate`."""
+
+    def __init__(self, model: Any, train: SplitFeatures, cfg: LitConfig, reporter: Reporter) -> None:
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.model = model
+        self.cfg = cfg
+        self.reporter = reporter
+        self.opt = _head_optimizer(model, cfg)
+        self.loss_fn = ClipLoss()
+        self.n_views, n_images = train.images.shape[:2]
+        self.table = _caption_table(train.caption_image, n_images, cfg.captions_per_image, self.rng)
+        self.usable = np.flatnonzero(self.table[:, 0] >= 0)
+        self.images = torch.from_numpy(train.images)
+        self.captions = torch.from_numpy(train.captions)
+        self.steps_per_epoch = max(1, len(self.usable) // cfg.batch_size)
+        self.total = self.steps_per_epoch * cfg.epochs
+        self.state = TrainState()
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.t0 = time.monotonic()
+
+    def _step(self, idx: np.ndarray) -> float:
+        """One optimizer step on the training images ``idx``; returns its loss."""
+        cfg, model, state = self.cfg, self.model, self.state
+        self.reporter.check_cancelled()
+        view = torch.from_numpy(self.rng.integers(0, self.n_views, size=len(idx)))
+        x = self.images[view, torch.from_numpy(idx)]
+        caps = self.captions[torch.from_numpy(self.table[idx]).reshape(-1)]
+        progress = progress_of(state.step, self.total, time.monotonic() - self.t0, cfg.time_budget_s)
+        for g in self.opt.param_groups:
+            g["lr"] = cfg.lr * lr_factor(state.step, cfg.warmup_steps, progress)
+        img = F.normalize(model.visual.head(x), dim=-1)
+        txt = F.normalize(model.text.proj(caps), dim=-1).view(len(idx), cfg.captions_per_image, -1)
+        loss = self.loss_fn(img, txt, model.logit_scale)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        clamp_logit_scale(model)
+        state.step += 1
+        return float(loss.detach())
+
+    def _epoch(self) -> float:
+        """Train one epoch over the usable images in a fresh order; returns its mean loss."""
+        for m in head_modules(self.model):
             m.train()
-        order = rng.permutation(usable)
-        losses = []
-        for s in range(steps_per_epoch):
-            reporter.check_cancelled()
-            idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
-            view = torch.from_numpy(rng.integers(0, n_views, size=len(idx)))
-            x = images[view, torch.from_numpy(idx)]
-            caps = captions[torch.from_numpy(table[idx]).reshape(-1)]
-            elapsed = time.monotonic() - t0
-            progress = result.steps / total
-            if cfg.time_budget_s:
-                progress = max(progress, elapsed / cfg.time_budget_s)
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * lr_factor(result.steps, cfg.warmup_steps, progress)
-            img = F.normalize(model.visual.head(x), dim=-1)
-            txt = F.normalize(model.text.proj(caps), dim=-1).view(len(idx), cfg.captions_per_image, -1)
-            loss = loss_fn(img, txt, model.logit_scale)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            clamp_logit_scale(model)
-            losses.append(float(loss.detach()))
-            result.steps += 1
+        order = self.rng.permutation(self.usable)
+        size = self.cfg.batch_size
+        return float(
+            np.mean([self._step(order[s * size : (s + 1) * size]) for s in range(self.steps_per_epoch)])
+        )
+
+    def _validate(self, epoch: int, train_loss: float, val: SplitFeatures) -> bool:
+        """Score val, log the curve point, keep the best heads; True when early stopping says stop."""
+        model, state = self.model, self.state
         metrics = val_metrics(model, val)
         point = {
             "epoch": epoch,
-            "step": result.steps,
-            "seconds": round(time.monotonic() - t0, 1),
-            "train_loss": float(np.mean(losses)),
+            "step": state.step,
+            "seconds": round(time.monotonic() - self.t0, 1),
+            "train_loss": train_loss,
             "temperature": float(1.0 / model.logit_scale.exp()),
             "val_mean_recall": metrics["mean_recall"],
             "val_t2i_R@10": metrics["text_to_image"]["R@10"],
             "val_i2t_R@10": metrics["image_to_text"]["R@10"],
         }
-        result.curve.append(point)
-        reporter.log(
-            f"epoch {epoch}: loss {point['train_loss']:.3f}, val mean recall {metrics['mean_recall']:.2f} "
+        state.curve.append(point)
+        self.reporter.log(
+            f"epoch {epoch}: loss {train_loss:.3f}, val mean recall {metrics['mean_recall']:.2f} "
             f"(t2i R@10 {point['val_t2i_R@10']:.1f}, i2t R@10 {point['val_i2t_R@10']:.1f})"
         )
-        if metrics["mean_recall"] > best:
-            best, bad = metrics["mean_recall"], 0
-            result.best_epoch, result.best_val = epoch, metrics
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-            if cfg.patience and bad >= cfg.patience:
-                result.stopped = "early-stopping"
+        if metrics["mean_recall"] > state.best:
+            state.best, state.bad = metrics["mean_recall"], 0
+            state.best_epoch, state.best_val = epoch, metrics
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        state.bad += 1
+        return bool(self.cfg.patience and state.bad >= self.cfg.patience)
+
+    def run(self, val: SplitFeatures) -> LitResult:
+        cfg, state = self.cfg, self.state
+        for epoch in range(1, cfg.epochs + 1):
+            if self._validate(epoch, self._epoch(), val):
+                state.stopped = "early-stopping"
                 break
-        if cfg.time_budget_s and time.monotonic() - t0 >= cfg.time_budget_s:
-            result.stopped = "time-budget"
-            break
-    result.train_seconds = time.monotonic() - t0
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return result
+            if cfg.time_budget_s and time.monotonic() - self.t0 >= cfg.time_budget_s:
+                state.stopped = "time-budget"
+                break
+        train_seconds = time.monotonic() - self.t0
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        best_epoch = int(state.best_epoch or 0)
+        return LitResult(
+            best_epoch, state.best_val or {}, state.curve, state.step, train_seconds, state.stopped
+        )
+
+
+def train_heads(
+    model: Any,
+    train: SplitFeatures,
+    val: SplitFeatures,
+    cfg: LitConfig,
+    reporter: Reporter | None = None,
+) -> LitResult:
+    """Train the heads (and temperature) on cached features; the best epoch's weights are left in ``model``."""
+    return _HeadTrainer(model, train, cfg, ensure(reporter)).run(val)
 
 
 def lit_model_cfg(config_name: str, **tower_overrides: Any) -> dict[str, Any]:
@@ -248,37 +275,17 @@ def train_lit(
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg)
     t0 = time.perf_counter()
+    features = (model, model_cfg, config_name, dataset)
     train = split_features(
-        model,
-        model_cfg,
-        config_name,
-        dataset,
-        "train",
-        cfg.views,
-        cfg.feature_precision,
-        reporter,
-        min_scale=cfg.min_scale,
+        *features, "train", cfg.views, cfg.feature_precision, reporter, min_scale=cfg.min_scale
     )
-    val = split_features(
-        model, model_cfg, config_name, dataset, val_split, 1, cfg.feature_precision, reporter
-    )
+    val = split_features(*features, val_split, 1, cfg.feature_precision, reporter)
     feature_seconds = time.perf_counter() - t0
     result = train_heads(model, train, val, cfg, reporter)
     model_id = None
     if out_dir is not None:
-        model_id = save_checkpoint_dir(
-            out_dir,
-            model,
-            model_cfg,
-            {
-                "recipe": "lit",
-                "config": config_name,
-                "train_args": cfg.to_dict(),
-                "dataset": dataset.name,
-                "val_curve": result.curve,
-                "best_epoch": result.best_epoch,
-            },
-        )
+        meta = lit_checkpoint_meta(config_name, cfg, dataset.name, result)
+        model_id = save_checkpoint_dir(out_dir, model, model_cfg, meta)
     return {
         "config": config_name,
         "model_cfg": model_cfg,
@@ -294,4 +301,18 @@ def train_lit(
         "stopped": result.stopped,
         "val": result.best_val,
         "val_curve": result.curve,
+    }
+
+
+def lit_checkpoint_meta(
+    config_name: str, cfg: LitConfig, dataset_name: str, result: LitResult
+) -> dict[str, Any]:
+    """The ``model.json`` entries of a head-training checkpoint (besides the model config and id)."""
+    return {
+        "recipe": "lit",
+        "config": config_name,
+        "train_args": cfg.to_dict(),
+        "dataset": dataset_name,
+        "val_curve": result.curve,
+        "best_epoch": result.best_epoch,
     }

@@ -58,27 +58,37 @@ _RESUMABLE_CHANGES = ("time_budget_s", "min_steps", "device", "epochs")
 
 
 @dataclass
-class TrainConfig:
-    """Training arguments (all saved with the checkpoint), checked when made."""
+class LoopConfig:
+    """The settings every contrastive training loop here shares (:class:`TrainConfig`, and
+    :class:`core.train.lit.LitConfig` with its own defaults), saved with the checkpoint."""
 
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
-    min_lr_ratio: float = 0.0
     weight_decay: float = 0.1
     warmup_steps: int = 50
+    captions_per_image: int = 1  # k > 1: each step uses k captions of every image (see core.train.loss)
+    seed: int = 0
+    patience: int = 0  # stop after this many validations without improvement (0: never)
+    time_budget_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainConfig(LoopConfig):
+    """Training arguments (all saved with the checkpoint), checked when made."""
+
+    min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
     accum_steps: int = 1
     loss: Loss = "clip"
     margin: float = 0.2
     freeze: str = "full"  # a policy of core.train.freeze, or "auto" (see core.train.recipes.resolve_freeze)
-    captions_per_image: int = 1  # k > 1: each step uses k captions of every image (see core.train.loss)
     precision: Precision = TRAINING_DEFAULT  # see core.models.device
     crop_scale: float = 0.8  # smallest crop area of the random resized crop; 1.0 turns cropping off
     flip: bool = False
-    seed: int = 0
-    patience: int = 0  # stop after this many validations without improvement (0: never)
-    time_budget_s: float | None = None
     min_steps: int = 0  # with a time budget: train at least this many steps even when the budget runs out
     val_split: str = "val"
     device: str | None = None
@@ -93,9 +103,6 @@ class TrainConfig:
             parse_policy(self.freeze)
         if self.captions_per_image < 1:
             raise CapsearchError(f"captions_per_image must be at least 1 (got {self.captions_per_image})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass
