@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from tui.session import Source
 
 
-def run_app(
-    *,
-    dataset: str | None,
-    model: str | None,
-    pretrained: str | None,
-    split: str,
-    index: str,
-    preview: str | None,
-) -> int:
-    """Run the app on ``Source(dataset, model, ...)`` until the user quits; ``preview`` forces an image
-    preview protocol."""
-    if preview:  # read when the preview widget is imported, before Textual starts
-        os.environ["CAPSEARCH_PREVIEW"] = preview
+def run_app(args: argparse.Namespace) -> int:
+    """Run the app on the source named by ``capsearch app``'s parsed options until the user quits;
+    ``args.preview`` forces an image preview protocol."""
+    if args.preview:  # read when the preview widget is imported, before Textual starts
+        os.environ["CAPSEARCH_PREVIEW"] = args.preview
     from tui.app import CapsearchApp
 
-    CapsearchApp(Source(dataset=dataset, model=model, pretrained=pretrained, split=split, index=index)).run()
+    source = Source(
+        dataset=args.dataset, model=args.model, pretrained=args.pretrained, split=args.split, index=args.index
+    )
+    CapsearchApp(source).run()
     return 0

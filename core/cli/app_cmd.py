@@ -95,11 +95,4 @@ def open_app(args: argparse.Namespace) -> int:
     """Run the terminal app until the user quits."""
     from tui.launch import run_app  # the core's only import of the terminal app (see pyproject's contracts)
 
-    return run_app(
-        dataset=args.dataset,
-        model=args.model,
-        pretrained=args.pretrained,
-        split=args.split,
-        index=args.index,
-        preview=args.preview,
-    )
+    return run_app(args)
