@@ -75,12 +75,16 @@ def _running(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(folder: Path) -> int:
-    """Delete the temporary files and folders under ``folder`` whose writer no longer runs (a run killed
-    with SIGKILL or by a power loss leaves them); the number removed. Nothing else is ever trusted or
-    touched: a live writer's temporaries stay."""
+_swept: set[Path] = set()
+
+
+def remove_stale_temps(folder: Path, recursive: bool = True) -> int:
+    """Delete the temporary files and folders in ``folder`` (and below, when ``recursive``) whose writer
+    no longer runs (a run killed with SIGKILL or by a power loss leaves them); the number removed.
+    Nothing else is ever trusted or touched: a live writer's temporaries stay."""
     removed = 0
-    for path in sorted(Path(folder).rglob(".*.pid*"), reverse=True):
+    found = Path(folder).rglob(".*.pid*") if recursive else Path(folder).glob(".*.pid*")
+    for path in sorted(found, reverse=True):
         match = _TEMP_PID.match(path.name)
         if match is None or _running(int(match.group(1))) or not path.exists():
             continue
@@ -98,6 +102,9 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(target)
     with writing_to(target.parent):
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in _swept:  # once per folder and process: what killed writers left there
+            remove_stale_temps(target.parent, recursive=False)
+            _swept.add(target.parent)
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target.name), suffix=".tmp", dir=target.parent)
         os.close(fd)
         tmp_path = Path(tmp)

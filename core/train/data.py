@@ -22,6 +22,7 @@ from core.atomic import file_sha256, load_npy_checked, save_npy, write_text
 from core.data.images import ImageLoadError, load_rgb
 from core.data.records import PreparedDataset
 from core.errors import DatasetError
+from core.locks import exclusive
 from core.models.checkpoint import ClipModel
 from core.paths import artifacts_root, safe_name
 from core.progress import Reporter, ensure
@@ -57,6 +58,14 @@ def preload_images(
     reporter = ensure(reporter)
     key = f"{safe_name(dataset.name)}-{dataset.fingerprint[:12] or 'nofp'}-{split}-{size}.npy"
     path = cache_dir() / "images" / key
+    with exclusive(path.parent, reporter.log):
+        return _cached_or_loaded(dataset, split, size, path, reporter)
+
+
+def _cached_or_loaded(
+    dataset: PreparedDataset, split: str, size: int, path: Path, reporter: Reporter
+) -> torch.Tensor:
+    """The preloaded images from ``path`` when valid, else loaded and saved there (lock held)."""
     records = dataset.split(split)
     digest = path.with_name(path.name + ".sha256")
     if path.is_file():

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from core.atomic import file_sha256, load_npy_checked, save_npy, write_text
+from core.locks import exclusive
 from core.models.checkpoint import ClipModel
 from core.models.text_tower import hf_text_tower
 from core.progress import Reporter, ensure
@@ -82,6 +83,20 @@ def cached_pooled(
     shared by several datasets or splits are encoded once); missing ones are computed and added."""
     tokens = tokenize_all(tokenizer, captions)
     names, feats = _store_paths(model, tokens.shape[1])
+    with exclusive(names.parent, reporter.log):
+        return _stored_or_encoded(model, tokens, captions, names, feats, device, reporter)
+
+
+def _stored_or_encoded(
+    model: ClipModel,
+    tokens: torch.Tensor,
+    captions: list[str],
+    names: Path,
+    feats: Path,
+    device: torch.device,
+    reporter: Reporter,
+) -> np.ndarray:
+    """The store's features of ``captions``, encoding and adding the missing ones (lock held)."""
     known: dict[str, int] = {}
     stored = np.zeros((0, model.text.config.hidden_size), dtype=np.float32)
     if names.is_file():
