@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the harness lives with the tests that run its bounded version
 
+from benchlib import machine_info  # noqa: E402
 from crash_harness import COMMANDS, check_command  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
@@ -35,7 +35,7 @@ def main() -> None:
     report: dict[str, object] = {
         "points_per_command": args.points,
         "seed": args.seed,
-        "cpu": platform.processor(),
+        "machine": machine_info(),
     }
     for name in args.commands:
         t0 = time.monotonic()
