@@ -119,13 +119,14 @@ def combine(
     """The normalised weighted sum of the terms' embeddings (float32 [d])."""
     if not terms:
         raise QueryError("the search query has no terms")
-    weighted = [
-        term.weight * np.asarray(_embed(term, encode_text, encode_image), dtype=np.float32).reshape(-1)
-        for term in terms
-    ]
-    total = weighted[0]
-    for vector in weighted[1:]:
-        total = total + vector
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below, not warned about
+        weighted = [
+            term.weight * np.asarray(_embed(term, encode_text, encode_image), dtype=np.float32).reshape(-1)
+            for term in terms
+        ]
+        total = weighted[0]
+        for vector in weighted[1:]:
+            total = total + vector
     if not np.isfinite(total).all():
         raise QueryError("the query weights are too large to combine", hint="use weights such as 2 or 0.5")
     norm = float(np.linalg.norm(total))

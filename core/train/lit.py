@@ -195,7 +195,7 @@ class _HeadTrainer:
             "step": state.step,
             "seconds": round(time.monotonic() - self.t0, 1),
             "train_loss": train_loss,
-            "temperature": float(1.0 / model.logit_scale.exp()),
+            "temperature": float(1.0 / model.logit_scale.detach().exp()),
             "val_mean_recall": metrics["mean_recall"],
             "val_t2i_R@10": metrics["text_to_image"]["R@10"],
             "val_i2t_R@10": metrics["image_to_text"]["R@10"],
