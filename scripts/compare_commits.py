@@ -55,10 +55,8 @@ def worktree(rev: str) -> Path:
     (bin_dir / "python").unlink(missing_ok=True)
     (bin_dir / "python").symlink_to(PYTHON)
     shim = bin_dir / "capsearch"
-    shim.write_text(
-        f'#!/bin/sh\nexport PYTHONPATH="{path}"\n'
-        f"exec {PYTHON} -c 'import sys; from {module} import {func}; sys.exit({func}())' \"$@\"\n"
-    )
+    code = f'import sys; sys.path.insert(0, "{path}"); from {module} import {func}; sys.exit({func}())'
+    shim.write_text(f'#!/bin/sh\nexport PYTHONPATH="{path}"\nexec {PYTHON} -c \'{code}\' "$@"\n')
     shim.chmod(0o755)
     return path
 
@@ -96,6 +94,7 @@ def main() -> None:
         "figure": "/".join(BENCHES[args.bench][3]),
         "old": args.old,
         "new": args.new,
+        "commits": {rev: tree.name.removeprefix("capsearch-compare-") for rev, tree in trees.items()},
         "values": values,
         "medians": medians,
         "new_over_old": round(medians[args.new] / medians[args.old], 3),
