@@ -1,7 +1,7 @@
 """Loading torch files from artifacts without running code: ``torch.load(weights_only=True)`` only.
 
-A pickle can name any Python callable, so a planted ``.pt`` file could run code when loaded with
-``weights_only=False``. Every torch file capsearch reads goes through :func:`load_torch_file`, which
+A pickle can name any Python callable, so a planted ``.pt`` file could run code if it were unpickled
+without torch's weights-only restriction. Every torch file capsearch reads goes through :func:`load_torch_file`, which
 allows tensors and plain data (dicts, lists, tuples, numbers, strings) and turns every failure into a
 :class:`~core.errors.CapsearchError` with capsearch's own advice instead of torch's.
 """
