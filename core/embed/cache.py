@@ -10,6 +10,10 @@ mtime, and captions: a cache made by another model or over changed images or cap
 Work is saved in chunks of ``chunk_size`` images (with their captions), each file written atomically, and
 the in-progress manifest records the checksum they belong to: an interrupted run resumes from its completed
 chunks. When every chunk is done the chunks are joined into the two arrays and the manifest is completed.
+
+Keyed chunks (:func:`save_keyed_chunk`) are the same ``.npz`` files plus a ``keys`` array naming each row:
+a photo library (:mod:`core.library`) keeps its vectors in them for good, one chunk per embedded batch,
+keyed by content hash, with each chunk's sha256 recorded in its catalogue.
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ def input_checksum(lm: LoadedModel, dataset: PreparedDataset, records: list[Imag
     return digest.hexdigest()
 
 
-def _chunk_file(folder: Path, k: int) -> Path:
+def chunk_file(folder: Path, k: int) -> Path:
     return folder / f"chunk-{k:05d}.npz"
 
 
@@ -127,7 +131,15 @@ def _load_chunk(path: Path, n_images: int, n_captions: int, dim: int) -> Chunk |
     return images, captions, failed
 
 
-def _save_chunk(path: Path, images: np.ndarray, captions: np.ndarray, failed: list[tuple[int, str]]) -> None:
+def _save_chunk(
+    path: Path,
+    images: np.ndarray,
+    captions: np.ndarray,
+    failed: list[tuple[int, str]],
+    keys: list[str] | None = None,
+) -> None:
+    """Write one chunk atomically; ``keys`` (a keyed chunk, see :func:`save_keyed_chunk`) names each row."""
+    extra: dict[str, Any] = {} if keys is None else {"keys": np.array(keys, dtype=np.str_)}
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(
             fh,
@@ -135,7 +147,33 @@ def _save_chunk(path: Path, images: np.ndarray, captions: np.ndarray, failed: li
             captions=captions,
             failed_index=np.array([i for i, _ in failed], dtype=np.int64),
             failed_reason=np.array([r for _, r in failed], dtype=np.str_),
+            **extra,
         )
+
+
+# -- keyed chunks: the same chunk files, each row named by a key (a library's content hashes) ----------------
+def save_keyed_chunk(path: Path, keys: list[str], images: np.ndarray) -> str:
+    """Write a chunk of image vectors whose rows are named by ``keys`` (no captions, no failed rows: a
+    library records failures in its catalogue); returns the file's sha256, which a reader must check."""
+    if len(keys) != len(images):
+        raise ValueError(f"{len(keys)} keys for {len(images)} vectors")
+    dim = images.shape[1]
+    _save_chunk(path, images, np.zeros((0, dim), np.float32), [], keys)
+    return file_sha256(path)
+
+
+def load_keyed_chunk(path: Path, sha256: str, dim: int) -> tuple[list[str], np.ndarray] | None:
+    """A keyed chunk's (keys, vectors) when its bytes hash to ``sha256``; None when missing or damaged."""
+    try:
+        if file_sha256(path) != sha256:
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            keys, images = z["keys"].tolist(), z["images"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None
+    if images.ndim != 2 or images.shape != (len(keys), dim) or images.dtype != np.float32:
+        return None
+    return [str(k) for k in keys], images
 
 
 def _stale_reason(
@@ -238,7 +276,7 @@ def _load_done_chunks(folder: Path, chunks: _Chunks, embed_dim: int) -> dict[int
     done = {}
     for k, (lo, hi) in enumerate(chunks.bounds):
         first, end = chunks.captions(k)
-        found = _load_chunk(_chunk_file(folder, k), hi - lo, end - first, embed_dim)
+        found = _load_chunk(chunk_file(folder, k), hi - lo, end - first, embed_dim)
         if found is not None:
             done[k] = found
     return done
@@ -280,7 +318,7 @@ def _encode_missing(
             captions_done += end - first
             done[k] = (pending.pop(k), cap, sorted(failed_rows.pop(k, [])))
             del filled[k]
-            _save_chunk(_chunk_file(result.cache_dir, k), *done[k])
+            _save_chunk(chunk_file(result.cache_dir, k), *done[k])
             reporter.update("embed chunks", len(done), len(bounds))
 
 
@@ -339,7 +377,7 @@ def _save_complete(result: SplitEmbeddings, base: dict[str, Any], n_chunks: int)
         },
     )
     for k in range(n_chunks):
-        _chunk_file(folder, k).unlink(missing_ok=True)
+        chunk_file(folder, k).unlink(missing_ok=True)
 
 
 def split_embeddings(

@@ -1,0 +1,198 @@
+"""Bringing a library up to date: scan, catalogue, embed what has no vector, update the index.
+
+A rescan stats every file and hashes only new files and files whose size or mtime changed; a touched file
+whose bytes are the same keeps its row. Contents are embedded once per model: a moved, renamed or copied
+file finds its content's vector by hash (0 embedded). Each embedded batch is one chunk and one catalogue
+transaction (see :mod:`core.library.library` for the commit order); the index is saved every
+``SAVE_EVERY_S`` seconds of embedding and at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.embed.engine import iter_image_batches
+from core.index.mutable import MutableIndex
+from core.library.catalogue import ModelKey, NewFile
+from core.library.library import Library
+from core.library.scan import Excludes, image_extensions, read_file, walk
+from core.library.vectors import VectorStore
+from core.locks import exclusive
+from core.models.loading import LoadedModel
+from core.progress import Reporter, ensure
+from core.safe_text import visible
+
+HASH_BATCH = 500
+SAVE_EVERY_S = 30.0
+DEFAULT_BATCH = 32
+
+
+@dataclass
+class UpdateStats:
+    """What one update did, with its timings in seconds."""
+
+    files: int = 0
+    new: int = 0
+    changed: int = 0
+    touched: int = 0
+    gone: int = 0
+    hashed: int = 0
+    unreadable: int = 0
+    embedded: int = 0
+    failed: int = 0
+    indexed: int = 0
+    missing_roots: list[str] = field(default_factory=list)
+    scan_s: float = 0.0
+    hash_s: float = 0.0
+    embed_s: float = 0.0
+    index_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _under(path: str, folders: list[str]) -> bool:
+    return any(path.startswith(f.rstrip(os.sep) + os.sep) for f in folders)
+
+
+def scan(lib: Library, reporter: Reporter, stats: UpdateStats) -> None:
+    """Walk the roots and bring the catalogue's file rows up to date (in transactions of HASH_BATCH)."""
+    cat = lib.catalogue
+    roots = cat.roots()
+    stats.missing_roots = [r for r in roots if not os.path.isdir(r)]
+    for root in stats.missing_roots:
+        reporter.log(f"library {lib.name}: {visible(root)} is missing; its files are kept until it is back")
+    start = time.perf_counter()
+    known = cat.stamps()
+    seen: dict[str, tuple[int, int]] = {}
+    for path, size, mtime in walk(roots, Excludes.of(cat.excludes()), image_extensions()):
+        seen[path] = (size, mtime)
+        if len(seen) % 2000 == 0:
+            reporter.update("scan files", len(seen))
+    reporter.update("scan files", len(seen), len(seen))
+    stats.files = len(seen)
+    gone = [row[0] for p, row in known.items() if p not in seen and not _under(p, stats.missing_roots)]
+    todo = [(p, s, m) for p, (s, m) in seen.items() if p not in known or known[p][1:3] != (s, m)]
+    stats.gone, stats.scan_s = len(gone), time.perf_counter() - start
+    start = time.perf_counter()
+    if gone and not todo:
+        cat.apply_scan(gone, [], [], [])
+    for lo in range(0, len(todo), HASH_BATCH):
+        reporter.check_cancelled()
+        rows = [read_file(p, s, m) for p, s, m in todo[lo : lo + HASH_BATCH]]
+        _record(lib, rows, known, gone if lo == 0 else [], stats)
+        reporter.update("hash new or changed files", min(lo + HASH_BATCH, len(todo)), len(todo))
+    stats.hashed, stats.hash_s = len(todo), time.perf_counter() - start
+
+
+def _record(
+    lib: Library,
+    rows: list[NewFile],
+    known: dict[str, tuple[int, int, int, str | None]],
+    gone: list[int],
+    stats: UpdateStats,
+) -> None:
+    touched: list[tuple[int, int, int]] = []
+    replaced: list[int] = []
+    new: list[NewFile] = []
+    for row in rows:
+        old = known.get(row.path)
+        stats.unreadable += row.failed is not None
+        if old is not None and old[3] is not None and old[3] == row.hash:
+            touched.append((old[0], row.size, row.mtime_ns))
+            stats.touched += 1
+            continue
+        if old is not None:
+            replaced.append(old[0])
+            stats.changed += 1
+        else:
+            stats.new += 1
+        new.append(row)
+    lib.catalogue.apply_scan(gone, touched, replaced, new)
+
+
+def embed_missing(
+    lib: Library,
+    lm: LoadedModel,
+    model: ModelKey,
+    store: VectorStore,
+    index: MutableIndex,
+    reporter: Reporter,
+    stats: UpdateStats,
+    batch_size: int = DEFAULT_BATCH,
+) -> None:
+    """Embed every content without a vector for ``model``, a batch per chunk and transaction, adding
+    each batch to ``index`` (saved every SAVE_EVERY_S seconds)."""
+    cat = lib.catalogue
+    todo = cat.missing_vectors(model.key)
+    if not todo:
+        return
+    start = last_save = time.perf_counter()
+    paths = [Path(p) for _, p in todo]
+    for batch in iter_image_batches(lm, paths, batch_size, None, reporter):
+        failed_at = {pos: reason for pos, reason in batch.failed}
+        ok = [j for j, pos in enumerate(batch.indices.tolist()) if pos not in failed_at]
+        hashes = [todo[int(batch.indices[j])][0] for j in ok]
+        vectors = batch.embeddings[ok]
+        number, sha = store.append(hashes, vectors) if hashes else (-1, "")
+        failed = [(todo[pos][0], visible(reason)[:200]) for pos, reason in failed_at.items()]
+        cat.add_vectors(model.key, number, sha, hashes, failed)
+        if hashes:
+            store.remember(number, vectors)
+        stats.embedded += len(hashes)
+        stats.failed += len(failed)
+        if model.key == lib.active_key() and hashes:
+            row_of = {h: j for j, h in enumerate(hashes)}
+            owners = cat.ids_of_hashes(hashes)
+            index.add(np.array([i for i, _ in owners], np.int64), vectors[[row_of[h] for _, h in owners]])
+            if time.perf_counter() - last_save > SAVE_EVERY_S:
+                lib.save_index(index, model)
+                last_save = time.perf_counter()
+    stats.embed_s = time.perf_counter() - start
+
+
+def update(
+    lib: Library,
+    lm: LoadedModel,
+    model: ModelKey,
+    reporter: Reporter | None = None,
+    batch_size: int = DEFAULT_BATCH,
+) -> UpdateStats:
+    """Rescan ``lib`` and embed and index what changed with ``lm`` (``model`` is its key)."""
+    reporter = ensure(reporter)
+    stats = UpdateStats()
+    with exclusive(lib.folder, reporter.log):
+        lib.set_target(model)
+        scan(lib, reporter, stats)
+        store = lib.store(model)
+        store.prune_orphans()
+        index = lib.index(model, store, reporter)
+        embed_missing(lib, lm, model, store, index, reporter, stats, batch_size)
+        start = time.perf_counter()
+        lib.promote_if_complete(model)
+        if not lib.matching_spec(index, model):  # the library grew past the exact/HNSW crossover
+            index = MutableIndex.empty(model.dim, lib.spec_for(model))
+            lib.saved_generation.pop(model.key, None)
+        lib.sync_index(index, model, store)
+        lib.save_index(index, model)
+        store.write_manifest()
+        stats.index_s = time.perf_counter() - start
+        stats.indexed = index.count
+    return stats
+
+
+def vectors_by_path(lib: Library, model: ModelKey) -> dict[str, np.ndarray]:
+    """Every indexed file's vector, by path (for tests and benchmarks comparing builds)."""
+    store = lib.store(model)
+    indexed = lib.catalogue.indexed(model.key)
+    rows = lib.catalogue.files_by_id(indexed)
+    ids = sorted(indexed)
+    found, vectors = store.rows([indexed[i] for i in ids])
+    kept = [i for i, ok in zip(ids, found.tolist(), strict=True) if ok]
+    return {rows[i].path: v for i, v in zip(kept, vectors, strict=True)}

@@ -1,0 +1,150 @@
+"""Searching a photo library: text (with query arithmetic) or image queries, filters, ordering.
+
+:meth:`LibrarySearcher.open` loads the library's active model and its index, caught up in memory with the
+catalogue (a search never writes). Hits carry the file's path, date and camera; equal scores are ordered
+by path, so results do not depend on the order files were added in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.embed.engine import encode_image_query, encode_text_query
+from core.errors import IndexMismatchError
+from core.index.mutable import TIE_SLACK, MutableIndex
+from core.library.catalogue import FileRow, ModelKey
+from core.library.filters import Filters
+from core.library.home import LibraryError, resolve_library
+from core.library.library import Library
+from core.library.vectors import VectorStore
+from core.models.loading import LoadedModel, load_model
+from core.progress import Reporter, ensure
+from core.search.query import QueryError, combine, image_file, parse_query
+
+
+@dataclass(frozen=True)
+class LibraryHit:
+    """One library search result."""
+
+    rank: int
+    score: float
+    file: FileRow
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file.path)
+
+    def to_dict(self) -> dict[str, Any]:
+        f = self.file
+        return {
+            "rank": self.rank,
+            "score": round(self.score, 6),
+            "id": f.id,
+            "path": f.path,
+            "taken": f.taken,
+            "date": f.when,
+            "camera": f.camera,
+            "width": f.width,
+            "height": f.height,
+        }
+
+
+class LibrarySearcher:
+    """Search one library with its active model; build with :meth:`open`."""
+
+    def __init__(
+        self, lib: Library, lm: LoadedModel, model: ModelKey, store: VectorStore, index: MutableIndex
+    ) -> None:
+        self.lib, self.lm, self.model, self.store, self.index = lib, lm, model, store, index
+        self._encode_text = lru_cache(maxsize=256)(lambda text: encode_text_query(lm, text))
+
+    @classmethod
+    def open(
+        cls, name: str | None = None, reporter: Reporter | None = None, device: str | None = None
+    ) -> LibrarySearcher:
+        reporter = ensure(reporter)
+        lib = Library.open(resolve_library(name))
+        model = lib.active
+        if model is None:
+            lib.close()
+            raise LibraryError(
+                f"library {lib.name!r} has nothing embedded yet",
+                hint=f"run `capsearch library update {lib.name}`",
+            )
+        lm = load_model(model.name, device=device, precision=model.precision)
+        if lm.model_id != model.model_id:
+            lib.close()
+            raise IndexMismatchError(
+                f"library {lib.name!r} was embedded with {model.model_id}, but {model.name} is now {lm.model_id}",
+                hint=f"re-embed it: `capsearch library update {lib.name} --model {model.name}`",
+            )
+        store = lib.store(model)
+        return cls(lib, lm, model, store, lib.index(model, store, reporter))
+
+    def close(self) -> None:
+        self.lib.close()
+
+    @property
+    def name(self) -> str:
+        return self.lib.name
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    @property
+    def size(self) -> int:
+        return self.index.count
+
+    @property
+    def index_kind(self) -> str:
+        return self.index.kind
+
+    # -- query vectors ----------------------------------------------------------------------------------
+    def _image_vector(self, path: Path) -> np.ndarray:
+        """A library file's stored vector, else the image embedded now."""
+        row = self.lib.catalogue.file_by_path(str(Path(path).resolve()))
+        if row is not None and row.id in set(self.index.live_ids().tolist()):
+            return self.index.vectors_of(np.array([row.id]))[0]
+        return encode_image_query(self.lm, path)
+
+    def query_vector(self, query: str) -> np.ndarray:
+        """A text query, with arithmetic (``dog + snow - night``, ``2:dog``, image file terms)."""
+        return combine(parse_query(query, image_file), self._encode_text, self._image_vector)
+
+    def image_vector(self, image: str | Path) -> np.ndarray:
+        path = image_file(str(image))
+        if path is None:
+            raise QueryError(f"{str(image)!r} is not an image file", hint="give the path to a picture")
+        return self._image_vector(path)
+
+    # -- searches ---------------------------------------------------------------------------------------
+    def search_vector(
+        self, vector: np.ndarray, k: int = 10, filters: Filters | None = None
+    ) -> list[LibraryHit]:
+        """The best ``k`` files for ``vector`` that pass ``filters`` (ties by path), then ordered."""
+        filters = filters or Filters()
+        allowed = filters.allowed_ids(self.lib.catalogue)
+        scores, ids = self.index.search(vector, k + TIE_SLACK, allowed)
+        rows = self.lib.catalogue.files_by_id(ids.tolist())
+        found = [(float(s), rows[i]) for s, i in zip(scores.tolist(), ids.tolist(), strict=True) if i in rows]
+        found.sort(key=lambda sr: (-sr[0], sr[1].path))
+        found = found[:k]
+        if filters.min_score is not None:
+            found = [(s, r) for s, r in found if s >= filters.min_score]
+        if filters.sort == "date":
+            found.sort(key=lambda sr: (-sr[1].when, sr[1].path))
+        return [LibraryHit(rank, score, row) for rank, (score, row) in enumerate(found, start=1)]
+
+    def search_text(self, query: str, k: int = 10, filters: Filters | None = None) -> list[LibraryHit]:
+        return self.search_vector(self.query_vector(query), k, filters)
+
+    def image_to_image(
+        self, image: str | Path, k: int = 10, filters: Filters | None = None
+    ) -> list[LibraryHit]:
+        return self.search_vector(self.image_vector(image), k, filters)
