@@ -180,11 +180,15 @@ class MutableIndex:
                 f"query dimension {vector.shape[1]} does not match the index dimension {self.dim}",
                 hint="queries must be embedded with the model the index was built with",
             )
+        if allowed is not None:
+            allowed = _ids(allowed)
+            if self.tombstones:
+                allowed = allowed[~np.isin(allowed, _ids(sorted(self.tombstones)))]
         pool = self.count if allowed is None else len(allowed)
         if k <= 0 or pool <= 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         if allowed is not None and self.kind == "hnsw" and len(allowed) < HNSW_SCAN_BELOW * self.count:
-            return self._scan(vector[0], _ids(allowed), k)
+            return self._scan(vector[0], allowed, k)
         fetch = min(k + TIE_SLACK, pool)
         params = self._params(allowed)
         if len(vector) < SINGLE_THREAD_QUERIES:
@@ -212,7 +216,6 @@ class MutableIndex:
         return params
 
     def _scan(self, query: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        allowed = allowed[~np.isin(allowed, _ids(sorted(self.tombstones)))] if self.tombstones else allowed
         vectors = self.vectors_of(allowed)
         return _best(vectors @ query, allowed, k)
 

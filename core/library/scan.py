@@ -16,7 +16,6 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
@@ -150,4 +149,3 @@ def read_file(path: str, size: int, mtime_ns: int) -> NewFile:
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         return NewFile(path, size, mtime_ns, digest, failed=_clean(f"cannot decode ({exc})"))
     return NewFile(path, size, mtime_ns, digest, taken, camera, width, height)
-
