@@ -11,6 +11,7 @@ from rich.table import Table
 
 from core.cli.console import Handler, RichReporter, add_command, console
 from core.cli.embed_cmd import register_embed
+from core.cli.library_cmds import add_library_search_options, library_requested, search_library
 from core.cli.numbers import count
 from core.cli.options import add_common_options, dataset_of, model_of
 from core.directions import EVALUATED, Direction
@@ -252,6 +253,7 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
     output.add_argument(
         "--paths", action="store_true", help="print only image paths, one per line (for pipes)"
     )
+    add_library_search_options(parser)
 
 
 def _search_query(args: argparse.Namespace, direction: Direction) -> str:
@@ -280,6 +282,10 @@ def _search(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise CapsearchError(f"-k must be at least 1, got {args.k}")
     query = _search_query(args, direction)
+    if library_requested(args):
+        if direction.target == "text":
+            raise CapsearchError(f"a library has no captions: {direction.cli} search needs a --dataset")
+        return search_library(args, direction is Direction.IMAGE_TO_IMAGE, query)
     with RichReporter() as reporter:
         retriever = Retriever.open(
             dataset_of(args),
