@@ -1,0 +1,56 @@
+"""`capsearch library ...` and `capsearch search` on the default library: add, rescan, status, list,
+search with filters and --json/--paths (paths are file paths), image->image from any file, query
+arithmetic, remove; a dataset search refuses library filters."""
+
+from __future__ import annotations
+
+import json
+
+from library_helpers import make_folder, write_photo
+
+from core.cli import main
+
+MODEL = ["--model", "capsearch-tiny", "--device", "cpu", "--precision", "fp32"]
+
+
+def test_library_commands_and_search(tmp_path, artifacts, capsys):
+    photos = tmp_path / "photos"
+    make_folder(photos, 8)
+    write_photo(photos / "dated" / "a.jpg", 77, exif_date="2019:05:06 07:08:09", camera="Pixel 7")
+    assert main(["library", "add", str(photos), *MODEL, "--exclude", "skip*"]) == 0
+    capsys.readouterr()
+    assert main(["library", "list"]) == 0
+    assert "photos" in capsys.readouterr().out
+    assert main(["library", "status"]) == 0
+    assert "files 9" in capsys.readouterr().out
+
+    assert main(["search", "a dog", "-k", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["library"] == "photos" and len(out["hits"]) == 3
+    assert all(h["path"].startswith(str(photos)) for h in out["hits"])
+
+    assert main(["search", "a dog", "--paths", "--camera", "pixel"]) == 0
+    assert capsys.readouterr().out.split() == [str(photos / "dated" / "a.jpg")]
+    assert main(["search", "a dog", "--paths", "--before", "2020-01-01", "-k", "5"]) == 0
+    assert capsys.readouterr().out.split() == [str(photos / "dated" / "a.jpg")]
+
+    outside = write_photo(tmp_path / "elsewhere.jpg", 5)  # image->image from a file outside the library
+    assert main(["search", "--image", str(outside), "--json", "-k", "9"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["hits"]) == 9
+    inside = photos / "dated" / "a.jpg"
+    assert main(["search", "--image", str(inside), "--paths", "-k", "1"]) == 0
+    assert capsys.readouterr().out.split() == [str(inside)]
+    assert (
+        main(["search", f'a dog + "{inside}" - night', "--paths", "-k", "2", "--in", str(photos / "d0")]) == 0
+    )
+    assert all(p.startswith(str(photos / "d0")) for p in capsys.readouterr().out.split())
+
+    write_photo(photos / "later.jpg", 99)
+    assert main(["library", "update"]) == 0
+    assert "1 new" in capsys.readouterr().err.replace("\n", " ")
+
+    assert main(["search", "a dog", "--dataset", "synthetic", "--after", "2020-01-01"]) == 2
+    assert "filter library searches" in capsys.readouterr().err
+    assert main(["library", "remove", "photos"]) == 0
+    assert photos.is_dir() and len(list(photos.rglob("*.jpg"))) == 10
+    assert main(["library", "status"]) == 2
