@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 from library_helpers import bump_mtime, key_of, library_of, make_folder, write_photo
 
 from core.library.update import update, vectors_by_path
@@ -97,3 +98,35 @@ def test_exif_date_and_camera_filters(tmp_path, artifacts, tiny_model):
     cut = s.search_vector(query, 10, Filters(min_score=best[1].score))
     assert [h.file.id for h in cut] == [h.file.id for h in best[:2]]
     s.close()
+
+
+@pytest.mark.slow
+def test_a_model_change_keeps_the_old_vectors_until_the_new_ones_are_done(tmp_path, artifacts, tiny_model):
+    from core.errors import Cancelled
+    from core.library.library import model_key
+    from core.models.loading import load_model
+    from core.progress import Reporter
+
+    photos = tmp_path / "photos"
+    make_folder(photos, 10)
+    lib, _ = library_of("m", [photos], tiny_model)
+    old = key_of(tiny_model)
+    other = load_model("capsearch-tiny", device="cpu", precision="bf16")
+    new = model_key("capsearch-tiny", other.model_id, other.precision, other.embed_dim)
+    assert new.key != old.key
+
+    class StopAfterOneBatch(Reporter):
+        def update(self, stage, done, total=None, **info):
+            if stage == "embed images" and done:
+                self.cancel()
+
+    with pytest.raises(Cancelled):
+        update(lib, other, new, StopAfterOneBatch(), batch_size=4)
+    assert lib.active == old and lib.target == new
+    searcher = LibrarySearcher.open("m", device="cpu")
+    assert searcher.model_id == old.model_id and searcher.size == 10
+    searcher.close()
+    done = update(lib, other, new, batch_size=4)
+    assert done.embedded == 6 and lib.active == new and lib.target == new
+    assert len(vectors_by_path(lib, old)) == 10  # the old vectors stay on disk
+    lib.close()
