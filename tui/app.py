@@ -127,6 +127,11 @@ class CapsearchApp(App[None]):
         def call() -> SourceOpened:
             from core.data.records import load_dataset
 
+            if source.library is not None:
+                from tui.library_session import open_library
+
+                return SourceOpened(source, open_library(source.library, reporter))
+
             dataset, _ = resolve(source, reporter)
             self.post_message(DatasetOpened(load_dataset(dataset)))
             return SourceOpened(source, open_retriever(source, reporter))

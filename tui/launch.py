@@ -15,8 +15,18 @@ def run_app(args: argparse.Namespace) -> int:
         os.environ["CAPSEARCH_PREVIEW"] = args.preview
     from tui.app import CapsearchApp
 
+    library = getattr(args, "library", None)
+    if library is None and args.dataset is None and args.model is None:
+        from tui.library_session import default_library_name
+
+        library = default_library_name()  # once a library exists it is the default; else the demo
     source = Source(
-        dataset=args.dataset, model=args.model, pretrained=args.pretrained, split=args.split, index=args.index
+        dataset=args.dataset,
+        model=args.model,
+        pretrained=args.pretrained,
+        split=args.split,
+        index=args.index,
+        library=library,
     )
     CapsearchApp(source).run()
     return 0

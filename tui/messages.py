@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from core.evaluation.results import EvalResult
     from core.search.retriever import Retriever
     from core.train.recipes import FinetuneSummary
+    from tui.library_session import LibraryRetriever
     from tui.session import Source
 
 
@@ -65,7 +66,7 @@ class SourceOpened(Message):
     """:attr:`Task.OPEN` finished: ``retriever`` searches ``source``."""
 
     source: Source
-    retriever: Retriever
+    retriever: Retriever | LibraryRetriever
 
 
 @dataclass

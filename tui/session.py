@@ -24,8 +24,12 @@ class Source:
     pretrained: str | None = None
     split: str = "test"
     index: str = "auto"
+    library: str | None = None
+    """A photo library to search instead of a dataset (see tui.library_session)."""
 
     def describe(self) -> str:
+        if self.library is not None:
+            return f"library {self.library}"
         model = self.model or "the demo model"
         if self.pretrained:
             model += f" ({self.pretrained} weights)"

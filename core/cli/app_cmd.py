@@ -44,7 +44,11 @@ PREVIEW_CHOICES = ("auto", "kitty", "sixel", "halfcell", "unicode")
 
 
 def add_app_arguments(app: argparse.ArgumentParser) -> None:
-    app.add_argument("--dataset", help="a prepared dataset's name or folder (default: the demo dataset)")
+    app.add_argument(
+        "--dataset",
+        help="a prepared dataset's name or folder (default: the default photo library, else the demo dataset)",
+    )
+    app.add_argument("--library", help="a photo library to search (`capsearch library list`)")
     app.add_argument(
         "--model",
         help="model name, checkpoint folder or open_clip name (default: the newest model trained on the "

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from core.atomic import write_text
 from core.errors import CapsearchError
 from core.paths import artifacts_root
 
@@ -62,6 +61,8 @@ def default_library() -> str | None:
 
 
 def set_default_library(name: str) -> None:
+    from core.atomic import write_text  # here: the app asks for the default library before numpy loads
+
     write_text(libraries_dir() / DEFAULT_FILE, check_name(name) + "\n")
 
 

@@ -1,0 +1,49 @@
+"""The app on a photo library: it opens the default library when one exists (not the demo), and the search
+pane finds library files by text and by image, with their dates and cameras shown."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+from pilot_helpers import set_query, settle
+
+from tui.app import CapsearchApp
+from tui.session import Source
+from tui.widgets.results_list import ResultRow
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from library_helpers import key_of, library_of, make_folder, write_photo  # noqa: E402
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_the_app_searches_the_default_library(tmp_path, artifacts, tiny_model, monkeypatch) -> None:
+    photos = tmp_path / "photos"
+    make_folder(photos, 6)
+    write_photo(photos / "trip" / "beach.jpg", 3, exif_date="2018:08:09 10:11:12", camera="Pixel 7")
+    lib, _ = library_of("mine", [photos], tiny_model)
+    assert key_of(tiny_model) == lib.active
+    lib.close()
+
+    import tui.launch
+
+    chosen: list[Source] = []
+    monkeypatch.setattr(CapsearchApp, "run", lambda self: chosen.append(self.source))
+    args = argparse.Namespace(dataset=None, model=None, pretrained=None, split="test", index="auto", preview=None)
+    tui.launch.run_app(args)
+    assert chosen == [Source(split="test", library="mine")]
+
+    app = CapsearchApp(Source(library="mine"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert app.retriever is not None and app.retriever.size == 7
+        await set_query(pilot, "a beach")
+        await settle(pilot)
+        rows = [row.hit for row in app.screen.query(ResultRow) if row.hit is not None]
+        assert len(rows) == 7
+        beach = next(h for h in rows if h.path == photos / "trip" / "beach.jpg")
+        assert beach.record.id == "trip/beach.jpg"
+        assert beach.record.captions == ("2018-08-09 10:11 · Pixel 7",)
