@@ -236,13 +236,13 @@ class Catalogue:
     # -- vectors ---------------------------------------------------------------------------------------
     def missing_vectors(self, key: str) -> list[tuple[str, str]]:
         """(hash, one path) of every readable content without a vector for ``key``, by first file id."""
-        rows = self.db.execute(
-            "SELECT hash, path FROM files f WHERE hash IS NOT NULL AND failed IS NULL "
-            "AND id = (SELECT MIN(id) FROM files g WHERE g.hash = f.hash AND g.failed IS NULL) "
-            "AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.key = ? AND v.hash = f.hash) ORDER BY id",
+        rows = self.db.execute(  # SQLite takes a bare column (path) from the row that gives MIN(id)
+            "SELECT hash, path, MIN(id) AS first FROM files f WHERE hash IS NOT NULL AND failed IS NULL "
+            "AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.key = ? AND v.hash = f.hash) "
+            "GROUP BY hash ORDER BY first",
             (key,),
         )
-        return [(h, p) for h, p in rows]
+        return [(h, p) for h, p, _ in rows]
 
     def next_chunk(self, key: str) -> int:
         row = self.db.execute("SELECT MAX(chunk) FROM chunks WHERE key = ?", (key,)).fetchone()
@@ -293,12 +293,20 @@ class Catalogue:
         )
         return {i: (c, r) for i, c, r in rows}
 
+    def embedded_count(self, key: str) -> int:
+        """How many readable files have a vector for ``key``."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM files f JOIN vectors v ON v.hash = f.hash AND v.key = ? WHERE f.failed IS NULL",
+            (key,),
+        ).fetchone()
+        return int(row[0])
+
     def counts(self, key: str | None) -> dict[str, int]:
         """Files, distinct contents, failed files and files with a vector for ``key``."""
         one = self.db.execute(
             "SELECT COUNT(*), COUNT(DISTINCT hash), SUM(failed IS NOT NULL) FROM files"
         ).fetchone()
-        embedded = len(self.indexed(key)) if key else 0
+        embedded = self.embedded_count(key) if key else 0
         return {"files": one[0], "contents": one[1], "failed": int(one[2] or 0), "embedded": embedded}
 
     def failures(self, limit: int = 20) -> list[tuple[str, str]]:

@@ -114,10 +114,25 @@ class Library:
 
     def spec_for(self, model: ModelKey) -> IndexSpec:
         """The index spec for the library's current size (``auto``: exact, then HNSW past the crossover)."""
-        return IndexSpec.parse(self.index_kind).resolve(self.catalogue.counts(model.key)["embedded"])
+        return IndexSpec.parse(self.index_kind).resolve(self.catalogue.embedded_count(model.key))
 
     def index_folder(self, model: ModelKey) -> Path:
         return self.folder / "index" / model.key
+
+    def index_is_current(self, model: ModelKey) -> bool:
+        """Whether the saved index reflects the catalogue as it is (read from its JSON alone)."""
+        import json
+
+        try:
+            meta = json.loads(
+                (self.index_folder(model) / self.spec_for(model).label() / "index.json").read_text()
+            )
+        except (OSError, ValueError):
+            return False
+        return isinstance(meta, dict) and (meta.get("generation"), meta.get("model_key")) == (
+            self.catalogue.generation,
+            model.key,
+        )
 
     def index(self, model: ModelKey, store: VectorStore, reporter: Reporter | None = None) -> MutableIndex:
         """The saved index of ``model`` caught up with the catalogue (in memory; :meth:`save_index` writes

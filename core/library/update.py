@@ -170,6 +170,10 @@ def update(
     with exclusive(lib.folder, reporter.log):
         lib.set_target(model)
         scan(lib, reporter, stats)
+        if not lib.catalogue.missing_vectors(model.key) and lib.index_is_current(model):
+            lib.promote_if_complete(model)  # nothing to embed and the saved index is current
+            stats.indexed = lib.catalogue.embedded_count(model.key)
+            return stats
         store = lib.store(model)
         store.prune_orphans()
         index = lib.index(model, store, reporter)

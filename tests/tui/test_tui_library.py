@@ -32,7 +32,9 @@ async def test_the_app_searches_the_default_library(tmp_path, artifacts, tiny_mo
 
     chosen: list[Source] = []
     monkeypatch.setattr(CapsearchApp, "run", lambda self: chosen.append(self.source))
-    args = argparse.Namespace(dataset=None, model=None, pretrained=None, split="test", index="auto", preview=None)
+    args = argparse.Namespace(
+        dataset=None, model=None, pretrained=None, split="test", index="auto", preview=None
+    )
     tui.launch.run_app(args)
     assert chosen == [Source(split="test", library="mine")]
 
