@@ -130,3 +130,23 @@ def test_a_model_change_keeps_the_old_vectors_until_the_new_ones_are_done(tmp_pa
     assert done.embedded == 6 and lib.active == new and lib.target == new
     assert len(vectors_by_path(lib, old)) == 10  # the old vectors stay on disk
     lib.close()
+
+
+def test_stale_or_damaged_index_and_chunks_are_caught_up(tmp_path, artifacts, tiny_model):
+    photos = tmp_path / "photos"
+    files = make_folder(photos, 9)
+    lib, _ = library_of("d", [photos], tiny_model)
+    model = key_of(tiny_model)
+    saved = lib.index_folder(model) / "exact"
+    files[0].unlink()
+    lib.catalogue.apply_scan([lib.catalogue.file_by_path(str(files[0])).id], [], [], [])  # as a killed rescan
+    assert not lib.index_is_current(model)
+    index = lib.index(model, lib.store(model))  # the saved index is one generation behind: caught up
+    assert sorted(index.live_ids().tolist()) == sorted(lib.catalogue.indexed(model.key))
+    (saved / "index.faiss").write_bytes(b"garbage")  # a damaged index is rebuilt from the vectors
+    assert lib.index(model, lib.store(model)).count == 8
+    chunk = next((lib.folder / "vectors" / model.key).glob("chunk-*.npz"))
+    chunk.write_bytes(chunk.read_bytes()[:-10])  # a damaged chunk: its contents are embedded again
+    stats = update(lib, tiny_model, model)
+    assert stats.embedded == 8 and stats.indexed == 8
+    lib.close()
