@@ -146,7 +146,8 @@ def test_stale_or_damaged_index_and_chunks_are_caught_up(tmp_path, artifacts, ti
     (saved / "index.faiss").write_bytes(b"garbage")  # a damaged index is rebuilt from the vectors
     assert lib.index(model, lib.store(model)).count == 8
     chunk = next((lib.folder / "vectors" / model.key).glob("chunk-*.npz"))
-    chunk.write_bytes(chunk.read_bytes()[:-10])  # a damaged chunk: its contents are embedded again
-    stats = update(lib, tiny_model, model)
+    chunk.write_bytes(chunk.read_bytes()[:-10])  # a damaged chunk is dropped when next read ...
+    assert lib.index(model, lib.store(model)).count == 0
+    stats = update(lib, tiny_model, model)  # ... and its contents embedded again
     assert stats.embedded == 8 and stats.indexed == 8
     lib.close()

@@ -134,6 +134,19 @@ class Library:
             model.key,
         )
 
+    def has_index(self, model: ModelKey) -> bool:
+        """Whether an index of ``model`` of the wanted kind has been saved (it may be behind)."""
+        return (self.index_folder(model) / self.spec_for(model).label() / "index.json").is_file()
+
+    def add_lag(self, model: ModelKey, changes: int) -> int:
+        """Count ``changes`` not yet in the saved index of ``model``; the total since it was saved."""
+        key = f"lag:{model.key}"
+        lag = int(self.catalogue.get_meta(key) or 0) + changes
+        if changes:
+            with self.catalogue.transaction() as db:  # bookkeeping: not a change of the catalogue's contents
+                self.catalogue.set_meta(db, key, str(lag))
+        return lag
+
     def index(self, model: ModelKey, store: VectorStore, reporter: Reporter | None = None) -> MutableIndex:
         """The saved index of ``model`` caught up with the catalogue (in memory; :meth:`save_index` writes
         it). A missing, damaged or wrong-kind index is built again from the vectors."""
@@ -175,6 +188,8 @@ class Library:
         extra = {"generation": generation, "model_key": model.key, "library": self.name}
         index.save(self.index_folder(model) / index.spec.label(), extra)
         self.saved_generation[model.key] = generation
+        with self.catalogue.transaction() as db:
+            self.catalogue.set_meta(db, f"lag:{model.key}", "0")
 
     def matching_spec(self, index: MutableIndex, model: ModelKey) -> bool:
         """Whether ``index`` is of the kind the library wants for its current size."""

@@ -3,8 +3,9 @@
 A rescan stats every file and hashes only new files and files whose size or mtime changed; a touched file
 whose bytes are the same keeps its row. Contents are embedded once per model: a moved, renamed or copied
 file finds its content's vector by hash (0 embedded). Each embedded batch is one chunk and one catalogue
-transaction (see :mod:`core.library.library` for the commit order); the index is saved every
-``SAVE_EVERY_S`` seconds of embedding and at the end.
+transaction (see :mod:`core.library.library` for the commit order). The saved index is rewritten only once
+the changes it lacks pass ``SAVE_AFTER`` files (or ``SAVE_AFTER_SHARE`` of the library); until then it is
+caught up in memory, from the vector chunks, by whoever opens it.
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ from core.progress import Reporter, ensure
 from core.safe_text import visible
 
 HASH_BATCH = 500
-SAVE_EVERY_S = 30.0
 DEFAULT_BATCH = 32
+# The saved index is rewritten once the file changes it lacks pass this many, or this share of the library:
+# until then whoever opens it catches it up from the vector chunks (a few chunks to read, not a 40 MB index
+# to load and write on every small rescan).
+SAVE_AFTER = 500
+SAVE_AFTER_SHARE = 0.05
 
 
 @dataclass
@@ -122,18 +127,17 @@ def embed_missing(
     lm: LoadedModel,
     model: ModelKey,
     store: VectorStore,
-    index: MutableIndex,
     reporter: Reporter,
     stats: UpdateStats,
     batch_size: int = DEFAULT_BATCH,
 ) -> None:
-    """Embed every content without a vector for ``model``, a batch per chunk and transaction, adding
-    each batch to ``index`` (saved every SAVE_EVERY_S seconds)."""
+    """Embed every content without a vector for ``model``: per batch, one durable chunk, then one catalogue
+    transaction (a failed image marks every file holding its content)."""
     cat = lib.catalogue
     todo = cat.missing_vectors(model.key)
     if not todo:
         return
-    start = last_save = time.perf_counter()
+    start = time.perf_counter()
     paths = [Path(p) for _, p in todo]
     for batch in iter_image_batches(lm, paths, batch_size, None, reporter):
         failed_at = {pos: reason for pos, reason in batch.failed}
@@ -147,13 +151,6 @@ def embed_missing(
             store.remember(number, vectors)
         stats.embedded += len(hashes)
         stats.failed += len(failed)
-        if model.key == lib.active_key() and hashes:
-            row_of = {h: j for j, h in enumerate(hashes)}
-            owners = cat.ids_of_hashes(hashes)
-            index.add(np.array([i for i, _ in owners], np.int64), vectors[[row_of[h] for _, h in owners]])
-            if time.perf_counter() - last_save > SAVE_EVERY_S:
-                lib.save_index(index, model)
-                last_save = time.perf_counter()
     stats.embed_s = time.perf_counter() - start
 
 
@@ -164,26 +161,30 @@ def update(
     reporter: Reporter | None = None,
     batch_size: int = DEFAULT_BATCH,
 ) -> UpdateStats:
-    """Rescan ``lib`` and embed and index what changed with ``lm`` (``model`` is its key)."""
+    """Rescan ``lib`` and embed what changed with ``lm`` (``model`` is its key); save the index once the
+    changes it lacks pass :data:`SAVE_AFTER` (until then every opener catches it up from the vectors)."""
     reporter = ensure(reporter)
     stats = UpdateStats()
     with exclusive(lib.folder, reporter.log):
         lib.set_target(model)
         scan(lib, reporter, stats)
-        if not lib.catalogue.missing_vectors(model.key) and lib.index_is_current(model):
-            lib.promote_if_complete(model)  # nothing to embed and the saved index is current
-            stats.indexed = lib.catalogue.embedded_count(model.key)
-            return stats
         store = lib.store(model)
         store.prune_orphans()
-        index = lib.index(model, store, reporter)
-        embed_missing(lib, lm, model, store, index, reporter, stats, batch_size)
+        embed_missing(lib, lm, model, store, reporter, stats, batch_size)
         start = time.perf_counter()
         lib.promote_if_complete(model)
+        lag = lib.add_lag(model, stats.new + stats.changed + stats.gone + stats.embedded)
+        count = lib.catalogue.embedded_count(model.key)
+        if lib.index_is_current(model) or (
+            lag <= max(SAVE_AFTER, SAVE_AFTER_SHARE * count) and lib.has_index(model)
+        ):
+            stats.index_s, stats.indexed = time.perf_counter() - start, count
+            return stats
+        index = lib.index(model, store, reporter)
         if not lib.matching_spec(index, model):  # the library grew past the exact/HNSW crossover
             index = MutableIndex.empty(model.dim, lib.spec_for(model))
+            lib.sync_index(index, model, store)
             lib.saved_generation.pop(model.key, None)
-        lib.sync_index(index, model, store)
         lib.save_index(index, model)
         store.write_manifest()
         stats.index_s = time.perf_counter() - start
