@@ -147,29 +147,39 @@ class Bench:
         }
 
     def record(self, step: str, values: dict[str, Any]) -> None:
-        self.result["steps"][step] = {**values, "load1": load1()}
+        if self.result["args"]["reuse"] and step in self.result["steps"]:
+            self.result.setdefault("earlier", {})[step] = self.result["steps"][step]
+        self.result["steps"][step] = {**values, "load1": load1(), "commit": self.result["commit"]}
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text(json.dumps(self.result, indent=2) + "\n")
         print(step, json.dumps(self.result["steps"][step]), flush=True)
 
 
 # -- the steps ---------------------------------------------------------------------------------------------
-def build_steps(bench: Bench, work: Path, n: int, model: str) -> None:
-    from core.embed.engine import encode_images
+def build_steps(bench: Bench, work: Path, n: int, model: str, reuse: bool) -> None:
     from core.library.library import add_folders, model_key
-    from core.library.update import update, vectors_by_path
     from core.models.loading import load_model
 
     photos = work / "photos"
-    t = time.perf_counter()
-    generate(photos, n)
-    bench.record("generate", {"files": n, "seconds": time.perf_counter() - t})
+    if not reuse:
+        t = time.perf_counter()
+        generate(photos, n)
+        bench.record("generate", {"files": n, "seconds": time.perf_counter() - t})
 
     t = time.perf_counter()
     lm = load_model(model, device="cpu", precision="fp32")
     load_s = time.perf_counter() - t
     key = model_key(model, lm.model_id, lm.precision, lm.embed_dim)
     lib = add_folders("gen", [photos], index_kind="auto")
+    if not reuse:
+        full_build(bench, lib, lm, key, load_s)
+    change_steps(bench, lib, lm, key, load_s, photos, n)
+    lib.close()
+
+
+def full_build(bench: Bench, lib: Any, lm: Any, key: Any, load_s: float) -> None:
+    from core.library.update import update
+
     t = time.perf_counter()
     stats = update(lib, lm, key)
     total = time.perf_counter() - t
@@ -185,6 +195,11 @@ def build_steps(bench: Bench, work: Path, n: int, model: str) -> None:
         },
     )
 
+
+def change_steps(bench: Bench, lib: Any, lm: Any, key: Any, load_s: float, photos: Path, n: int) -> None:
+    from core.embed.engine import encode_images
+    from core.library.update import update, vectors_by_path
+
     t = time.perf_counter()
     stats = update(lib, lm, key)
     nochange = time.perf_counter() - t
@@ -199,7 +214,9 @@ def build_steps(bench: Bench, work: Path, n: int, model: str) -> None:
         },
     )
 
-    new = generate(photos / "new", n // 100, start=10_000_000)
+    new = generate(
+        photos / f"new-{time.time_ns()}", n // 100, start=10_000_000 + len(list(photos.glob("new*"))) * n
+    )
     t = time.perf_counter()
     stats = update(lib, lm, key)
     rescan = time.perf_counter() - t
@@ -264,7 +281,6 @@ def build_steps(bench: Bench, work: Path, n: int, model: str) -> None:
             **stats.to_dict(),
         },
     )
-    lib.close()
 
 
 def kill_steps(bench: Bench, work: Path, model: str) -> None:
@@ -425,13 +441,27 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "artifacts" / "results" / "bench_library.json")
     parser.add_argument("--skip-flickr", action="store_true")
     parser.add_argument("--skip-kills", action="store_true")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the built library of an earlier run: re-measure the rescan, change, memory and search "
+        "steps (the earlier figures of those steps move to 'earlier' in the JSON)",
+    )
     args = parser.parse_args()
-    shutil.rmtree(args.work, ignore_errors=True)
-    args.work.mkdir(parents=True)
+    if not args.reuse:
+        shutil.rmtree(args.work, ignore_errors=True)
+        args.work.mkdir(parents=True)
     os.environ["CAPSEARCH_ARTIFACTS"] = str(args.work / "artifacts")
     bench = Bench(args.out, args)
-    build_steps(bench, args.work, args.n, args.model)
+    if args.reuse:
+        earlier = json.loads(args.out.read_text())
+        bench.result["steps"] = earlier["steps"]
+        bench.result["earlier"] = {"commit": earlier["commit"], **earlier.get("earlier", {})}
+    build_steps(bench, args.work, args.n, args.model, args.reuse)
     memory_steps(bench, args.work)
+    if args.reuse:
+        bench.record("done", {})
+        return
     tombstone_steps(bench, args.work)
     if not args.skip_kills:
         kill_steps(bench, args.work, args.model)
