@@ -186,7 +186,7 @@ def full_build(bench: Bench, lib: Any, lm: Any, key: Any, load_s: float) -> None
     bench.record(
         "full_build",
         {
-            "model": model,
+            "model": key.name,
             "model_load_s": load_s,
             "seconds": total,
             "images_per_s": stats.embedded / total,
