@@ -111,7 +111,7 @@ class Catalogue:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: a lost last commit orphans a chunk, no more
         self.db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); runs outside a transaction
         with self.transaction():
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (str(FORMAT),))
