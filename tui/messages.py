@@ -17,6 +17,7 @@ from textual.message import Message
 if TYPE_CHECKING:
     from core.data.records import ImageRecord, PreparedDataset
     from core.evaluation.results import EvalResult
+    from core.search.duplicates import DatasetDuplicates
     from core.search.retriever import Retriever
     from core.train.recipes import FinetuneSummary
     from tui.session import Source
@@ -31,6 +32,7 @@ class Task(StrEnum):
     SWEEP = "sweep"
     HISTORY = "history"
     FINETUNE = "finetune"
+    DUPLICATES = "duplicates"
 
 
 @dataclass
@@ -128,3 +130,10 @@ class DatasetOpened(Message):
     """The dataset being opened is known (Browse works before the model has loaded)."""
 
     dataset: PreparedDataset
+
+
+@dataclass
+class DuplicatesFound(Message):
+    """:attr:`Task.DUPLICATES` finished: the near-duplicate groups of the current dataset."""
+
+    found: DatasetDuplicates
