@@ -35,24 +35,6 @@ class DuplicatesScreen(CapsearchScreen):
     """A list of near-duplicate groups on the left; the selected group's images side by side."""
 
     AUTO_FOCUS = "#dup-table"
-    DEFAULT_CSS = """
-    DuplicatesScreen {
-        #dup-controls > #dup-threshold { width: 12; }
-        #dup-body { height: 1fr; }
-        #dup-left { width: 2fr; min-width: 30; }
-        #dup-table { height: 1fr; }
-        #dup-grid {
-            width: 3fr;
-            grid-size: 3 2;
-            grid-gutter: 0 1;
-            border-left: vkey $panel-lighten-2;
-            padding: 0 1;
-        }
-        .dup-cell { height: 1fr; }
-        .dup-cell > ImagePreview { height: 1fr; }
-        .dup-cell > Label { width: 1fr; height: 1; color: $text-muted; }
-    }
-    """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+n", "group(1)", "Next group", tooltip="Show the next group"),
         Binding("ctrl+b", "group(-1)", "Prev group", tooltip="Show the previous group"),
