@@ -75,6 +75,12 @@ def _running(pid: int) -> bool:
     return True
 
 
+def is_stale_temp(path: Path) -> bool:
+    """True for a temporary file or folder made by :func:`temp_prefix` whose writer no longer runs."""
+    match = _TEMP_PID.match(path.name)
+    return match is not None and not _running(int(match.group(1)))
+
+
 _swept: set[Path] = set()
 
 
@@ -85,8 +91,7 @@ def remove_stale_temps(folder: Path, recursive: bool = True) -> int:
     removed = 0
     found = Path(folder).rglob(".*.pid*") if recursive else Path(folder).glob(".*.pid*")
     for path in sorted(found, reverse=True):
-        match = _TEMP_PID.match(path.name)
-        if match is None or _running(int(match.group(1))) or not path.exists():
+        if not is_stale_temp(path) or not path.exists():
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

@@ -5,6 +5,7 @@ arithmetic, remove; a dataset search refuses library filters."""
 from __future__ import annotations
 
 import json
+import shutil
 
 from library_helpers import make_folder, write_photo
 
@@ -46,11 +47,15 @@ def test_library_commands_and_search(tmp_path, artifacts, capsys):
     assert all(p.startswith(str(photos / "d0")) for p in capsys.readouterr().out.split())
 
     write_photo(photos / "later.jpg", 99)
+    shutil.copy(inside, photos / "copy-of-a.jpg")
     assert main(["library", "update"]) == 0
-    assert "1 new" in capsys.readouterr().err.replace("\n", " ")
+    assert "2 new" in capsys.readouterr().err.replace("\n", " ")
+    assert main(["library", "duplicates", "--json"]) == 0
+    groups = json.loads(capsys.readouterr().out)["groups"]
+    assert [sorted(g["ids"]) for g in groups] == [sorted([str(inside), str(photos / "copy-of-a.jpg")])]
 
     assert main(["search", "a dog", "--dataset", "synthetic", "--after", "2020-01-01"]) == 2
     assert "filter library searches" in capsys.readouterr().err
     assert main(["library", "remove", "photos"]) == 0
-    assert photos.is_dir() and len(list(photos.rglob("*.jpg"))) == 10
+    assert photos.is_dir() and len(list(photos.rglob("*.jpg"))) == 11
     assert main(["library", "status"]) == 2

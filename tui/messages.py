@@ -17,6 +17,7 @@ from textual.message import Message
 if TYPE_CHECKING:
     from core.data.records import ImageRecord, PreparedDataset
     from core.evaluation.results import EvalResult
+    from core.search.duplicates import DatasetDuplicates
     from core.search.retriever import Retriever
     from core.train.recipes import FinetuneSummary
     from tui.library_session import LibraryRetriever
@@ -32,6 +33,7 @@ class Task(StrEnum):
     SWEEP = "sweep"
     HISTORY = "history"
     FINETUNE = "finetune"
+    DUPLICATES = "duplicates"
 
 
 @dataclass
@@ -129,3 +131,10 @@ class DatasetOpened(Message):
     """The dataset being opened is known (Browse works before the model has loaded)."""
 
     dataset: PreparedDataset
+
+
+@dataclass
+class DuplicatesFound(Message):
+    """:attr:`Task.DUPLICATES` finished: the near-duplicate groups of the current dataset."""
+
+    found: DatasetDuplicates

@@ -59,6 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         commands, "remove", _remove, help="delete a library's catalogue, vectors and index (never photos)"
     )
     remove.add_argument("name", help="library name")
+    dups = add_command(
+        commands, "duplicates", _duplicates, help="group near-identical photos of a library (no chaining)"
+    )
+    dups.add_argument("name", nargs="?", help="library name (default: the default library)")
+    dups.add_argument("--threshold", type=float, default=None, help="cosine similarity (default 0.95)")
+    dups.add_argument("--json", action="store_true", help="print every group as JSON to stdout")
 
 
 def _embed_options(parser: argparse.ArgumentParser) -> None:
@@ -202,6 +208,35 @@ def _remove(args: argparse.Namespace) -> int:
 
     folder = remove_library(args.name)
     console.print(f"removed library {markup_safe(args.name)} ({markup_safe(folder)}); no photo was touched")
+    return 0
+
+
+def _duplicates(args: argparse.Namespace) -> int:
+    from core.index.duplicates import DEFAULT_THRESHOLD, find_duplicate_groups
+    from core.library.home import resolve_library
+    from core.library.library import Library
+
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    with Library.open(resolve_library(args.name)) as lib:
+        model = lib.active
+        if model is None:
+            raise CapsearchError(f"library {lib.name!r} has nothing embedded yet")
+        ids, vectors = lib.index(model, lib.store(model)).all_vectors()
+        rows = lib.catalogue.files_by_id(ids.tolist())
+        groups = find_duplicate_groups(vectors, [rows[i].path for i in ids.tolist()], threshold)
+    if args.json:
+        payload = {"library": lib.name, "threshold": threshold, "photos": len(ids)}
+        print(json.dumps({**payload, "groups": [g.to_dict() for g in groups]}, indent=2))
+        return 0
+    out = Console()
+    out.print(
+        f"library {markup_safe(lib.name)}: {len(groups)} groups of near-duplicates among {len(ids)} photos"
+    )
+    for n, group in enumerate(groups[:20], 1):
+        out.print(
+            f"{n:>3}. {group.min_similarity:.3f}-{group.max_similarity:.3f}  "
+            + markup_safe("  ".join(group.ids))
+        )
     return 0
 
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from core.errors import CapsearchError
-from core.paths import artifacts_root
+from core.paths import libraries_dir
 
 CATALOGUE_FILE = "catalogue.sqlite"
 DEFAULT_FILE = "default.txt"
@@ -20,10 +20,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 class LibraryError(CapsearchError):
     """A library is missing, misnamed or cannot be updated."""
-
-
-def libraries_dir() -> Path:
-    return artifacts_root() / "libraries"
 
 
 def check_name(name: str) -> str:

@@ -124,3 +124,31 @@ def fixed_eval(retriever: FixedRetriever) -> EvalResult:
         ranks={"exact": Ranks(np.array(t2i), np.array(i2t))},
         caption_image=np.array(caption_image),
     )
+
+
+def fixed_duplicates(data: PreparedDataset, threshold: float):
+    """Near-duplicate groups made from hashes: every split's images in id order, cut into groups of 2 and 3."""
+    from core.index.duplicates import DuplicateGroup
+    from core.search.duplicates import DatasetDuplicates
+
+    records = sorted((r for split in data.splits for r in data.split(split)), key=lambda r: r.id)
+    groups, start = [], 0
+    for size in (3, 2, 2, 3, 2, 2, 2):
+        members = records[start : start + size]
+        start += size
+        sims = sorted(
+            threshold + (1 - threshold) * abs(fixed_score(a.id, b.id))
+            for a in members
+            for b in members
+            if a.id < b.id
+        )
+        groups.append(DuplicateGroup([r.id for r in members], list(range(len(members))), sims[0], sims[-1]))
+    return DatasetDuplicates(
+        data,
+        data.splits,
+        "capsearch-tiny@random",
+        threshold,
+        len(records),
+        groups,
+        {r.id: r for r in records},
+    )

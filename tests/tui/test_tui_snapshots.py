@@ -112,3 +112,20 @@ def test_help_screen(snap_compare, make_app) -> None:
         await steady(pilot)
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_duplicates_screen(snap_compare, make_app, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fixed_data import fixed_duplicates
+
+    monkeypatch.setattr(
+        "tui.screens.duplicates.compute_duplicates",
+        lambda retriever, threshold, _reporter: fixed_duplicates(retriever.data, threshold),
+    )
+
+    async def run_before(pilot: Pilot) -> None:
+        await pilot.press("f6")
+        await settle(pilot)
+        await pilot.press("down")
+        await steady(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)

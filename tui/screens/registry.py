@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from tui.screens.base import CapsearchScreen
 from tui.screens.browse import BrowseScreen
+from tui.screens.duplicates import DuplicatesScreen
 from tui.screens.evaluate import EvaluateScreen
 from tui.screens.finetune import FinetuneScreen
 from tui.screens.search import SearchScreen
@@ -58,4 +59,12 @@ SCREENS: tuple[ScreenSpec, ...] = (
         (("enter (on a worst query)", "Open it in Search"),),
     ),
     ScreenSpec("finetune", "Fine-tune", "f5", "Fine-tune a model", FinetuneScreen),
+    ScreenSpec(
+        "duplicates",
+        "Duplicates",
+        "f6",
+        "Page through groups of near-identical images",
+        DuplicatesScreen,
+        (("↑ / ↓ (on the list)", "Move through the groups (the previews follow)"),),
+    ),
 )

@@ -1,0 +1,71 @@
+"""The Duplicates screen on the real core: the tiny model over the small synthetic dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pilot_helpers import settle
+from textual.widgets import DataTable, Input
+
+from core.embed.cache import split_embeddings
+from core.index.duplicates import find_duplicate_groups
+from tui.screens.duplicates import DuplicatesScreen
+from tui.widgets.image_preview import ImagePreview
+
+pytestmark = pytest.mark.asyncio
+
+
+def _threshold_for_a_few_groups(retriever) -> float:
+    """A threshold just under the 8th most similar pair of the dataset's images."""
+    rows = [split_embeddings(retriever.lm, retriever.data, s).image_emb for s in retriever.data.splits]
+    vectors = np.concatenate(rows)
+    sims = vectors @ vectors.T
+    upper = np.sort(sims[np.triu_indices(len(vectors), 1)])[::-1]
+    return float(np.round(upper[7] - 1e-4, 4))
+
+
+async def test_duplicates_screen_pages_through_the_groups(make_app, retriever) -> None:
+    threshold = _threshold_for_a_few_groups(retriever)
+    rows = [split_embeddings(retriever.lm, retriever.data, s) for s in retriever.data.splits]
+    ids = [r.id for emb in rows for r in emb.records]
+    expected = find_duplicate_groups(np.concatenate([e.image_emb for e in rows]), ids, threshold)
+    assert len(expected) >= 2
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f6")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, DuplicatesScreen)
+        field = screen.query_one("#dup-threshold", Input)
+        field.value = str(threshold)
+        field.focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        table = screen.query_one("#dup-table", DataTable)
+        assert table.row_count == len(expected)
+        assert [g.ids for g in screen.found.groups] == [g.ids for g in expected]
+        first = screen.query_one("#dup-preview-0", ImagePreview).path
+        assert first == retriever.data.image_path(screen.found.records[expected[0].ids[0]])
+        table.focus()
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        second = screen.query_one("#dup-preview-0", ImagePreview).path
+        assert second == retriever.data.image_path(screen.found.records[expected[1].ids[0]])
+        shown = [
+            screen.query_one(f"#dup-preview-{k}", ImagePreview).path for k in range(len(expected[1].ids))
+        ]
+        assert None not in shown
+        assert "group 2/" in str(screen.query_one("#dup-status").render())
+
+
+async def test_duplicates_screen_refuses_a_bad_threshold(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f6")
+        await settle(pilot)
+        field = app.screen.query_one("#dup-threshold", Input)
+        field.value = "1.5"
+        field.focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        assert any("not a similarity" in n.message for n in app._notifications)
