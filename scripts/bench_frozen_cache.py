@@ -18,7 +18,10 @@ their differences. bf16 is fit for the frozen pass only where every R@10 moves b
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -57,7 +60,7 @@ def _timed_split(model: Any, cfg: dict[str, Any], args: argparse.Namespace, spli
     """One split's clean images and its captions, timed part by part (wall, process CPU, load)."""
     ds = load_dataset(args.dataset)
     parts: dict[str, Any] = {}
-    for part in ("images", "captions"):
+    for part in args.parts:
         t0, c0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()[0]
         views, which = (1, ("images",)) if part == "images" else (0, ("images", "captions"))
         feats = split_features(model, cfg, args.config, ds, split, views, precision, Log(), parts=which)
@@ -79,6 +82,14 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--dataset", default="flickr8k")
     ap.add_argument("--precision", default="fp32", help="timing mode: the frozen pass's number format")
     ap.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    ap.add_argument("--parts", nargs="+", default=["images", "captions"], choices=["images", "captions"])
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        help="combine the parts timed by earlier runs (their JSON files, or the logs of runs that died "
+        "before writing one) into --out",
+    )
     ap.add_argument("--compare", help="compare mode: this precision against fp32 on val and test")
     ap.add_argument("--model", help="compare mode: the trained checkpoint whose heads score the features")
     ap.add_argument("--out", type=Path, required=True)
@@ -110,6 +121,28 @@ def time_cache(args: argparse.Namespace) -> dict[str, Any]:
         "splits": splits,
         "total_seconds": round(time.perf_counter() - t0, 1),
         "total_cpu_seconds": round(time.process_time() - c0, 1),
+        "machine": _machine(),
+    }
+
+
+def merge(paths: list[Path]) -> dict[str, Any]:
+    """One table of every timed part found in earlier runs' JSON files or logs (the last wins)."""
+    splits: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        text = path.read_text()
+        if path.suffix == ".json":
+            for split, parts in json.loads(text)["splits"].items():
+                splits.setdefault(split, {}).update({k: {**v, "source": path.name} for k, v in parts.items()})
+            continue
+        for m in re.finditer(r"^\S+ (\w+) (images|captions): (\{.*\})$", text, re.M):
+            entry = ast.literal_eval(m.group(3))
+            splits.setdefault(m.group(1), {})[m.group(2)] = {**entry, "source": path.name}
+    parts = [p for s in splits.values() for p in s.values()]
+    return {
+        "splits": splits,
+        "total_seconds": round(sum(p["seconds"] for p in parts), 1),
+        "total_cpu_seconds": round(sum(p["cpu_seconds"] for p in parts), 1),
+        "parts": len(parts),
         "machine": _machine(),
     }
 
@@ -148,7 +181,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> int:
     args = _args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    result = compare(args) if args.compare else time_cache(args)
+    result = merge(args.merge) if args.merge else compare(args) if args.compare else time_cache(args)
     result["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     write_json(args.out if args.out.is_absolute() else ROOT / args.out, result)
     print(result.get("total_seconds"), result.get(f"{args.compare}_fit"))
