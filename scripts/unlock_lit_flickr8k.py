@@ -51,6 +51,7 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--head-lr", type=float, default=1e-4)
     ap.add_argument("--budget-cpu-s", type=float, default=1200.0)
     ap.add_argument("--patience", type=int, default=3)
+    ap.add_argument("--no-save", action="store_true", help="record the val result only, keep the saved model")
     return ap.parse_args()
 
 
@@ -95,7 +96,7 @@ def main() -> int:
     result, train_time = _timed(
         train_unlocked, model, train, val, cfg, args.unlock, args.block_lr, size, REPORTER
     )
-    kept = result.best_val["mean_recall"] > baseline["mean_recall"]
+    kept = result.best_val["mean_recall"] > baseline["mean_recall"] and not args.no_save
     model_id = None
     if kept:
         meta_out = {k: v for k, v in meta.items() if k not in ("model_cfg", "model_id")}
@@ -131,6 +132,7 @@ def main() -> int:
         "train_cpu_seconds": train_time["cpu_seconds"],
         "stem_cache": stem_time,
         "kept": kept,
+        "better_on_val": result.best_val["mean_recall"] > baseline["mean_recall"],
         "model_id": model_id or saved_id,
         "val_curve": result.curve,
         "loadavg": os.getloadavg(),
