@@ -31,6 +31,7 @@ class _Quiet(Reporter):
     pass
 
 
+@pytest.mark.slow
 def test_unlocked_tail_on_cached_stem_rows_equals_the_trunk_and_its_weights_are_saved(
     synthetic_small, artifacts
 ) -> None:
@@ -65,6 +66,7 @@ def test_unlocked_tail_on_cached_stem_rows_equals_the_trunk_and_its_weights_are_
     assert torch.equal(lm.model.visual.trunk.conv_head.weight, model.visual.trunk.conv_head.weight)
 
 
+@pytest.mark.slow
 def test_finetune_recipe_on_a_lit_checkpoint_trains_the_heads_on_cached_features(
     synthetic_small, artifacts
 ) -> None:
@@ -87,6 +89,7 @@ def test_finetune_recipe_on_a_lit_checkpoint_trains_the_heads_on_cached_features
     assert all(k.startswith(("visual.head.", "text.proj.", "logit_scale")) for k in state)
 
 
+@pytest.mark.slow
 def test_a_subset_dataset_borrows_its_parents_cached_features(synthetic_small, artifacts) -> None:
     from core.atomic import write_json, write_jsonl
     from core.data.records import load_dataset
