@@ -64,6 +64,41 @@ def _timed(fn: Any, *a: Any, **kw: Any) -> tuple[Any, dict[str, float]]:
     }
 
 
+def _entry(
+    args: argparse.Namespace,
+    meta: dict[str, Any],
+    saved_id: str,
+    baseline: dict[str, Any],
+    result: Any,
+    times: dict[str, Any],
+) -> dict[str, Any]:
+    """The search-log entry of an unlocking run (``kept`` and ``model_id`` are added by the caller)."""
+    return {
+        "config": meta["config"],
+        "settings": {
+            "unlocked_blocks": args.unlock,
+            "block_lr": args.block_lr,
+            "head_lr": args.head_lr,
+            "budget_cpu_s": args.budget_cpu_s,
+            "start": saved_id,
+        },
+        "views": 1,
+        "val": {k: result.best_val[k] for k in ("mean_recall", "text_to_image", "image_to_text")},
+        "val_before": {k: baseline[k] for k in ("mean_recall", "text_to_image", "image_to_text")},
+        "best_epoch": result.best_epoch,
+        "steps": result.steps,
+        "stopped": result.stopped,
+        "train_seconds": times["train"]["seconds"],
+        "train_cpu_seconds": times["train"]["cpu_seconds"],
+        "stem_cache": times["stem_cache"],
+        "better_on_val": result.best_val["mean_recall"] > baseline["mean_recall"],
+        "val_curve": result.curve,
+        "loadavg": os.getloadavg(),
+        "cpu": cpu_name(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
 def main() -> int:
     args = _args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -113,32 +148,8 @@ def main() -> int:
             }
         )
         model_id = save_checkpoint_dir(models_dir() / args.model, model, cfg_model, meta_out)
-    entry = {
-        "config": meta["config"],
-        "settings": {
-            "unlocked_blocks": args.unlock,
-            "block_lr": args.block_lr,
-            "head_lr": args.head_lr,
-            "budget_cpu_s": args.budget_cpu_s,
-            "start": saved_id,
-        },
-        "views": 1,
-        "val": {k: result.best_val[k] for k in ("mean_recall", "text_to_image", "image_to_text")},
-        "val_before": {k: baseline[k] for k in ("mean_recall", "text_to_image", "image_to_text")},
-        "best_epoch": result.best_epoch,
-        "steps": result.steps,
-        "stopped": result.stopped,
-        "train_seconds": train_time["seconds"],
-        "train_cpu_seconds": train_time["cpu_seconds"],
-        "stem_cache": stem_time,
-        "kept": kept,
-        "better_on_val": result.best_val["mean_recall"] > baseline["mean_recall"],
-        "model_id": model_id or saved_id,
-        "val_curve": result.curve,
-        "loadavg": os.getloadavg(),
-        "cpu": cpu_name(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+    entry = _entry(args, meta, saved_id, baseline, result, {"train": train_time, "stem_cache": stem_time})
+    entry["kept"], entry["model_id"] = kept, model_id or saved_id
     log_path = results_dir() / "lit-search-log.json"
     log = json.loads(log_path.read_text()) if log_path.is_file() else []
     write_json(log_path, [*log, {k: v for k, v in entry.items() if k != "val_curve"}])
