@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from core.data.records import PreparedDataset, load_dataset
 from core.directions import EVALUATED
 from core.errors import DatasetError
 from core.paths import datasets_dir, models_dir, results_dir
+from core.progress import Reporter
 from core.train.recipes import finetune
 from core.train.setup import start_model
 from core.train.trainer import TrainConfig, TrainResult, train
@@ -45,6 +47,7 @@ def write_subset(parent: PreparedDataset, name: str, rows: dict[str, list], sour
         {
             "name": name,
             "source": source,
+            "parent": parent.name,
             "input_checksum": f"{parent.fingerprint[:16]}-{name}",
             "splits": {
                 s: {"images": len(r), "captions": sum(len(x.captions) for x in r)} for s, r in rows.items()
@@ -122,6 +125,7 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--run-budget-min", type=float, help="wall-clock cap per fine-tuning run (default: none)")
     ap.add_argument("--only", nargs="+", help="run only these fine-tuning runs (default: all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    ap.add_argument("--reuse-base", action="store_true", help="keep the base model of an earlier run")
     ap.add_argument(
         "--forgetting",
         choices=("half-a-probe", "synthetic"),
@@ -130,6 +134,39 @@ def arguments() -> argparse.Namespace:
         "synthetic scenes' test split",
     )
     return ap.parse_args()
+
+
+LIT_BASE = {"head_dropout": 0.3, "epochs": 30, "patience": 5}
+"""The capsearch-lit head settings chosen on val (artifacts/results/lit-search-log.json)."""
+LIT_RUNS = {"lit-recipe": {}, "lit-recipe-lr1e-3": {"lr": 1e-3}}
+
+
+def train_lit_base(args: argparse.Namespace, half_a: PreparedDataset, base_dir: Path) -> dict:
+    """Heads of ``args.config`` trained on half A's cached frozen features with the settings chosen on val."""
+    from core.models.checkpoint import build_model, save_checkpoint_dir
+    from core.train.lit import LitConfig, lit_checkpoint_meta, lit_model_cfg, train_heads
+    from core.train.lit_finetune import features
+    from core.train.setup import StartModel
+
+    cfg_model = lit_model_cfg(args.config, head_dropout=LIT_BASE["head_dropout"])
+    torch.manual_seed(0)
+    start = StartModel(build_model(cfg_model), cfg_model, None, f"{args.config}@random")
+    train_f, val_f = (features(start, half_a, s, Log()) for s in ("train", "val"))
+    cfg = LitConfig(epochs=LIT_BASE["epochs"], patience=LIT_BASE["patience"])
+    t0, c0 = time.monotonic(), time.process_time()
+    result = train_heads(start.model, train_f, val_f, cfg, Log())
+    meta = lit_checkpoint_meta(args.config, cfg, half_a.name, result)
+    model_id = save_checkpoint_dir(base_dir, start.model, cfg_model, meta)
+    print(f"base on half A: {model_id} after {time.monotonic() - t0:.0f} s", flush=True)
+    return {
+        "model_id": model_id,
+        "train_seconds": round(result.train_seconds, 1),
+        "train_cpu_seconds": round(time.process_time() - c0, 1),
+        "steps": result.steps,
+        "best_val": result.best_val,
+        "best_epoch": result.best_epoch,
+        "settings": LIT_BASE,
+    }
 
 
 def train_base(args: argparse.Namespace, half_a: PreparedDataset, base_dir: Path) -> TrainResult:
@@ -152,49 +189,79 @@ def train_base(args: argparse.Namespace, half_a: PreparedDataset, base_dir: Path
     return base
 
 
+class Log(Reporter):
+    def log(self, message: str) -> None:
+        print(time.strftime("%H:%M:%S"), message, flush=True)
+
+
+def _base_summary(args: argparse.Namespace, half_a: PreparedDataset, base_dir: Path) -> dict:
+    previous = results_dir() / ("finetune-experiments-lit.json" if "lit" in args.config else "")
+    if args.reuse_base and previous.is_file() and (base_dir / "model.json").is_file():
+        return json.loads(previous.read_text())["base"]
+    if "lit" in args.config:
+        return {**train_lit_base(args, half_a, base_dir), "dataset": half_a.name, "config": args.config}
+    base = train_base(args, half_a, base_dir)
+    return {
+        "model_id": base.model_id,
+        "dataset": half_a.name,
+        "train_seconds": round(base.train_seconds, 1),
+        "steps": base.steps,
+        "best_val": base.best_val,
+        "config": args.config,
+    }
+
+
 def main() -> None:
     args = arguments()
     if args.threads:
         torch.set_num_threads(args.threads)
+    lit = "lit" in args.config
     half_a, half_b = make_halves()
     other = probe_of(half_a) if args.forgetting == "half-a-probe" else _synthetic()
-    base_dir = models_dir() / "compact-flickr8k-half-a"
-    base = train_base(args, half_a, base_dir)
+    base_dir = models_dir() / ("lit-half-a" if lit else "compact-flickr8k-half-a")
+    base = _base_summary(args, half_a, base_dir)
     results = {}
-    for tag, overrides in RUNS.items():
+    for tag, overrides in (LIT_RUNS if lit else RUNS).items():
         if args.only and tag not in args.only:
             continue
+        t0, c0 = time.monotonic(), time.process_time()
         summary = finetune(
             str(base_dir),
             half_b.name,
             name=f"ft-half-b-{tag}",
             forgetting_dataset=other,
-            epochs=args.epochs,
             alphas=(0.0, 0.25, 0.5, 0.75, 1.0),
             time_budget_s=args.run_budget_min * 60 if args.run_budget_min else None,
             device="cpu",
+            reporter=Log(),
+            **({} if lit else {"epochs": args.epochs}),
             **overrides,
         )
-        results[tag] = _brief(summary.to_json())
+        results[tag] = {
+            **_brief(summary.to_json()),
+            "wall_seconds": round(time.monotonic() - t0, 1),
+            "cpu_seconds": round(time.process_time() - c0, 1),
+        }
         print(tag, json.dumps(results[tag]), flush=True)
-    path = results_dir() / "finetune-experiments.json"
+    path = results_dir() / ("finetune-experiments-lit.json" if lit else "finetune-experiments.json")
     previous = json.loads(path.read_text()) if path.is_file() else {}
     write_json(
         path,
         {
-            "base": {
-                "model_id": base.model_id,
-                "dataset": half_a.name,
-                "train_seconds": round(base.train_seconds, 1),
-                "steps": base.steps,
-                "best_val": base.best_val,
-                "config": args.config,
-            },
+            "base": base,
             "finetune_dataset": half_b.name,
             "forgetting_dataset": other,
             "runs": {**previous.get("runs", {}), **results},
+            "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "loadavg": os.getloadavg()},
         },
     )
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
 
 
 if __name__ == "__main__":

@@ -91,7 +91,13 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--settings", help="a JSON list of settings to try instead of a named grid")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--patience", type=int, default=3, help="epochs without val gain before stopping")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for head training (default 1)")
     ap.add_argument("--name", help="checkpoint name (default lit-<backbone>-<dataset>)")
+    ap.add_argument(
+        "--only-if-better",
+        action="store_true",
+        help="keep the existing checkpoint unless the best trial beats its val mean recall",
+    )
     return ap.parse_args()
 
 
@@ -105,6 +111,7 @@ class Trial:
     cfg: LitConfig
     model: Any
     result: LitResult
+    cpu_seconds: float
 
 
 def _try(
@@ -114,12 +121,15 @@ def _try(
     towers = {k: v for k, v in settings.items() if k in TOWER_KEYS}
     train_args = {k: v for k, v in settings.items() if k not in TOWER_KEYS}
     cfg = dataclasses.replace(
-        LitConfig(epochs=args.epochs, views=args.views, patience=args.patience), **train_args
+        LitConfig(epochs=args.epochs, views=args.views, patience=args.patience, threads=args.threads),
+        **train_args,
     )
     model_cfg = lit_model_cfg(args.config, **towers)
     torch.manual_seed(cfg.seed)
     m = build_model(model_cfg)
+    cpu0 = time.process_time()
     result = train_heads(m, train, val, cfg, REPORTER)
+    cpu_seconds = time.process_time() - cpu0
     entry = {
         "config": args.config,
         "settings": settings,
@@ -129,8 +139,14 @@ def _try(
         "val": {k: result.best_val[k] for k in ("mean_recall", "text_to_image", "image_to_text")},
         "best_epoch": result.best_epoch,
         "steps": result.steps,
+        "epochs": cfg.epochs,
+        "patience": cfg.patience,
+        "warmup_steps": cfg.warmup_steps,
+        "stopped": result.stopped,
         "train_seconds": round(result.train_seconds, 1),
+        "train_cpu_seconds": round(cpu_seconds, 1),
         "loadavg": os.getloadavg(),
+        "cpu": cpu_name(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     log_path = results_dir() / "lit-search-log.json"
@@ -139,38 +155,22 @@ def _try(
     REPORTER.log(
         f"{settings}: val mean recall {entry['val']['mean_recall']:.2f} in {entry['train_seconds']} s"
     )
-    return Trial(result.best_val["mean_recall"], settings, model_cfg, cfg, m, result)
+    return Trial(result.best_val["mean_recall"], settings, model_cfg, cfg, m, result, cpu_seconds)
 
 
-def main() -> int:
-    args = _args()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
-    ds = load_dataset(args.dataset)
-    base_cfg = lit_model_cfg(args.config)
-    model = build_model(base_cfg)
-    t0 = time.perf_counter()
-    if args.partial:
-        train = cached_prefix_features(base_cfg, ds, "train", args.views)
-    else:
-        train = split_features(model, base_cfg, args.config, ds, "train", args.views, reporter=REPORTER)
-    val = split_features(model, base_cfg, args.config, ds, "val", 1, reporter=REPORTER)
-    feature_seconds = time.perf_counter() - t0
-    REPORTER.log(
-        f"train images {train.images.shape}, captions {train.captions.shape}; val {val.images.shape}"
-    )
-    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_start": os.getloadavg()}
-    search_t0 = time.perf_counter()
-    grid = json.loads(args.settings) if args.settings else GRIDS[args.grid]
-    tried = [_try(args, settings, train, val) for settings in grid]
-    search_seconds = time.perf_counter() - search_t0
-    best = max(tried, key=lambda t: t.score)
+def _previous_val(name: str) -> float | None:
+    """Val mean recall of the checkpoint ``name`` already saved (from its summary), or None."""
+    path = results_dir() / f"train-lit-{name}.json"
+    if not (models_dir() / name).is_dir() or not path.is_file():
+        return None
+    return float(json.loads(path.read_text())["val"]["mean_recall"])
+
+
+def _summary(
+    args: argparse.Namespace, best: Trial, train: SplitFeatures, name: str, model_id: str
+) -> dict[str, Any]:
     cfg, result = best.cfg, best.result
-    backbone = best.model_cfg["vision_cfg"]["timm_model_name"].removeprefix("tf_efficientnet_")
-    name = args.name or f"lit-{backbone}-{ds.name}"
-    out = models_dir() / name
-    meta = {**lit_checkpoint_meta(args.config, cfg, ds.name, result), "train_images": len(train.records)}
-    model_id = save_checkpoint_dir(out, best.model, best.model_cfg, meta)
-    summary = {
+    return {
         "name": name,
         "model_id": model_id,
         "config": args.config,
@@ -180,17 +180,62 @@ def main() -> int:
         "model_cfg": best.model_cfg,
         "views": args.views,
         "train_images": len(train.records),
-        "train_images_total": len(ds.split("train")),
         "view_coverage": train.view_coverage or [len(train.records)] * args.views,
         "partial": args.partial,
-        "feature_seconds_this_run": round(feature_seconds, 1),
         "chosen_train_seconds": round(result.train_seconds, 1),
-        "search_seconds_all_configs": round(search_seconds, 1),
-        "configs_tried": len(tried),
+        "chosen_train_cpu_seconds": round(best.cpu_seconds, 1),
+        "stopped": result.stopped,
         "best_epoch": result.best_epoch,
         "steps": result.steps,
         "val": result.best_val,
         "val_curve": result.curve,
+    }
+
+
+def main() -> int:
+    args = _args()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    ds = load_dataset(args.dataset)
+    base_cfg = lit_model_cfg(args.config)
+    model = build_model(base_cfg)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    if args.partial:
+        train = cached_prefix_features(base_cfg, ds, "train", args.views)
+    else:
+        train = split_features(model, base_cfg, args.config, ds, "train", args.views, reporter=REPORTER)
+    val = split_features(model, base_cfg, args.config, ds, "val", 1, reporter=REPORTER)
+    features = {
+        "seconds": round(time.perf_counter() - t0, 1),
+        "cpu_seconds": round(time.process_time() - cpu0, 1),
+    }
+    REPORTER.log(
+        f"train images {train.images.shape}, captions {train.captions.shape}; val {val.images.shape}"
+    )
+    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_start": os.getloadavg()}
+    search_t0 = time.perf_counter()
+    grid = json.loads(args.settings) if args.settings else GRIDS[args.grid]
+    tried = [_try(args, settings, train, val) for settings in grid]
+    search_seconds = time.perf_counter() - search_t0
+    best = max(tried, key=lambda t: t.score)
+    backbone = best.model_cfg["vision_cfg"]["timm_model_name"].removeprefix("tf_efficientnet_")
+    name = args.name or f"lit-{backbone}-{ds.name}"
+    previous = _previous_val(name) if args.only_if_better else None
+    if previous is not None and best.score <= previous:
+        REPORTER.log(f"best val mean recall {best.score:.2f} <= saved {previous:.2f}: {name} kept as it is")
+        return 0
+    out = models_dir() / name
+    meta = {
+        **lit_checkpoint_meta(args.config, best.cfg, ds.name, best.result),
+        "train_images": len(train.records),
+    }
+    model_id = save_checkpoint_dir(out, best.model, best.model_cfg, meta)
+    summary = {
+        **_summary(args, best, train, name, model_id),
+        "train_images_total": len(ds.split("train")),
+        "replaced_val_mean_recall": previous,
+        "feature_load": features,
+        "search_seconds_all_configs": round(search_seconds, 1),
+        "configs_tried": len(tried),
         "machine": {**machine, "loadavg_end": os.getloadavg(), "torch_threads": torch.get_num_threads()},
     }
     write_json(results_dir() / f"train-lit-{name}.json", summary)

@@ -127,14 +127,28 @@ class _Quiet(Reporter):
     pass
 
 
-def test_head_training_raises_val_recall(synthetic_small, artifacts) -> None:
+@pytest.fixture(scope="module")
+def lite0_features(synthetic_small, tmp_path_factory: pytest.TempPathFactory):
+    """An artifacts root holding LITE0's frozen features of the synthetic train (2 views) and val splits,
+    computed once for the module's training tests, and those features."""
     from core.models.checkpoint import build_model
 
-    cfg = lit_model_cfg(LITE0)
+    root = tmp_path_factory.mktemp("lite0-features")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CAPSEARCH_ARTIFACTS", str(root))
+        cfg = lit_model_cfg(LITE0)
+        model = build_model(cfg)
+        train = split_features(model, cfg, LITE0, synthetic_small, "train", views=2)
+        val = split_features(model, cfg, LITE0, synthetic_small, "val", views=1)
+    return root, train, val
+
+
+def test_head_training_raises_val_recall(lite0_features) -> None:
+    from core.models.checkpoint import build_model
+
+    _, train, val = lite0_features
     torch.manual_seed(0)
-    model = build_model(cfg)
-    train = split_features(model, cfg, LITE0, synthetic_small, "train", views=2)
-    val = split_features(model, cfg, LITE0, synthetic_small, "val", views=1)
+    model = build_model(lit_model_cfg(LITE0))
     before = val_metrics(model, val)["mean_recall"]
     result = train_heads(model, train, val, FAST, _Quiet())
     assert result.best_val["mean_recall"] > before + 10
@@ -142,9 +156,14 @@ def test_head_training_raises_val_recall(synthetic_small, artifacts) -> None:
     assert not any(p.requires_grad for p in model.parameters())
 
 
-def test_checkpoint_holds_only_trained_tensors_and_reloads(synthetic_small, artifacts) -> None:
-    out = artifacts / "models" / "lit-synth"
+def test_checkpoint_holds_only_trained_tensors_and_reloads(
+    synthetic_small, lite0_features, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = lite0_features[0]
+    monkeypatch.setenv("CAPSEARCH_ARTIFACTS", str(root))  # the frozen features are reused from there
+    out = root / "models" / "lit-synth"
     summary = train_lit(LITE0, synthetic_small, out, dataclasses.replace(FAST, epochs=3), _Quiet())
+    assert summary["features_reused"]
     state = load_file(str(out / "model.safetensors"))
     assert state and all(k.startswith(("visual.head.", "text.proj.", "logit_scale")) for k in state)
     assert sum(v.numel() for v in state.values()) < 5_000_000

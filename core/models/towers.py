@@ -133,7 +133,8 @@ class ResidualHead(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.proj(self.drop(F.normalize(x.float(), dim=-1) * self.scale))
+        unit = F.normalize(x.float(), dim=-1) * self.scale  # in fp32, then the weights' format (bf16: fast)
+        y = self.proj(self.drop(unit.to(self.proj.weight.dtype)))
         return y + self.mlp(y)
 
 

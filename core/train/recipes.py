@@ -30,6 +30,7 @@ from core.paths import models_dir, reports_dir, results_dir, safe_name
 from core.progress import Reporter, ensure
 from core.train import wise_ft
 from core.train.freeze import apply_freeze
+from core.train.lit_finetune import LitFinetuneRun, finetune_heads, is_lit_start
 from core.train.report import plot_alpha, plot_curves
 from core.train.setup import StartModel, start_model
 from core.train.text import has_frozen_hf_trunk
@@ -177,6 +178,59 @@ def _save_model(
     return save_checkpoint_dir(out, start.model, start.model_cfg, meta)
 
 
+def _lit_summary(
+    name: str,
+    out: Path,
+    start: StartModel,
+    ds: PreparedDataset,
+    run: LitFinetuneRun,
+    forgetting_dataset: str | None,
+) -> FinetuneSummary:
+    """Save a head fine-tuning run's model (:mod:`core.train.lit_finetune`) and write its summary."""
+    curve = [
+        {
+            "epoch": row["epoch"],
+            "train_loss": row["train_loss"],
+            "mean_recall": row["val_mean_recall"],
+            "t2i_R@10": row["val_t2i_R@10"],
+            "i2t_R@10": row["val_i2t_R@10"],
+        }
+        for row in run.val_curve
+    ]
+    meta = {
+        "train_args": run.cfg.to_dict(),
+        "dataset": ds.name,
+        "start": start.start_id,
+        "wise_ft_alpha": run.sweep.best_alpha,
+        "wise_ft_curve": run.sweep.curve,
+        "val_curve": curve,
+        "recipe": "finetune-lit",
+    }
+    summary = FinetuneSummary(
+        name=name,
+        start=start.start_id,
+        model_id=save_checkpoint_dir(out, start.model, start.model_cfg, meta),
+        dataset=ds.name,
+        config=run.cfg.to_dict(),
+        text_trunk_frozen=True,
+        seconds=round(run.seconds, 1),
+        steps=run.steps,
+        best_epoch=run.best_epoch,
+        stopped=run.stopped,
+        wise_ft_alpha=run.sweep.best_alpha,
+        wise_ft_curve=run.sweep.curve,
+        val_curve=curve,
+        test_before=run.test_before,
+        test_after=run.test_after,
+        test_after_alpha1=run.test_after_alpha1,
+        forgetting_dataset=forgetting_dataset,
+        forgetting_before=run.forgetting_before,
+        forgetting_after=run.forgetting_after,
+    )
+    _write_outputs(summary)
+    return summary
+
+
 def finetune(
     model: str,
     dataset: str,
@@ -189,12 +243,16 @@ def finetune(
     **overrides: Any,
 ) -> FinetuneSummary:
     """Fine-tune ``model`` on ``dataset`` with the recipe; returns (and writes under results/) a summary with
-    test recall before and after, the val curve, the WiSE-FT alpha curve and forgetting when asked."""
+    test recall before and after, the val curve, the WiSE-FT alpha curve and forgetting when asked. A
+    capsearch-lit checkpoint fine-tunes its heads on cached frozen features (:mod:`core.train.lit_finetune`)."""
     reporter = ensure(reporter)
     start, cfg = _recipe_start(model, pretrained, recommended_config(**overrides))
     ds = load_dataset(dataset)
     name = name or safe_name(f"ft-{Path(model).name}-{ds.name}")
     out = models_dir() / name
+    if is_lit_start(start):
+        run = finetune_heads(start, ds, overrides, forgetting_dataset, alphas, reporter)
+        return _lit_summary(name, out, start, ds, run, forgetting_dataset)
     trunk_frozen = has_frozen_hf_trunk(start.model)
     measures = _Measures.load(start, ds, cfg, forgetting_dataset, reporter)
     reporter.log("measuring recall before fine-tuning")
