@@ -15,7 +15,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Label
 
-from core.index.duplicates import DEFAULT_THRESHOLD
+from core.near_duplicates import DEFAULT_THRESHOLD
 from core.safe_text import markup_safe
 from tui.messages import DuplicatesFound, Task, TaskFailed, TaskProgress
 from tui.screens.base import CapsearchScreen
