@@ -148,14 +148,22 @@ def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return min(rows, key=lambda r: (r["impure_share"], -r["found"]))
 
 
+FLICKR_THRESHOLDS = (0.85, 0.875, 0.9, 0.925)
+
+
 def flickr(
     lm: LoadedModel, name: str, split: str | None, threshold: float, reporter: RichReporter
 ) -> dict[str, Any]:
+    """``capsearch duplicates`` on a prepared Flickr8k at the chosen threshold (and the group counts at
+    a few lower ones, for scale)."""
     data = load_dataset(name)
+    splits = [split] if split else None
     start = time.perf_counter()
-    found = dataset_duplicates(lm, data, [split] if split else None, threshold, reporter)
+    found = dataset_duplicates(lm, data, splits, threshold, reporter)
     sizes = [len(g.ids) for g in found.groups]
+    lower = {t: len(dataset_duplicates(lm, data, splits, t, reporter).groups) for t in FLICKR_THRESHOLDS}
     return {
+        "groups_at_lower_thresholds": {str(t): n for t, n in lower.items()},
         "dataset": data.name,
         "splits": found.splits,
         "images": found.images,
@@ -185,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flickr8k-split", help="one split of it (default: all)")
     parser.add_argument("--flickr8k-precision", default="fp32")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--note", default="", help="appended to the results' note (e.g. the load while embedding)"
+    )
     args = parser.parse_args(argv)
     library = args.library.resolve()
     manifest = json.loads((args.manifest or library.with_name(library.name + ".manifest.json")).read_text())
@@ -212,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     payload: dict[str, Any] = {
         "commit": commit(),
         "machine": machine,
-        "note": "shared 2-core CPU: other jobs ran at the same time (load average above)",
+        "note": "shared 2-core CPU: other jobs ran at the same time (load average above) " + args.note,
         "model_id": lm.model_id,
         "precision": lm.precision,
         "library": {

@@ -6,7 +6,7 @@ would, saves an SVG screenshot and converts it with ``rsvg-convert`` (``apt-get 
     .venv/bin/python scripts/render_screens.py                      # the built-in demo
     .venv/bin/python scripts/render_screens.py --dataset flickr8k --model artifacts/models/<name>
 
-Output: ``<artifacts>/reports/screens/{search,search-image,browse,evaluate,finetune,help}.png`` (``--svg``
+Output: ``<artifacts>/reports/screens/{search,search-image,browse,evaluate,finetune,help,duplicates}<suffix>.png`` (``--svg``
 keeps the SVGs beside them). The evaluation and the short fine-tune it shows write their usual outputs
 under the artifacts root: point ``CAPSEARCH_ARTIFACTS`` at a scratch folder and pass ``--dataset`` and
 ``--model`` paths to keep the real one clean.
@@ -54,7 +54,7 @@ async def settle(pilot: Pilot, timeout: float = 600.0) -> None:
     await pilot.pause()
 
 
-def scenes(query: str, image_id: str) -> dict[str, Step]:
+def scenes(query: str, image_id: str, threshold: str | None = None) -> dict[str, Step]:
     async def search(pilot: Pilot) -> None:
         pilot.app.screen.use_text(query)
         await settle(pilot)
@@ -91,6 +91,15 @@ def scenes(query: str, image_id: str) -> dict[str, Step]:
     async def help_screen(pilot: Pilot) -> None:
         await pilot.press("f1")
 
+    async def duplicates(pilot: Pilot) -> None:
+        await pilot.press("f6")
+        await settle(pilot)
+        if threshold is not None:
+            pilot.app.screen.query_one("#dup-threshold", Input).value = threshold
+            pilot.app.screen.action_find()
+            await settle(pilot)
+        pilot.app.screen.query_one("#dup-table").focus()
+
     return {
         "search": search,
         "search-image": search_image,
@@ -98,6 +107,7 @@ def scenes(query: str, image_id: str) -> dict[str, Step]:
         "evaluate": evaluate,
         "finetune": finetune,
         "help": help_screen,
+        "duplicates": duplicates,
     }
 
 
@@ -130,6 +140,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: reports/screens)")
     parser.add_argument("--only", nargs="*", help="render only these screens")
     parser.add_argument("--svg", action="store_true", help="keep the SVG screenshots next to the PNGs")
+    parser.add_argument("--suffix", default="", help="appended to each file name (e.g. -flickr8k)")
+    parser.add_argument("--threshold", help="the Duplicates screen's threshold (default: the screen's)")
     args = parser.parse_args()
 
     rsvg = shutil.which("rsvg-convert")
@@ -150,14 +162,14 @@ def main() -> int:
     query = args.query or next(c for r in records[len(records) // 3 :] for c in r.captions)
     image_id = records[len(records) // 2].id
 
-    for name, step in scenes(query, image_id).items():
+    for name, step in scenes(query, image_id, args.threshold).items():
         if args.only and name not in args.only:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             svg = asyncio.run(
                 render(source, retriever, name, step, (cols, rows), out if args.svg else Path(tmp))
             )
-            png = out / f"{name}.png"
+            png = out / f"{name}{args.suffix}.png"
             subprocess.run([rsvg, "--zoom", "1.0", str(svg), "-o", str(png)], check=True)
         print(png)
     return 0

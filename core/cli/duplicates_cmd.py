@@ -10,7 +10,7 @@ from rich.table import Table
 
 from core.cli.console import RichReporter, add_command
 from core.cli.options import add_common_options, dataset_of, model_of
-from core.index.duplicates import DEFAULT_THRESHOLD
+from core.near_duplicates import DEFAULT_THRESHOLD
 from core.safe_text import markup_safe
 
 SHOWN = 20

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.prompt import Confirm
@@ -15,11 +15,12 @@ from rich.table import Table
 
 from core.cli.console import add_command
 from core.errors import CapsearchError
-from core.housekeeping.inventory import Artifact, inventory
-from core.housekeeping.prune import prune
 from core.housekeeping.usage import parts
 from core.paths import artifacts_home
 from core.safe_text import markup_safe
+
+if TYPE_CHECKING:
+    from core.housekeeping.inventory import Artifact
 
 out = Console()
 
@@ -115,6 +116,9 @@ def _table(items: list[Artifact]) -> Table:
 
 
 def _clean(args: argparse.Namespace) -> int:
+    from core.housekeeping.inventory import inventory
+    from core.housekeeping.prune import prune
+
     home = artifacts_home()
     items = inventory(home.root, args.unused_days)
     stale = [i for i in items if i.prunable]

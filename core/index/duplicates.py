@@ -7,8 +7,7 @@ framed like the crop...). Here a group is a *clique*: every two members are with
 other. Groups are grown by complete linkage over the sparse candidate graph: pairs are visited from the
 most to the least similar, and two groups merge only when every cross pair is itself a candidate pair. The
 most similar pairs therefore group first and an intermediate can never join two photos that are not
-near-identical themselves. The default threshold was measured (``scripts/bench_near_duplicates.py``,
-``artifacts/results/near_duplicates.json``).
+near-identical themselves. The default threshold (:mod:`core.near_duplicates`) was measured.
 """
 
 from __future__ import annotations
@@ -20,7 +19,8 @@ from typing import Any, TypeVar
 import faiss
 import numpy as np
 
-DEFAULT_THRESHOLD = 0.95
+from core.near_duplicates import DEFAULT_THRESHOLD
+
 QUERY_BATCH = 4096
 
 H = TypeVar("H")

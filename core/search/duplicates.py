@@ -9,8 +9,9 @@ import numpy as np
 
 from core.data.records import ImageRecord, PreparedDataset
 from core.embed.cache import split_embeddings
-from core.index.duplicates import DEFAULT_THRESHOLD, DuplicateGroup, find_duplicate_groups
+from core.index.duplicates import DuplicateGroup, find_duplicate_groups
 from core.models.loading import LoadedModel
+from core.near_duplicates import DEFAULT_THRESHOLD
 from core.progress import Reporter, ensure
 
 

@@ -126,12 +126,12 @@ def fixed_eval(retriever: FixedRetriever) -> EvalResult:
     )
 
 
-def fixed_duplicates(data: PreparedDataset, threshold: float):
-    """Near-duplicate groups made from hashes: every split's images in id order, cut into groups of 2 and 3."""
+def fixed_duplicates(data: PreparedDataset, split: str, threshold: float):
+    """Near-duplicate groups made from hashes: the split's images in id order, cut into groups of 2 and 3."""
     from core.index.duplicates import DuplicateGroup
     from core.search.duplicates import DatasetDuplicates
 
-    records = sorted((r for split in data.splits for r in data.split(split)), key=lambda r: r.id)
+    records = sorted(data.split(split), key=lambda r: r.id)
     groups, start = [], 0
     for size in (3, 2, 2, 3, 2, 2, 2):
         members = records[start : start + size]
@@ -145,7 +145,7 @@ def fixed_duplicates(data: PreparedDataset, threshold: float):
         groups.append(DuplicateGroup([r.id for r in members], list(range(len(members))), sims[0], sims[-1]))
     return DatasetDuplicates(
         data,
-        data.splits,
+        [split],
         "capsearch-tiny@random",
         threshold,
         len(records),

@@ -119,7 +119,7 @@ def test_duplicates_screen(snap_compare, make_app, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(
         "tui.screens.duplicates.compute_duplicates",
-        lambda retriever, threshold, _reporter: fixed_duplicates(retriever.data, threshold),
+        lambda retriever, threshold, _reporter: fixed_duplicates(retriever.data, retriever.split, threshold),
     )
 
     async def run_before(pilot: Pilot) -> None:

@@ -1,7 +1,8 @@
-"""Duplicates: groups of near-identical images of the current dataset, a group at a time with previews.
+"""Duplicates: groups of near-identical images of the open split, a group at a time with previews.
 
-The groups come from :func:`core.search.duplicates.dataset_duplicates` (the open model's image embeddings,
-cached; every two members of a group above the threshold), computed in a thread worker.
+The groups come from :func:`core.search.duplicates.dataset_duplicates` over the split the app searches
+(the open model's cached image embeddings; every two members of a group above the threshold), computed
+in a thread worker.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Label
 
-from core.index.duplicates import DEFAULT_THRESHOLD
+from core.near_duplicates import DEFAULT_THRESHOLD
 from core.safe_text import markup_safe
 from tui.messages import DuplicatesFound, Task, TaskFailed, TaskProgress
 from tui.screens.base import CapsearchScreen
@@ -25,10 +26,10 @@ PREVIEWS = 6
 
 
 def compute_duplicates(retriever: Any, threshold: float, reporter: TuiReporter) -> Any:
-    """The near-duplicate groups of every split of the retriever's dataset by its model."""
+    """The near-duplicate groups of the retriever's split by its model."""
     from core.search.duplicates import dataset_duplicates
 
-    return dataset_duplicates(retriever.lm, retriever.data, None, threshold, reporter)
+    return dataset_duplicates(retriever.lm, retriever.data, [retriever.split], threshold, reporter)
 
 
 class DuplicatesScreen(CapsearchScreen):
@@ -100,7 +101,7 @@ class DuplicatesScreen(CapsearchScreen):
         if retriever is None or threshold is None:
             return
         self._for = retriever
-        self._status(f"grouping {markup_safe(retriever.data.name)} at {threshold:g}…")
+        self._status(f"grouping {markup_safe(retriever.data.name)}/{retriever.split} at {threshold:g}…")
         self._find(retriever, threshold, TuiReporter(self, Task.DUPLICATES))
 
     @work(thread=True, exclusive=True, group="duplicates")
