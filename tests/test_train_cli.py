@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
+
+import torch
 
 from core.cli import build_parser
 from core.cli.console import main
@@ -57,3 +60,26 @@ def test_bad_arguments_are_one_line_errors(synthetic_small, artifacts, capsys):
     argv = ["train", "--dataset", str(synthetic_small.dir), "--model", "capsearch-tiny", "--freeze", "last:x"]
     assert _run(argv) == 2
     assert "bad freezing policy" in capsys.readouterr().err
+
+
+def test_finetune_leaves_unset_options_to_the_recipe():
+    """`capsearch finetune` without --lr/--epochs/--warmup/--patience uses the recipe's values (the lit
+    heads' recipe differs from the full-model one), while given values still override it."""
+    from core.cli.train_cmds import _overrides
+    from core.train.lit_finetune import lit_config
+    from core.train.recipes import recommended_config
+
+    args = build_parser().parse_args(["finetune", "--model", "m", "--dataset", "d"])
+    unset = _overrides(args)
+    assert not {"lr", "epochs", "warmup_steps", "patience"} & unset.keys()
+    assert recommended_config(**unset).lr == 1e-5
+
+    start = SimpleNamespace(
+        model=SimpleNamespace(logit_scale=torch.tensor(0.0))
+    )  # lit_config reads only this
+
+    assert lit_config(start, unset).lr == 2e-4  # type: ignore[arg-type]
+    given = _overrides(
+        build_parser().parse_args(["finetune", "--model", "m", "--dataset", "d", "--lr", "3e-4"])
+    )
+    assert recommended_config(**given).lr == 3e-4 and lit_config(start, given).lr == 3e-4  # type: ignore[arg-type]

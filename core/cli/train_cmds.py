@@ -77,7 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ft.add_argument(
         "--alphas", type=number(0, 1), nargs="+", help="WiSE-FT alphas to sweep (default 0, 0.1, ..., 1)"
     )
-    _add_train_options(ft, epochs=5, lr=1e-5, warmup=20, freeze="auto")
+    # None: the recipe's own value (core.train.recipes; capsearch-lit heads: core.train.lit_finetune.RECIPE)
+    _add_train_options(ft, epochs=None, lr=None, warmup=None, freeze="auto", patience=None)
 
     demo = add_command(
         sub,
@@ -89,16 +90,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("-k", type=count(1), default=5, help="results to show (default 5)")
 
 
-def _add_train_options(p: argparse.ArgumentParser, epochs: int, lr: float, warmup: int, freeze: str) -> None:
+def _add_train_options(
+    p: argparse.ArgumentParser,
+    epochs: int | None,
+    lr: float | None,
+    warmup: int | None,
+    freeze: str,
+    patience: int | None = 3,
+) -> None:
+    """Add the training options; a default of None means "the recipe's" (fine-tuning)."""
     from core.train.freeze import POLICIES
     from core.train.loss import LOSSES
 
-    p.add_argument("--epochs", type=count(1), default=epochs, help=f"epochs (default {epochs})")
+    p.add_argument("--epochs", type=count(1), default=epochs, help=f"epochs (default {_default(epochs)})")
     p.add_argument("--batch-size", type=count(1), default=128, help="batch size (default 128)")
     p.add_argument(
-        "--lr", type=number(0, low_open=True), default=lr, help=f"peak learning rate (default {lr:g})"
+        "--lr", type=number(0, low_open=True), default=lr, help=f"peak learning rate (default {_default(lr)})"
     )
-    p.add_argument("--warmup", type=count(0), default=warmup, help=f"linear warmup steps (default {warmup})")
+    p.add_argument(
+        "--warmup", type=count(0), default=warmup, help=f"linear warmup steps (default {_default(warmup)})"
+    )
     p.add_argument("--weight-decay", type=number(0), default=0.1, help="AdamW weight decay (default 0.1)")
     p.add_argument("--accum", type=count(1), default=1, help="gradient accumulation steps (default 1)")
     p.add_argument("--loss", choices=LOSSES, default="clip", help="clip (InfoNCE) or margin (VSE++ hinge)")
@@ -110,7 +121,10 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int, lr: float, warmu
         "Hugging Face text tower, else full)",
     )
     p.add_argument(
-        "--patience", type=count(0), default=3, help="early-stop after N epochs without val gain (0: off)"
+        "--patience",
+        type=count(0),
+        default=patience,
+        help=f"early-stop after N epochs without val gain (0: off; default {_default(patience)})",
     )
     p.add_argument(
         "--time-budget-min",
@@ -143,8 +157,16 @@ def _add_train_options(p: argparse.ArgumentParser, epochs: int, lr: float, warmu
     p.add_argument("--json", action="store_true", help="print the result summary as JSON to stdout")
 
 
+def _default(value: float | None) -> str:
+    return "the recipe's" if value is None else f"{value:g}"
+
+
+RECIPE_DEFAULTED = ("epochs", "lr", "warmup_steps", "patience")
+"""Options fine-tuning leaves to its recipe when they are not given."""
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {
+    given = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
@@ -163,6 +185,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "time_budget_s": args.time_budget_min * 60 if args.time_budget_min else None,
     }
+    return {k: v for k, v in given.items() if v is not None or k not in RECIPE_DEFAULTED}
 
 
 def _recall_table(title: str, columns: dict[str, dict[str, Any]]) -> Table:
