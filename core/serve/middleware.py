@@ -8,6 +8,7 @@ as soon as it passes the cap (413). The access log is one JSON object per line o
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -27,10 +28,18 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _StderrHandler(logging.Handler):
+    """Writes each record to the ``sys.stderr`` of the moment (which tests and embedders may replace)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(OSError, ValueError):  # a closed stream drops the line, never the request
+            sys.stderr.write(self.format(record) + "\n")
+
+
 def configure_access_log() -> None:
     """Send the access log to stderr as bare JSON lines (once per process)."""
     if not access_log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         access_log.addHandler(handler)
         access_log.setLevel(logging.INFO)
