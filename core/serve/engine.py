@@ -28,7 +28,8 @@ from core.data.records import PreparedDataset, load_dataset
 from core.directions import Direction
 from core.embed.engine import encode_pil_query, encode_text_queries
 from core.errors import CapsearchError, ModelError
-from core.index.store import IndexKey
+from core.index.store import IndexKey, Side
+from core.index.vector_index import VectorIndex
 from core.models.catalogue import default_model, is_checkpoint_dir
 from core.models.loading import LoadedModel, load_model
 from core.progress import Reporter
@@ -322,13 +323,19 @@ def index_version(r: Retriever) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def index_signature(r: Retriever) -> tuple[int, ...]:
-    """Modification times of the served index files (a rebuild replaces them)."""
+def index_files(r: Retriever) -> list[Path]:
+    """The metadata files of the served indexes (a rebuild replaces them)."""
     out = []
-    for side, index in (("images", r.image_index), ("captions", r.caption_index)):
-        if index is None:
-            continue
-        folder = IndexKey(r.model_id, r.dataset, r.split, side, r.lm.precision).folder(index.spec)  # type: ignore[arg-type]
-        meta = Path(folder) / "index.json"
-        out.append(meta.stat().st_mtime_ns if meta.exists() else 0)
-    return tuple(out)
+    sides: list[tuple[Side, VectorIndex | None]] = [("images", r.image_index), ("captions", r.caption_index)]
+    for side, index in sides:
+        if index is not None:
+            out.append(
+                IndexKey(r.model_id, r.dataset, r.split, side, r.lm.precision).folder(index.spec)
+                / "index.json"
+            )
+    return out
+
+
+def index_signature(r: Retriever) -> tuple[int, ...]:
+    """Modification times of the served index files."""
+    return tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in index_files(r))
