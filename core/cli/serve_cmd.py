@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from types import FrameType
 
 from rich_argparse import RawDescriptionRichHelpFormatter
 
@@ -70,6 +71,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-batch", type=int, default=32, help="largest text micro-batch (default 32)")
 
 
+def _server_class() -> type:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn's server, which on SIGTERM/SIGINT stops accepting, drains the requests in flight and then
+        returns (exit code 0) instead of re-raising the signal."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list):
+                captured.clear()
+
+    return GracefulServer
+
+
 def serve(args: argparse.Namespace) -> int:
     """Check what can fail fast, then run uvicorn until SIGINT/SIGTERM (in-flight requests drain)."""
     import uvicorn
@@ -104,7 +121,7 @@ def serve(args: argparse.Namespace) -> int:
         log_level="warning",
         timeout_graceful_shutdown=30,
     )
-    server = uvicorn.Server(config)
+    server = _server_class()(config)
 
     def stop(reason: str) -> None:
         server.should_exit = True

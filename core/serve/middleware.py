@@ -138,14 +138,13 @@ class ServiceMiddleware:
         entry: dict[str, Any] = {
             "ts": round(time.time(), 3),
             "method": scope["method"],
-            "path": scope["path"] if endpoint != "unmatched" else "(unmatched)",
+            "path": scope["path"],
             "endpoint": endpoint,
             "status": status,
             "ms": round(seconds * 1e3, 2),
             "client": (scope.get("client") or ("-",))[0],
         }
         if self.log_queries:
-            entry["path"] = scope["path"]
             entry["query_string"] = scope.get("query_string", b"").decode("latin-1")
             text = scope.get("state", {}).get("query_text")
             if text is not None:

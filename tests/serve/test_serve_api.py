@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +253,18 @@ def test_openapi_documents_every_endpoint_with_examples(client) -> None:
     assert {"application/json", "multipart/form-data"} <= set(content)
     assert schema["components"]["schemas"]["SearchRequest"]["examples"]
     assert schema["components"]["schemas"]["SearchResponse"]["examples"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (("--split", "nope", "--model", "capsearch-tiny"), "no split"),
+        (("--model", "capsearch-tiny", "--port", "0"), "--port"),
+        (("--model", "capsearch-tiny", "--index", "flat"), "invalid choice"),
+    ],
+)
+def test_serve_refuses_bad_options_before_starting(capsys, synthetic_small, argv, says) -> None:
+    with pytest.raises(SystemExit) if says == "invalid choice" else nullcontext():
+        code = main(build_parser(), ["serve", "--dataset", str(synthetic_small.dir), *argv])
+        assert code == 2
+    assert says in capsys.readouterr().err
