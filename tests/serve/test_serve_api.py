@@ -268,3 +268,25 @@ def test_serve_refuses_bad_options_before_starting(capsys, synthetic_small, argv
         code = main(build_parser(), ["serve", "--dataset", str(synthetic_small.dir), *argv])
         assert code == 2
     assert says in capsys.readouterr().err
+
+
+def test_no_dataset_serves_the_demo(monkeypatch, synthetic_small, tiny_model) -> None:
+    """Without --dataset the engine prepares/trains the demo first (core.demo.ensure_demo, stubbed here
+    with the tiny dataset and model: the real one trains for a minute) and reports progress until ready."""
+    import core.demo
+
+    calls = []
+
+    def fake_demo(reporter):
+        calls.append(reporter)
+        reporter.log("training the demo model")
+        return synthetic_small, "capsearch-tiny"
+
+    monkeypatch.setattr(core.demo, "ensure_demo", fake_demo)
+    engine = Engine(Settings(reload_check_s=0), Metrics())
+    engine.load()
+    try:
+        assert calls and engine.retriever is not None and engine.retriever.dataset == "synthetic"
+        assert engine.retriever.model_id == "capsearch-tiny@random" and engine.reason is None
+    finally:
+        engine.close()
