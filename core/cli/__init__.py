@@ -26,14 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The full parser, every command's module imported (here, so that ``capsearch app`` starts without)."""
     from importlib.metadata import version
 
-    from core.cli import app_cmd, data_cmds, retrieval_cmds, train_cmds
+    from core.cli import app_cmd, data_cmds, retrieval_cmds, serve_cmd, train_cmds
 
     parser = argparse.ArgumentParser(
         prog="capsearch", description=DESCRIPTION, formatter_class=RawDescriptionRichHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"capsearch {version('capsearch')}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (data_cmds, retrieval_cmds, train_cmds, app_cmd):
+    for module in (data_cmds, retrieval_cmds, train_cmds, app_cmd, serve_cmd):
         module.register(sub)
     return parser
 
