@@ -9,7 +9,7 @@
 #   INDEX_URL         the package index pip uses (empty: pip's default)
 #   TORCH_INDEX_URL   where the pinned torch/torchvision come from (default: the CPU-only wheels;
 #                     empty: INDEX_URL, whose Linux wheels of torch are the larger CUDA build)
-#   CAPSEARCH_EXTRAS  extras of the capsearch wheel to install (an absent extra is only warned about)
+#   CAPSEARCH_EXTRAS  extras of the capsearch wheel to install, comma-separated (default: none)
 # Build secret (optional): pip_cert, a CA bundle for pip where TLS to the index is intercepted by a proxy;
 # it is mounted only while pip runs and is not part of any layer.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
@@ -17,7 +17,6 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE} AS builder
 ARG INDEX_URL=""
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-ARG CAPSEARCH_EXTRAS=serve
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DEFAULT_TIMEOUT=180 \
@@ -41,10 +40,11 @@ RUN --mount=type=secret,id=pip_cert \
 COPY pyproject.toml README.md /src/
 COPY core /src/core
 COPY tui /src/tui
+ARG CAPSEARCH_EXTRAS=""
 RUN --mount=type=secret,id=pip_cert \
     venv-pip wheel ${INDEX_URL:+--index-url "$INDEX_URL"} --no-deps --wheel-dir /wheels /src \
  && wheel="$(ls /wheels/capsearch-*.whl)" \
- && venv-pip install ${INDEX_URL:+--index-url "$INDEX_URL"} "${wheel}[${CAPSEARCH_EXTRAS}]" \
+ && venv-pip install ${INDEX_URL:+--index-url "$INDEX_URL"} "${wheel}${CAPSEARCH_EXTRAS:+[$CAPSEARCH_EXTRAS]}" \
  && venv-pip check \
  && /opt/venv/bin/capsearch --version
 

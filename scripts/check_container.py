@@ -153,10 +153,10 @@ def get(url: str, token: str | None = None, timeout: float = 10) -> tuple[int, b
         return 0, b""
 
 
-def wait_for(url: str, deadline_s: float, start: float) -> float | None:
+def wait_for(url: str, deadline_s: float, start: float, token: str | None = None) -> float | None:
     """Seconds from ``start`` until ``url`` answers 200, or None at the deadline or when the container exits."""
     while time.monotonic() - start < deadline_s:
-        if get(url, timeout=2)[0] == 200:
+        if get(url, token, timeout=2)[0] == 200:
             return round(time.monotonic() - start, 1)
         state = engine("inspect", "--format", "{{.State.Running}}", NAME, check=False).stdout.strip()
         if state != "true":
@@ -205,8 +205,16 @@ def search(base: str, token: str) -> dict[str, Any]:
         payload = json.loads(body)
     except ValueError:
         return {**result, "body": body[:300].decode(errors="replace")}
-    hits = payload.get("hits", payload.get("results", []))
-    return {**result, "hits": len(hits), "top": hits[:3], "model": payload.get("model")}
+    hits = payload.get("hits") or []
+    top = [{key: hit.get(key) for key in ("rank", "score", "id", "caption")} for hit in hits[:3]]
+    return {
+        **result,
+        "hits": len(hits),
+        "top": top,
+        "model_id": payload.get("model_id"),
+        "index": payload.get("index"),
+        "timings": payload.get("timings"),
+    }
 
 
 def serve_run(port: int) -> dict[str, Any]:
@@ -216,7 +224,7 @@ def serve_run(port: int) -> dict[str, Any]:
     engine("volume", "rm", "-f", VOLUME, check=False)
     began = start(port, token)
     healthz = wait_for(f"{base}/healthz", 120, began)
-    ready = wait_for(f"{base}/readyz", 1200, began)
+    ready = wait_for(f"{base}/readyz", 2400, began, token)
     result: dict[str, Any] = {"first_start": {"healthz_s": healthz, "readyz_s": ready}}
     if ready is None:
         result["logs_tail"] = engine("logs", "--tail", "30", NAME, check=False).stdout.splitlines()
@@ -230,7 +238,7 @@ def serve_run(port: int) -> dict[str, Any]:
     result["exit_code_after_stop"] = int(engine("inspect", "--format", "{{.State.ExitCode}}", NAME).stdout)
     began = time.monotonic()
     engine("start", NAME)
-    result["restart_on_filled_volume"] = {"readyz_s": wait_for(f"{base}/readyz", 600, began)}
+    result["restart_on_filled_volume"] = {"readyz_s": wait_for(f"{base}/readyz", 600, began, token)}
     result["search_after_restart"] = search(base, token)
     engine("rm", "-f", NAME, timeout=60)
     return result
