@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import resource
 import secrets
 import shutil
 import subprocess
@@ -102,6 +104,71 @@ def sandbox() -> dict[str, Any]:
     }
 
 
+def probe(label: str, *args: str, command: tuple[str, ...] = ("true",)) -> dict[str, Any]:
+    """Run ``command`` in the base image under podman's own defaults (no containers.conf) plus ``args``."""
+    env = {k: v for k, v in os.environ.items() if k != "CONTAINERS_CONF"}
+    run = subprocess.run(
+        [ENGINE, *args, BASE, *command], capture_output=True, text=True, timeout=180, env=env
+    )
+    errors = [line for line in run.stderr.splitlines() if "systemd" not in line]
+    tls = re.search(
+        r"\[SSL: [A-Z_]+\][^')]*", run.stdout + run.stderr
+    )  # pip retries, then says only "no matching ..."
+    error = tls.group(0) if tls else errors[-1] if errors else None
+    return {"what": label, "exit_code": run.returncode, "error": error}
+
+
+def sandbox_probes() -> list[dict[str, Any]]:
+    """Each refusal on the way from podman's defaults to a container that starts, with its exact text."""
+    nofile, nproc = (
+        resource.getrlimit(limit)[1] for limit in (resource.RLIMIT_NOFILE, resource.RLIMIT_NPROC)
+    )
+    own = [f"nofile={nofile}:{nofile}"]
+    limits = lambda n: ["--ulimit", own[0], "--ulimit", f"nproc={n}:{n}"]  # noqa: E731
+    index = sh("python3", "-m", "pip", "config", "get", "global.index-url", check=False).stdout.strip()
+    pip = "python3 -m venv /tmp/v && /tmp/v/bin/pip download --no-deps --retries 0 --timeout 20 -d /tmp/d pip"
+    pip += f" --index-url {index}" if index else ""
+    return [
+        probe("crun, podman's default rlimits", "--runtime", "crun", "run", "--rm", "--network", "none"),
+        probe(
+            f"crun, rlimits = this shell's hard limits ({own[0]}, nproc={nproc})",
+            "--runtime",
+            "crun",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            *limits(nproc),
+        ),
+        probe("crun, nproc=32768", "--runtime", "crun", "run", "--rm", "--network", "none", *limits(32768)),
+        probe(
+            f"runc, nproc={nproc}", "--runtime", "runc", "run", "--rm", "--network", "none", *limits(nproc)
+        ),
+        probe(
+            "runc, nproc=32768 (the build script's containers.conf)",
+            "--runtime",
+            "runc",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            *limits(32768),
+        ),
+        probe(
+            "runc, nproc=32768, bridge network (netavark)", "--runtime", "runc", "run", "--rm", *limits(32768)
+        ),
+        probe(
+            "pip's index over TLS from the container, without this machine's CA bundle",
+            "--runtime",
+            "runc",
+            "run",
+            "--rm",
+            *limits(32768),
+            command=("sh", "-c", pip),
+        ),
+    ]
+
+
 def image_facts() -> dict[str, Any]:
     info = json.loads(engine("image", "inspect", TAG).stdout)[0]
     config = info.get("Config", {})
@@ -110,6 +177,12 @@ def image_facts() -> dict[str, Any]:
         "run", "--rm", "--network", "none", "--entrypoint", "python3", TAG, "-c", probe
     ).stdout.split()
     user = engine("run", "--rm", "--network", "none", "--entrypoint", "id", TAG, "-u").stdout.strip()
+    site = "/opt/venv/lib/python3.11/site-packages"
+    parts = [f"{site}/{name}" for name in ("nvidia", "triton", "torch", "cuda", "faiss", "scipy")]
+    each = 'for d in "$@"; do du -sm "$d"; done'
+    du = engine(
+        "run", "--rm", "--network", "none", "--entrypoint", "sh", TAG, "-c", each, "du", "/opt/venv", *parts
+    )
     return {
         "tag": TAG,
         "size_bytes": info["Size"],
@@ -120,6 +193,9 @@ def image_facts() -> dict[str, Any]:
         "python": versions[0],
         "torch": versions[1],
         "uid": int(user),
+        "largest_mb": {
+            line.split()[1].removeprefix(site + "/"): int(line.split()[0]) for line in du.stdout.splitlines()
+        },
         "env": [
             e for e in config.get("Env", []) if e.split("=")[0] in ("CAPSEARCH_ARTIFACTS", "HF_HUB_OFFLINE")
         ],
@@ -287,10 +363,22 @@ def main() -> None:
     parser.add_argument("--no-build", action="store_true", help="measure the image already built")
     parser.add_argument("--port", type=int, default=18000, help="host port (bound to 127.0.0.1)")
     parser.add_argument("--hadolint", help="the hadolint binary (default: on PATH)")
+    parser.add_argument(
+        "--facts-only", action="store_true", help="redo the probes, image facts and lint of the last run"
+    )
     args = parser.parse_args()
+    if args.facts_only:
+        results = json.loads(OUT.read_text())
+        latest = results["latest"]
+        latest["sandbox"] = {**sandbox(), "probes": sandbox_probes()}
+        latest["image"], latest["lint"] = image_facts(), lint(args.hadolint)
+        results["runs"][-1] = latest
+        write_json(OUT, results)
+        print(json.dumps(latest, indent=2))
+        return
     run: dict[str, Any] = {"commit": commit(), "machine": machine()}
     run["build"] = None if args.no_build else build()
-    run["sandbox"] = sandbox()
+    run["sandbox"] = {**sandbox(), "probes": sandbox_probes()}
     run["image"] = image_facts()
     run["lint"] = lint(args.hadolint)
     if has_serve():
