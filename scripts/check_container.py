@@ -88,6 +88,8 @@ def build() -> dict[str, Any]:
         "load_average_1m_after": os.getloadavg()[0],
         "script_notes": notes,
         "pip_warnings": [line for line in lines if "does not provide the extra" in line],
+        "steps": sum(bool(re.match(r"\[\d/\d\] STEP \d+/\d+: ", line)) for line in lines),
+        "steps_from_cache": sum(line.startswith("--> Using cache") for line in lines),
     }
 
 
