@@ -380,18 +380,19 @@ def main() -> None:
     parser.add_argument("--no-build", action="store_true", help="measure the image already built")
     parser.add_argument("--port", type=int, default=18000, help="host port (bound to 127.0.0.1)")
     parser.add_argument("--hadolint", help="the hadolint binary (default: on PATH)")
+    parser.add_argument("--out", type=Path, default=OUT, help="the results file (default: %(default)s)")
     parser.add_argument("--seed-model", type=Path, help="a trained demo model dir to put in the volume first")
     parser.add_argument(
         "--facts-only", action="store_true", help="redo the probes, image facts and lint of the last run"
     )
     args = parser.parse_args()
     if args.facts_only:
-        results = json.loads(OUT.read_text())
+        results = json.loads(args.out.read_text())
         latest = results["latest"]
         latest["sandbox"] = {**sandbox(), "probes": sandbox_probes()}
         latest["image"], latest["lint"] = image_facts(), lint(args.hadolint)
         results["runs"][-1] = latest
-        write_json(OUT, results)
+        write_json(args.out, results)
         print(json.dumps(latest, indent=2))
         return
     run: dict[str, Any] = {"commit": commit(), "machine": machine()}
@@ -405,7 +406,7 @@ def main() -> None:
         run["serve"] = "not in this image: `capsearch serve` is not on this branch yet"
         run["demo"] = demo_run()
     run["machine"]["load_average_1m_end"] = os.getloadavg()[0]
-    write_json(OUT, {"latest": run, "runs": runs_log(OUT, run)[-5:]})
+    write_json(args.out, {"latest": run, "runs": runs_log(args.out, run)[-5:]})
     print(json.dumps(run, indent=2))
 
 
