@@ -21,9 +21,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
+import serve_process
 
 from core.locks import LOCKS
 
@@ -199,3 +203,78 @@ def check_concurrent(command: Command, workdir: Path) -> list[str]:
         f"exit {p.returncode}: {err[-2000:]}" for p, err in zip(procs, errors, strict=True) if p.returncode
     ]
     return failed + differences(digest(clean), digest(base))
+
+
+# -- the service ------------------------------------------------------------------------------------------
+SERVE = ("--dataset", "synthetic", "--model", "capsearch-tiny", "--device", "cpu", "--index", "hnsw")
+SERVE_QUERIES = ("a red circle", "two blue squares + a green triangle", "a yellow star - a red circle")
+
+
+def _answers(server: serve_process.Server) -> list[list[tuple[str, float]]]:
+    out = []
+    for query in SERVE_QUERIES:
+        r = httpx.post(
+            f"{server.url}/v1/search", json={"text": query, "k": 5, "direction": "both"}, timeout=30
+        )
+        r.raise_for_status()
+        body = r.json()
+        out.append([(h["id"], round(h["score"], 5)) for h in body["hits"] + body["caption_hits"]])
+    return out
+
+
+def _hammer(server: serve_process.Server, stop: threading.Event, seen: list[int]) -> None:
+    """Distinct queries back to back until ``stop`` (the server may die under it)."""
+    n = 0
+    with httpx.Client(timeout=10) as client:
+        while not stop.is_set():
+            n += 1
+            try:
+                seen.append(
+                    client.get(f"{server.url}/v1/search", params={"q": f"load {n} circles"}).status_code
+                )
+            except httpx.TransportError:
+                return
+
+
+def check_serve(workdir: Path, seed: int) -> list[str]:
+    """SIGKILL ``capsearch serve`` while it first loads (embeds and indexes) and again under load; each
+    restart must come back ready with a clean start's answers and files. Returns the differences."""
+    rng = random.Random(seed)
+    base = workdir / "serve-base"
+    run(PREPARE, base)
+    clean, root = workdir / "serve-clean", workdir / "serve-killed"
+    shutil.copytree(base, clean)
+    shutil.copytree(base, root)
+    with serve_process.serving(clean, *SERVE) as server:
+        expected = _answers(server)
+    files = digest(clean)
+    problems: list[str] = []
+
+    before = files_under(root)
+    loading = serve_process.start(root, *SERVE)
+    deadline = time.monotonic() + 300
+    writes = rng.randint(1, max(1, files_under(clean) - before))
+    while files_under(root) - before < writes and loading.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)  # kill once the n-th file of the embedding caches and indexes appears
+    time.sleep(rng.uniform(0, 0.05))
+    if loading.proc.poll() is not None:
+        problems.append("the first start ended by itself before the kill")
+    loading.kill()
+    with serve_process.serving(root, *SERVE) as server:
+        if _answers(server) != expected:
+            problems.append("after a kill while loading: different answers")
+        stop, seen = threading.Event(), []
+        threads = [threading.Thread(target=_hammer, args=(server, stop, seen)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(rng.uniform(0.5, 1.5))
+        server.kill()
+        stop.set()
+        for t in threads:
+            t.join()
+        if not seen or set(seen) != {200}:
+            problems.append(f"under load before the kill: statuses {sorted(set(seen))}, {len(seen)} requests")
+    with serve_process.serving(root, *SERVE) as server:
+        if _answers(server) != expected:
+            problems.append("after a kill under load: different answers")
+    return problems + differences(files, digest(root))

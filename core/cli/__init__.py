@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         housekeeping_cmds,
         library_cmds,
         retrieval_cmds,
+        serve_cmd,
         train_cmds,
     )
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         train_cmds,
         housekeeping_cmds,
         app_cmd,
+        serve_cmd,
     ):
         module.register(sub)
     return parser

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -273,6 +273,7 @@ def _search_query(args: argparse.Namespace, direction: Direction) -> str:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from core.search.output import search_json
     from core.search.retriever import Retriever
 
     if args.direction:
@@ -304,35 +305,12 @@ def _search(args: argparse.Namespace) -> int:
     elif args.json:
         print(
             json.dumps(
-                _search_json(retriever, direction, query, args.k, hits, truth), indent=2, ensure_ascii=False
+                search_json(retriever, direction, query, args.k, hits, truth), indent=2, ensure_ascii=False
             )
         )
     else:
         _print_hits(retriever, direction, query, hits, truth)
     return 0
-
-
-def _search_json(
-    retriever: Retriever,
-    direction: Direction,
-    query: str,
-    k: int,
-    hits: list[Hit],
-    truth: tuple[ImageRecord, int] | None,
-) -> dict[str, Any]:
-    return {
-        "query": query,
-        "direction": direction.cli,
-        "model_id": retriever.model_id,
-        "dataset": retriever.dataset,
-        "split": retriever.split,
-        "index": retriever.index_kind_of(direction),
-        "k": k,
-        "hits": [hit.to_dict() for hit in hits],
-        "ground_truth": {"id": truth[0].id, "rank": truth[1], "path": str(retriever.image_path(truth[0]))}
-        if truth
-        else None,
-    }
 
 
 def _print_hits(

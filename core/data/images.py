@@ -146,11 +146,27 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
         raise ImageLoadError(f"{path}: {reason} ({exc})") from exc
 
 
-def _load_rgb(path: Path) -> Image.Image:
+def load_rgb_bytes(data: bytes, name: str = "upload") -> Image.Image:
+    """:func:`load_rgb` of an image held in memory (an upload); ``name`` labels it in errors. The bytes
+    pass :func:`check_image_bytes` first, so a decompression bomb is refused before a full decode."""
+    issue = check_image_bytes(data)
+    if issue is not None:
+        raise ImageLoadError(f"{name}: {issue.reason}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return _load_rgb(io.BytesIO(data), name)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(f"{name}: decompression bomb ({exc})") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageLoadError(f"{name}: cannot decode ({exc})") from exc
+
+
+def _load_rgb(path: Path | io.BytesIO, name: str | None = None) -> Image.Image:
     with Image.open(path) as im:
         if _too_many_pixels(im.size):
             raise ImageLoadError(
-                f"{path}: {im.size[0]}x{im.size[1]} pixels exceeds the limit of {Image.MAX_IMAGE_PIXELS} "
+                f"{name or path}: {im.size[0]}x{im.size[1]} pixels exceeds the limit of {Image.MAX_IMAGE_PIXELS} "
                 "(the same decompression-bomb guard as prepare)"
             )
         im.load()

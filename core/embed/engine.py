@@ -205,6 +205,23 @@ def encode_text_query(lm: LoadedModel, text: str) -> np.ndarray:
         return _normalized(forward(tokens.to(lm.device)))[0]
 
 
+def encode_text_queries(lm: LoadedModel, texts: list[str]) -> np.ndarray:
+    """Several queries' embeddings ``[n, d]`` in one forward pass (a micro-batch of concurrent queries).
+
+    One query goes through :func:`encode_text_query` (bit-identical to a single search); several are
+    padded to the longest and encoded together on all intra-op threads, which agrees with encoding them
+    one by one to float rounding (the towers cut by :func:`text_forward` ignore trailing padding).
+    """
+    for text in texts:
+        if not text.strip():
+            raise CapsearchError(
+                "the text query is empty", hint='type a description, e.g. "a dog in the snow"'
+            )
+    if len(texts) == 1:
+        return encode_text_query(lm, texts[0])[None, :]
+    return encode_texts(lm, texts, batch_size=len(texts))
+
+
 # -- images -------------------------------------------------------------------------------------------------
 class _ImageFiles(Dataset):
     """Decoded, preprocessed images; a failure yields a zero tensor and its reason (never raises)."""
@@ -350,6 +367,11 @@ def encode_images(
 
 def encode_image_query(lm: LoadedModel, path: str | Path) -> np.ndarray:
     """One image's L2-normalised embedding ``[d]``; an unreadable file raises ``ImageLoadError``."""
-    x = lm.preprocess(load_rgb(Path(path))).unsqueeze(0).to(lm.device, dtype=lm.dtype)
+    return encode_pil_query(lm, load_rgb(Path(path)))
+
+
+def encode_pil_query(lm: LoadedModel, image: Image.Image) -> np.ndarray:
+    """One decoded RGB image's L2-normalised embedding ``[d]``."""
+    x = lm.preprocess(image).unsqueeze(0).to(lm.device, dtype=lm.dtype)
     with torch.inference_mode():
         return _normalized(inference_model(lm).encode_image(x))[0]

@@ -8,6 +8,7 @@ images (zero embeddings) stay in the index and are filtered out of the hits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +26,8 @@ from core.index.vector_index import IndexSpec, VectorIndex
 from core.models.loading import LoadedModel, load_model
 from core.progress import Reporter, ensure
 from core.search.query import QueryError, combine, image_file, parse_query
+
+TextEncoder = Callable[[str], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -132,11 +135,24 @@ class Retriever:
         return self.data.image_path(record)
 
     # -- query embedding ------------------------------------------------------------------------------
-    def _resolve_image(self, term: str) -> Path | None:
-        """An image term: an existing image file, or the id of an image of this split."""
+    def _resolve_id(self, term: str) -> Path | None:
+        """An image term that is the id of an image of this split."""
         if term in self._row_of_id:
             return self.data.image_path(self.records[self._row_of_id[term]]).resolve()
-        return image_file(term)
+        return None
+
+    def _resolve_image(self, term: str) -> Path | None:
+        """An image term: the id of an image of this split, or an existing image file."""
+        found = self._resolve_id(term)
+        return found if found is not None else image_file(term)
+
+    def has_id(self, image_id: str) -> bool:
+        return image_id in self._row_of_id
+
+    def record_of(self, image_id: str) -> ImageRecord | None:
+        """The record of an image of this split by id (None for any other id)."""
+        row = self._row_of_id.get(image_id)
+        return None if row is None else self.records[row]
 
     def _image_vector(self, path: Path) -> np.ndarray:
         row = self._row_of_path.get(Path(path).resolve())
@@ -144,11 +160,20 @@ class Retriever:
             return self.embeddings.image_emb[row]
         return encode_image_query(self.lm, path)
 
-    def query_vector(self, query: str) -> np.ndarray:
-        """The embedding of a text query: a split caption verbatim, else parsed as query arithmetic."""
+    def query_vector(
+        self, query: str, encode_text: TextEncoder | None = None, files: bool = True
+    ) -> np.ndarray:
+        """The embedding of a text query: a split caption verbatim, else parsed as query arithmetic.
+
+        ``encode_text`` replaces the built-in (cached) text encoder, e.g. with a micro-batching one;
+        ``files=False`` resolves image terms to this split's image ids only, never to files on this
+        machine (for queries from other programs).
+        """
+        encode = encode_text or self._encode_text
         if query in self._captions_of_text:
-            return self._encode_text(query)
-        return combine(parse_query(query, self._resolve_image), self._encode_text, self._image_vector)
+            return encode(query)
+        resolve = self._resolve_image if files else self._resolve_id
+        return combine(parse_query(query, resolve), encode, self._image_vector)
 
     def image_vector(self, image: str | Path) -> np.ndarray:
         """The embedding of an image given as an id of this split or a file path."""
@@ -193,6 +218,10 @@ class Retriever:
                 )
             )
         return hits
+
+    def search_vector(self, vector: np.ndarray, target: str, k: int) -> list[Hit]:
+        """The ``k`` best images (``target="image"``) or captions (``"text"``) for a query embedding."""
+        return self._image_hits(vector, k) if target == "image" else self._caption_hits(vector, k)
 
     def search_text(self, query: str, k: int = 10) -> list[Hit]:
         """Text -> image; the query may use arithmetic (``dog + snow - night``, ``2:dog``, image paths)."""

@@ -1,0 +1,393 @@
+"""The FastAPI app: :func:`create_app` wires the engine, the middleware, the routes and error handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core import __version__
+from core.errors import CapsearchError
+from core.serve import files
+from core.serve.engine import Engine, decode_base64
+from core.serve.engine import Query as SearchQuery
+from core.serve.errors import NotFound, PayloadTooLarge, ServiceError, UnsupportedMediaType
+from core.serve.metrics import Metrics
+from core.serve.middleware import ServiceMiddleware, configure_access_log
+from core.serve.schemas import (
+    DatasetOut,
+    EmbedRequest,
+    EmbedResponse,
+    ErrorBody,
+    Health,
+    ModelOut,
+    Ready,
+    SearchForm,
+    SearchRequest,
+    SearchResponse,
+    Target,
+)
+from core.serve.settings import MAX_K, MAX_QUERY_CHARS, Settings
+
+log = logging.getLogger("capsearch.serve")
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": what}
+    for status, what in (
+        (400, "a bad query (unparseable arithmetic, an undecodable image, wrong embedding size)"),
+        (401, "missing or wrong bearer token (when the service has one)"),
+        (404, "no such image id"),
+        (413, "body or upload over 20 MB"),
+        (415, "a content type the endpoint does not take"),
+        (422, "a field is missing, unknown or out of range"),
+        (503, "the model and index are still loading"),
+    )
+}
+SEARCH_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/SearchRequest"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary", "description": "the query image"},
+                    **{k: v for k, v in SearchForm.model_json_schema()["properties"].items()},
+                },
+            }
+        },
+    },
+}
+EMBED_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EmbedRequest"}}},
+}
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """The service's app; it loads ``engine`` (made from ``settings`` when not given) in the background
+    when it starts, and closes it when it stops."""
+    metrics = engine.metrics if engine is not None else Metrics()
+    engine = engine if engine is not None else Engine(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if engine.retriever is None and engine.failure is None:
+            engine.start()
+        yield
+        engine.close()
+
+    app = FastAPI(
+        title="capsearch",
+        version=__version__,
+        description="Image <-> text retrieval over a captioned image collection.",
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.include_router(_routes(engine, metrics))
+    _handlers(app)
+    configure_access_log()
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(
+        ServiceMiddleware,
+        metrics=metrics,
+        token=settings.token,
+        max_body=settings.max_body_bytes,
+        log_queries=settings.log_queries,
+    )
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (SearchRequest, EmbedRequest):
+            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(model_schema.pop("$defs", {}))
+            components[model.__name__] = model_schema
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+# -- routes -------------------------------------------------------------------------------------------------
+def _routes(engine: Engine, metrics: Metrics) -> APIRouter:
+    router = APIRouter(responses=ERRORS)
+
+    @router.get("/healthz", response_model=Health, tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process is alive (no auth)."""
+        return {"status": "ok"}
+
+    @router.get("/readyz", response_model=Ready, tags=["health"], responses={503: {"model": Ready}})
+    def readyz() -> JSONResponse:
+        """The model and index are loaded: 200, else 503 with the reason."""
+        r = engine.retriever
+        if r is None:
+            return JSONResponse({"ready": False, "reason": engine.reason}, status_code=503)
+        return JSONResponse(
+            {"ready": True, "reason": None, "model_id": r.model_id, "dataset": r.dataset, "split": r.split}
+        )
+
+    @router.get("/v1/datasets", response_model=list[DatasetOut], tags=["catalogue"])
+    def datasets() -> list[dict[str, Any]]:
+        """The dataset split this service searches."""
+        r = engine.ready()
+        return [
+            {
+                "name": r.dataset,
+                "split": r.split,
+                "images": r.size,
+                "captions": r.caption_count,
+                "image_index_kind": r.image_index.kind,
+                "caption_index_kind": r.caption_index.kind if r.caption_index is not None else "none",
+            }
+        ]
+
+    @router.get("/v1/models", response_model=list[ModelOut], tags=["catalogue"])
+    def models() -> list[dict[str, Any]]:
+        """The model this service searches with."""
+        lm = engine.ready().lm
+        return [
+            {
+                "model_id": lm.model_id,
+                "embed_dim": lm.embed_dim,
+                "precision": lm.precision,
+                "device": str(lm.device),
+                "context_length": lm.context_length,
+            }
+        ]
+
+    @router.post(
+        "/v1/search",
+        response_model=SearchResponse,
+        tags=["search"],
+        openapi_extra={"requestBody": SEARCH_BODY},
+    )
+    async def search_post(request: Request) -> dict[str, Any]:
+        """Search with a JSON body (text, base64 image, image id or embedding) or a multipart upload."""
+        query, params = await _search_input(request)
+        return await run_in_threadpool(_search, engine, query, params)
+
+    @router.get(
+        "/v1/search",
+        response_model=SearchResponse,
+        tags=["search"],
+        responses={304: {"description": "not modified"}},
+    )
+    async def search_get(
+        request: Request,
+        q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="the text query")],
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+        direction: Target = "images",
+        min_score: Annotated[float | None, Query(ge=-1.0, le=1.0)] = None,
+        dataset: Annotated[str | None, Query(max_length=200)] = None,
+        split: Annotated[str | None, Query(max_length=20)] = None,
+    ) -> Any:
+        """A text search as a GET (for curl and browsers); ETag and Cache-Control like the other GETs."""
+        request.scope.setdefault("state", {})["query_text"] = q
+        params = SearchForm(direction=direction, k=k, min_score=min_score, dataset=dataset, split=split)
+        query = SearchQuery("text", text=q)
+        etag = engine.etag(query, params.direction, params.k, params.min_score)
+        headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+        if _matches(request, etag):
+            return Response(status_code=304, headers=headers)
+        body = await run_in_threadpool(_search, engine, query, params)
+        return JSONResponse(body, headers=headers)
+
+    @router.post(
+        "/v1/embed", response_model=EmbedResponse, tags=["search"], openapi_extra={"requestBody": EMBED_BODY}
+    )
+    async def embed(request: Request) -> dict[str, Any]:
+        """Texts and base64 images to L2-normalised vectors (for clients that keep their own index)."""
+        _require_json(request)
+        req = EmbedRequest.model_validate_json(await request.body())
+        return await run_in_threadpool(_embed, engine, req)
+
+    @router.get(
+        "/v1/images/{image_id:path}",
+        tags=["files"],
+        responses={200: {"content": {"image/*": {}}}, 304: {"description": "not modified"}},
+    )
+    def image(image_id: str, request: Request) -> Response:
+        """The image file of an id of the served split."""
+        path = files.image_file(engine.ready(), image_id)
+        etag, modified = files.validators(path)
+        headers = {"ETag": etag, "Last-Modified": modified, "Cache-Control": "private, max-age=3600"}
+        if _matches(request, etag):
+            return Response(status_code=304, headers=headers)
+        return FileResponse(path, media_type=files.media_type(path), headers=headers)
+
+    @router.get(
+        "/v1/thumbnails/{image_id:path}",
+        tags=["files"],
+        responses={200: {"content": {"image/jpeg": {}}}, 304: {"description": "not modified"}},
+    )
+    def thumbnail(
+        image_id: str,
+        request: Request,
+        size: Annotated[int, Query(ge=files.THUMBNAIL_SIZES[0], le=files.THUMBNAIL_SIZES[1])] = 256,
+    ) -> Response:
+        """A JPEG thumbnail at most ``size`` pixels on its longer side."""
+        path = files.image_file(engine.ready(), image_id)
+        etag, modified = files.validators(path, f"thumb{size}")
+        headers = {"ETag": etag, "Last-Modified": modified, "Cache-Control": "private, max-age=3600"}
+        if _matches(request, etag):
+            return Response(status_code=304, headers=headers)
+        data = engine.thumbnails.get(etag)
+        if data is None:
+            data = files.thumbnail(path, size)
+            engine.thumbnails.put(etag, data)
+        return Response(data, media_type="image/jpeg", headers=headers)
+
+    @router.get("/metrics", tags=["health"], responses={200: {"content": {"text/plain": {}}}})
+    def prometheus() -> Response:
+        """Prometheus text format."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def _matches(request: Request, etag: str) -> bool:
+    given = request.headers.get("if-none-match", "")
+    return any(tag.strip() in (etag, "*", f"W/{etag}") for tag in given.split(",")) if given else False
+
+
+def _require_json(request: Request) -> None:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise UnsupportedMediaType(f"this endpoint takes application/json, not {kind or 'no content type'}")
+
+
+async def _search_input(request: Request) -> tuple[SearchQuery, SearchForm]:
+    """The query and its parameters from a JSON body or a multipart form with one ``file``."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        req = SearchRequest.model_validate_json(await request.body())
+        sources = req.sources()
+        if len(sources) != 1:
+            raise ServiceError(
+                f"give exactly one of text, image_base64, image_id or embedding (got {len(sources)})"
+            )
+        params = SearchForm(
+            direction=req.direction, k=req.k, min_score=req.min_score, dataset=req.dataset, split=req.split
+        )
+        if req.text is not None:
+            request.scope.setdefault("state", {})["query_text"] = req.text
+            return SearchQuery("text", text=req.text), params
+        if req.image_base64 is not None:
+            return SearchQuery("image", data=decode_base64(req.image_base64)), params
+        if req.image_id is not None:
+            return SearchQuery("image_id", text=req.image_id), params
+        return SearchQuery("embedding", vector=tuple(req.embedding or ())), params
+    if kind == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=8) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise ServiceError("a multipart search needs one image in the `file` part")
+            fields = {k: v for k, v in form.items() if k != "file"}
+            params = SearchForm.model_validate(fields)
+            data = await upload.read()
+        return SearchQuery("image", data=data), params
+    raise UnsupportedMediaType(
+        f"POST /v1/search takes application/json or multipart/form-data, not {kind or 'no content type'}"
+    )
+
+
+def _search(engine: Engine, query: SearchQuery, params: SearchForm) -> dict[str, Any]:
+    r = engine.ready()
+    if params.dataset not in (None, r.dataset) or params.split not in (None, r.split):
+        raise NotFound(
+            f"this service searches {r.dataset}/{r.split}, not {params.dataset or r.dataset}/{params.split or r.split}"
+        )
+    return engine.search(query, params.direction, params.k, params.min_score)
+
+
+def _embed(engine: Engine, req: EmbedRequest) -> dict[str, Any]:
+    r = engine.ready()
+    images = [decode_base64(b, f"images_base64[{i}]") for i, b in enumerate(req.images_base64)]
+    if sum(len(b) for b in images) > engine.settings.max_body_bytes:
+        raise PayloadTooLarge("the images are over 20 MB together")
+    futures = [engine.worker.encode_text(t) for t in req.texts] if engine.worker is not None else []
+    return {
+        "model_id": r.model_id,
+        "dim": r.lm.embed_dim,
+        "text_embeddings": [f.result().tolist() for f in futures],
+        "image_embeddings": [
+            engine.encode_image(b, f"images_base64[{i}]").tolist() for i, b in enumerate(images)
+        ],
+    }
+
+
+# -- errors -------------------------------------------------------------------------------------------------
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    hint: str | None = None,
+    errors: list[dict[str, str]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(error=code, message=message, hint=hint, errors=errors).model_dump()
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation(errors: list[Any]) -> JSONResponse:
+    items = [
+        {"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": str(e.get("msg", ""))[:300]}
+        for e in errors[:20]
+    ]
+    first = items[0] if items else {"loc": "", "msg": "invalid request"}
+    message = f"{first['loc']}: {first['msg']}" if first["loc"] else first["msg"]
+    return _error(422, "invalid_request", message, errors=items)
+
+
+def _handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation(list(exc.errors()))
+
+    @app.exception_handler(ValidationError)
+    async def body_invalid(request: Request, exc: ValidationError) -> JSONResponse:
+        return _validation(list(exc.errors(include_url=False, include_input=False)))
+
+    @app.exception_handler(ServiceError)
+    async def refused(request: Request, exc: ServiceError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message, exc.hint)
+
+    @app.exception_handler(CapsearchError)
+    async def bad_query(request: Request, exc: CapsearchError) -> JSONResponse:
+        return _error(400, "bad_query", exc.message, exc.hint)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        return _error(
+            exc.status_code, codes.get(exc.status_code, "bad_request"), str(exc.detail), headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error(500, "internal_error", "internal error (logged on the server)")

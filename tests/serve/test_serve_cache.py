@@ -1,0 +1,61 @@
+"""The result and embedding LRUs: hits, keys that include the index version, invalidation on a rebuild."""
+
+from __future__ import annotations
+
+import os
+
+from core.search.retriever import Retriever
+from core.serve.cache import LRU
+from core.serve.engine import index_files
+
+
+def test_lru_evicts_the_least_recently_used() -> None:
+    lru: LRU[int] = LRU(2)
+    lru.put("a", 1)
+    lru.put("b", 2)
+    assert lru.get("a") == 1
+    lru.put("c", 3)
+    assert lru.get("b") is None and lru.get("a") == 1 and lru.get("c") == 3
+    assert lru.hits == 3 and lru.misses == 1 and lru.hit_rate == 0.75
+    off: LRU[int] = LRU(0)
+    off.put("a", 1)
+    assert off.get("a") is None
+
+
+def test_results_are_cached_per_query_and_parameters(client, engine) -> None:
+    body = {"text": "cache probe: a yellow star", "k": 3}
+    first = client.post("/v1/search", json=body).json()
+    second = client.post("/v1/search", json=body).json()
+    assert first["cached"] is False and second["cached"] is True
+    assert second["hits"] == first["hits"] and second["timings"]["encode_ms"] == 0
+    other_k = client.post("/v1/search", json={**body, "k": 2}).json()
+    assert other_k["cached"] is False and len(other_k["hits"]) == 2
+    # the same text through GET shares the embedding (the embedding LRU), not the result list's key
+    hits_before = engine.embeddings.hits
+    client.post("/v1/search", json={**body, "direction": "captions"})
+    assert engine.embeddings.hits == hits_before + 1
+
+
+def test_a_changed_index_invalidates_the_results(client, engine) -> None:
+    body = {"text": "cache probe: two purple circles", "k": 4}
+    client.post("/v1/search", json=body)
+    assert client.post("/v1/search", json=body).json()["cached"] is True
+    original = engine.retriever
+    version = engine.version
+    # rebuilding the served index (the files are replaced: here, touched) makes the engine reopen it
+    assert engine.reload_if_changed() is False
+    folder_files = index_files(engine.retriever)
+    later = max(p.stat().st_mtime_ns for p in folder_files) + 10**9
+    for p in folder_files:
+        os.utime(p, ns=(later, later))
+    assert engine.reload_if_changed() is True and engine.retriever is not original
+    assert client.post("/v1/search", json=body).json()["cached"] is False  # the LRU was cleared
+    # a different index (another kind) is another version: its results never come from the old one's
+    engine._swap(Retriever.open(original.data, original.lm, split=original.split, index="hnsw"))
+    try:
+        assert engine.version != version
+        after = client.post("/v1/search", json=body).json()
+        assert after["cached"] is False and after["index"] == "hnsw"
+    finally:
+        engine._swap(original)
+    assert engine.version == version
