@@ -127,7 +127,10 @@ def serve(args: argparse.Namespace) -> int:
         server.should_exit = True
 
     engine.on_failure = stop
-    server.run()
+    try:
+        server.run()
+    finally:
+        engine.close()
     if engine.failure is not None:
         console.print(f"[bold red]error:[/] {markup_safe(engine.failure)}", highlight=False, soft_wrap=True)
         return 2

@@ -17,10 +17,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from core.serve.errors import NotReady
 from core.serve.metrics import Metrics
 
 BatchEncoder = Callable[[list[str]], np.ndarray]
@@ -52,6 +54,7 @@ class ModelThread:
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._active = 0
         self._active_lock = threading.Lock()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="capsearch-model", daemon=True)
         self._thread.start()
 
@@ -79,10 +82,13 @@ class ModelThread:
         return job.future
 
     def _put(self, job: Any) -> None:
+        if self._closed:
+            raise NotReady("the service is stopping", hint="retry against a running instance")
         self._jobs.put(job)
         self.metrics.queue_depth.set(self._jobs.qsize())
 
     def close(self) -> None:
+        self._closed = True
         self._jobs.put(_STOP)
         self._thread.join(timeout=10)
 
@@ -123,12 +129,19 @@ class ModelThread:
                     break
         return batch, deferred
 
+    def _encode_one(self, text: str) -> np.ndarray:
+        return self.encode([text])[0]
+
     def _encode_batch(self, batch: list[_TextJob]) -> None:
         texts = list(dict.fromkeys(job.text for job in batch))  # the same query twice is encoded once
         start = time.perf_counter()
         try:
             vectors = self.encode(texts)
-        except BaseException as exc:  # handed to every waiting request
+        except Exception as exc:
+            if len(texts) > 1:  # one bad text must not fail the others: encode them one by one
+                for job in batch:
+                    _settle(job.future, partial(self._encode_one, job.text))
+                return
             for job in batch:
                 job.future.set_exception(exc)
             return

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from core.serve.errors import NotFound, NotReady, ServiceError
 from core.serve.metrics import Metrics
 from core.serve.settings import Settings
 
+log = logging.getLogger("capsearch.serve")
 TARGETS = {"images": ("image",), "captions": ("text",), "both": ("image", "text")}
 
 
@@ -124,16 +126,24 @@ class Engine:
         self.thumbnails: LRU[bytes] = LRU(settings.thumbnail_cache)
         self._progress = _Progress()
         self._stop = threading.Event()
+        self._start_lock = threading.Lock()
+        self._started = False
         self._signature: tuple[int, ...] = ()
         metrics.cache_hit_ratio.labels("embedding").set_function(lambda: self.embeddings.hit_rate)
         metrics.cache_hit_ratio.labels("result").set_function(lambda: self.results.hit_rate)
 
     # -- loading ----------------------------------------------------------------------------------------
     def start(self) -> None:
+        """Load in a background thread (once: later calls do nothing)."""
+        with self._start_lock:
+            if self._started:
+                return
+            self._started = True
         threading.Thread(target=self._load_safely, name="capsearch-load", daemon=True).start()
 
     def load(self) -> None:
         """Load (or, for the demo, prepare and train first) the model and index; blocks."""
+        self._started = True
         s = self.settings
         if self._loaded is None:
             if s.dataset is None:
@@ -177,9 +187,13 @@ class Engine:
         self.metrics.ready.set(1)
 
     def watch(self) -> None:
-        """Every ``reload_check_s``: when the index files changed on disk, reopen them and swap."""
+        """Every ``reload_check_s``: when the index files changed on disk, reopen them and swap (a failed
+        reopen, e.g. a rebuild still being written, is logged and tried again next time)."""
         while not self._stop.wait(self.settings.reload_check_s):
-            self.reload_if_changed()
+            try:
+                self.reload_if_changed()
+            except Exception as exc:  # the service keeps answering from the index it has
+                log.warning("reopening the rebuilt index failed: %s", exc)
 
     def reload_if_changed(self) -> bool:
         """Reopen the retriever when its index files changed (a rebuild); True if it did."""
@@ -209,16 +223,27 @@ class Engine:
 
     # -- encoding ---------------------------------------------------------------------------------------
     def encode_text(self, text: str) -> np.ndarray:
-        """A text's embedding from the LRU, else from the micro-batcher."""
+        """A text's embedding (see :meth:`encode_texts`)."""
+        return self.encode_texts([text])[0]
+
+    def encode_texts(self, texts: list[str]) -> list[np.ndarray]:
+        """Texts' embeddings from the LRU, else from the micro-batcher (all submitted before waiting)."""
         r, worker = self.ready(), self.worker
         assert worker is not None
-        key = (r.model_id, text)
-        vector = self.embeddings.get(key)
-        self.metrics.cache.labels("embedding", "miss" if vector is None else "hit").inc()
-        if vector is None:
-            vector = worker.encode_text(text).result()
-            self.embeddings.put(key, vector)
-        return vector
+        for text in texts:
+            if not text.strip():
+                raise CapsearchError(
+                    "the text query is empty", hint='type a description, e.g. "a dog in the snow"'
+                )
+        found = [self.embeddings.get((r.model_id, text)) for text in texts]
+        for vector in found:
+            self.metrics.cache.labels("embedding", "miss" if vector is None else "hit").inc()
+        futures = {i: worker.encode_text(texts[i]) for i, vector in enumerate(found) if vector is None}
+        for i, future in futures.items():
+            vector = future.result()
+            self.embeddings.put((r.model_id, texts[i]), vector)
+            found[i] = vector
+        return [v for v in found if v is not None]
 
     def encode_image(self, data: bytes, name: str = "upload") -> np.ndarray:
         r, worker = self.ready(), self.worker
@@ -241,15 +266,26 @@ class Engine:
         return normalised(query.vector, r.lm.embed_dim)
 
     # -- search -----------------------------------------------------------------------------------------
-    def search(self, query: Query, direction: str, k: int, min_score: float | None) -> dict[str, Any]:
-        """The response body of a search (see :class:`core.serve.schemas.SearchResponse`)."""
+    def cached(self, query: Query, direction: str, k: int, min_score: float | None) -> dict[str, Any] | None:
+        """The response body of a search from the result cache, or None (cheap: the event loop calls it
+        before handing a miss to a request thread)."""
+        r = self.ready()
+        start = time.perf_counter()
+        cached = self.results.get((r.model_id, self.version, query.key, direction, k, min_score))
+        self.metrics.cache.labels("result", "miss" if cached is None else "hit").inc()
+        return None if cached is None else {**cached, "cached": True, "timings": _timings(start, 0.0, 0.0)}
+
+    def search(
+        self, query: Query, direction: str, k: int, min_score: float | None, lookup: bool = True
+    ) -> dict[str, Any]:
+        """The response body of a search (see :class:`core.serve.schemas.SearchResponse`); ``lookup=False``
+        when :meth:`cached` was just asked."""
         r = self.ready()
         start = time.perf_counter()
         key = (r.model_id, self.version, query.key, direction, k, min_score)
-        cached = self.results.get(key)
-        self.metrics.cache.labels("result", "miss" if cached is None else "hit").inc()
-        if cached is not None:
-            return {**cached, "cached": True, "timings": _timings(start, 0.0, 0.0)}
+        hit = self.cached(query, direction, k, min_score) if lookup else None
+        if hit is not None:
+            return hit
         assert self.worker is not None
         with self.worker.enter():
             vector = self.query_vector(r, query)

@@ -93,7 +93,10 @@ def test_not_ready_until_loaded(synthetic_small, tiny_model) -> None:
         while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert client.get("/v1/search", params={"q": "dog"}).status_code == 200
-    assert client.get("/healthz").status_code == 200
+    assert client.get("/v1/search", params={"q": "a cat"}).status_code == 200  # the caller's engine lives on
+    engine.close()
+    r = client.get("/v1/search", params={"q": "a closed engine"})
+    assert r.status_code == 503 and "stopping" in r.json()["message"]
 
 
 def test_both_directions_and_min_score(client) -> None:

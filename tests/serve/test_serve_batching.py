@@ -87,3 +87,27 @@ def test_concurrent_http_searches_match_the_retriever(make_client, engine) -> No
         hits = engine.retriever.search_text(text, 3)
         assert [h["id"] for h in body["hits"]] == [h.record.id for h in hits]
         assert np.allclose([h["score"] for h in body["hits"]], [h.score for h in hits], atol=1e-5)
+
+
+def test_a_bad_text_in_a_batch_fails_only_its_own_request(tiny_model) -> None:
+    metrics = Metrics()
+    worker = ModelThread(lambda texts: encode_text_queries(tiny_model, texts), metrics, window_s=0.2)
+    texts = ["a red circle", "  ", "a blue square"]
+    start = threading.Barrier(len(texts))
+
+    def query(text: str) -> object:
+        with worker.enter():
+            start.wait()
+            try:
+                return worker.encode_text(text).result(timeout=30)
+            except Exception as exc:  # the empty query's CapsearchError
+                return exc
+
+    try:
+        with ThreadPoolExecutor(len(texts)) as pool:
+            good, bad, other = pool.map(query, texts)
+    finally:
+        worker.close()
+    assert isinstance(bad, Exception) and "empty" in str(bad)
+    assert np.abs(good - encode_text_query(tiny_model, texts[0])).max() < 1e-5
+    assert np.abs(other - encode_text_query(tiny_model, texts[2])).max() < 1e-5
