@@ -43,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchlib import FLICKR8K, commit, machine_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-LIT_CHECKPOINT = REPO.parent / "wt-13" / "artifacts" / "models" / "lit-lite2-flickr8k"
 REPEATED = 20
 GOALS = {
     "http_overhead_p50_ms_at_1_user": 3.0,
@@ -108,8 +107,10 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--dataset", default="flickr8k")
     parser.add_argument("--flickr8k", type=Path, default=FLICKR8K)
     parser.add_argument("--models", nargs="+", default=["vit", "lit"], choices=("vit", "lit"))
-    parser.add_argument("--lit-model", help=f"the offline model (default {LIT_CHECKPOINT} if present, else "
-                        "the catalogue's default for the dataset)")  # fmt: skip
+    parser.add_argument(
+        "--lit-model",
+        help="the offline model's checkpoint (default: the newest model trained on the dataset)",
+    )
     parser.add_argument("--users", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--duration-s", type=float, default=20.0, help="seconds per phase (default 20)")
     parser.add_argument("--max-requests", type=int, default=4000, help="requests per phase (default 4000)")
@@ -150,7 +151,7 @@ def lit_model(args: argparse.Namespace) -> str:
 
     if args.lit_model:
         return str(args.lit_model)
-    return str(LIT_CHECKPOINT if (LIT_CHECKPOINT / "model.json").is_file() else default_model(args.dataset))
+    return str(default_model(args.dataset))
 
 
 def get(url: str) -> tuple[int, str]:
