@@ -111,6 +111,7 @@ def serve(args: argparse.Namespace) -> int:
         log_queries=args.log_queries,
         batch_window_ms=args.batch_window_ms,
         max_batch=args.max_batch,
+        freeze_heap=True,  # this process serves one engine: keep the collector off the loaded model
     )
     engine = Engine(settings, Metrics(), preflight(settings))
     config = uvicorn.Config(

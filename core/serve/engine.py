@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gc
 import hashlib
 import json
 import logging
@@ -184,6 +185,9 @@ class Engine:
         self._signature = index_signature(retriever)
         self.retriever = retriever
         self.results.clear()
+        if self.settings.freeze_heap:
+            gc.collect()
+            gc.freeze()
         self.metrics.ready.set(1)
 
     def watch(self) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 from core.search.retriever import Retriever
 from core.serve.cache import LRU
-from core.serve.engine import index_files
+from core.serve.engine import Engine, index_files
+from core.serve.metrics import Metrics
+from core.serve.settings import Settings
 
 
 def test_lru_evicts_the_least_recently_used() -> None:
@@ -59,3 +62,18 @@ def test_a_changed_index_invalidates_the_results(client, engine) -> None:
     finally:
         engine._swap(original)
     assert engine.version == version
+
+
+def test_a_server_engine_freezes_the_loaded_heap(synthetic_small, tiny_model) -> None:
+    """With ``freeze_heap`` (what ``capsearch serve`` sets) the loaded model and index leave the cyclic
+    collector's generations, so its full collections stop pausing requests; without it nothing is frozen."""
+    gc.unfreeze()
+    for freeze in (False, True):
+        settings = Settings(dataset=str(synthetic_small.dir), reload_check_s=0, freeze_heap=freeze)
+        engine = Engine(settings, Metrics(), (synthetic_small, tiny_model))
+        try:
+            engine.load()
+            assert (gc.get_freeze_count() > 0) is freeze
+        finally:
+            engine.close()
+            gc.unfreeze()
