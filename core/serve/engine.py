@@ -321,7 +321,8 @@ class Engine:
 
 
 def normalised(values: tuple[float, ...], dim: int) -> np.ndarray:
-    vector = np.asarray(values, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a value past float32's range becomes inf, refused below
+        vector = np.asarray(values, dtype=np.float32)
     if vector.shape != (dim,):
         raise ServiceError(f"the embedding has {vector.size} values; the model's dimension is {dim}")
     norm = float(np.linalg.norm(vector)) if np.isfinite(vector).all() else float("nan")
