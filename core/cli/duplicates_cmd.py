@@ -9,21 +9,12 @@ from rich.console import Console
 from rich.table import Table
 
 from core.cli.console import RichReporter, add_command
+from core.cli.numbers import SIMILARITY
 from core.cli.options import add_common_options, dataset_of, model_of
 from core.near_duplicates import DEFAULT_THRESHOLD
 from core.safe_text import markup_safe
 
 SHOWN = 20
-
-
-def _threshold(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not a cosine similarity in (0, 1]")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common_options(p, split="all", split_help="dataset split, or all (default: all)")
     p.add_argument(
         "--threshold",
-        type=_threshold,
+        type=SIMILARITY,
         default=DEFAULT_THRESHOLD,
         help=f"cosine similarity above which two images are near-duplicates (default: {DEFAULT_THRESHOLD})",
     )

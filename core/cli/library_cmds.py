@@ -12,9 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from core.cli.console import RichReporter, add_command, console
-from core.cli.numbers import count
+from core.cli.numbers import SIMILARITY, count
 from core.cli.options import PRECISION_CHOICES
 from core.errors import CapsearchError
+from core.near_duplicates import DEFAULT_THRESHOLD
 from core.safe_text import markup_safe
 
 if TYPE_CHECKING:
@@ -63,7 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         commands, "duplicates", _duplicates, help="group near-identical photos of a library (no chaining)"
     )
     dups.add_argument("name", nargs="?", help="library name (default: the default library)")
-    dups.add_argument("--threshold", type=float, default=None, help="cosine similarity (default 0.95)")
+    dups.add_argument(
+        "--threshold",
+        type=SIMILARITY,
+        default=DEFAULT_THRESHOLD,
+        help=f"cosine similarity (default {DEFAULT_THRESHOLD})",
+    )
     dups.add_argument("--json", action="store_true", help="print every group as JSON to stdout")
 
 
@@ -212,11 +218,11 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _duplicates(args: argparse.Namespace) -> int:
-    from core.index.duplicates import DEFAULT_THRESHOLD, find_duplicate_groups
+    from core.index.duplicates import find_duplicate_groups
     from core.library.home import resolve_library
     from core.library.library import Library
 
-    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    threshold = args.threshold
     with Library.open(resolve_library(args.name)) as lib:
         model = lib.active
         if model is None:

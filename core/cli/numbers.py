@@ -24,8 +24,11 @@ def count(low: int = 1) -> Callable[[str], int]:
     return parse
 
 
-def number(low: float = 0.0, high: float = math.inf, low_open: bool = False) -> Callable[[str], float]:
-    """A finite float option in ``[low, high]`` (``(low, high]`` when ``low_open``)."""
+def number(
+    low: float = 0.0, high: float = math.inf, low_open: bool = False, what: str | None = None
+) -> Callable[[str], float]:
+    """A finite float option in ``[low, high]`` (``(low, high]`` when ``low_open``); ``what`` names the
+    quantity in the out-of-range message."""
 
     def parse(text: str) -> float:
         try:
@@ -35,9 +38,14 @@ def number(low: float = 0.0, high: float = math.inf, low_open: bool = False) -> 
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if value < low or (low_open and value == low) or value > high:
-            bracket = "(" if low_open else "["
-            raise argparse.ArgumentTypeError(f"{value:g} is outside {bracket}{low:g}, {high:g}]")
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+            where = f"is not {what} in" if what else "is outside"
+            raise argparse.ArgumentTypeError(f"{value:g} {where} {interval}")
         return value
 
     parse.__name__ = "number"
     return parse
+
+
+SIMILARITY = number(0.0, 1.0, low_open=True, what="a cosine similarity")
+"""A cosine-similarity threshold, in (0, 1]."""
