@@ -61,6 +61,7 @@ def test_index_after_random_adds_and_removes_equals_a_fresh_build(kind, seed):
             index.add(ids, vectors)
             live.update(zip(ids.tolist(), vectors, strict=True))
     assert sorted(index.live_ids().tolist()) == sorted(live)
+    assert all(index.holds(i) is (i in live) for i in range(next_id + 1))  # removed and unknown ids: False
     ids = np.array(sorted(live), np.int64)
     vectors = np.stack([live[i] for i in ids])
     hits = total = 0

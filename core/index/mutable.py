@@ -111,6 +111,16 @@ class MutableIndex:
             ids = ids[~np.isin(ids, _ids(sorted(self.tombstones)))]
         return ids
 
+    def holds(self, id_: int) -> bool:
+        """Whether ``id_`` is a live vector: a lookup in the id map, not a scan of every id."""
+        if id_ in self.tombstones:
+            return False
+        try:
+            self.index.reconstruct(id_)
+        except RuntimeError:  # IndexIDMap2 raises for an id it does not hold
+            return False
+        return True
+
     def vectors_of(self, ids: np.ndarray) -> np.ndarray:
         """The stored vectors of ``ids`` (which must be live)."""
         out = np.zeros((len(ids), self.dim), np.float32)

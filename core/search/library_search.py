@@ -109,7 +109,7 @@ class LibrarySearcher:
     def _image_vector(self, path: Path) -> np.ndarray:
         """A library file's stored vector, else the image embedded now."""
         row = self.lib.catalogue.file_by_path(str(Path(path).resolve()))
-        if row is not None and row.id in set(self.index.live_ids().tolist()):
+        if row is not None and self.index.holds(row.id):
             return self.index.vectors_of(np.array([row.id]))[0]
         return encode_image_query(self.lm, path)
 
