@@ -28,12 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchlib import FLICKR8K, commit, machine_info, runs_log  # noqa: E402
+from benchlib import FLICKR8K, commit, flickr8k_dataset, machine_info, runs_log  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
-from core.data.records import PreparedDataset, load_dataset  # noqa: E402
 from core.embed import engine  # noqa: E402
-from core.errors import DatasetError  # noqa: E402
 from core.evaluation.latency import percentiles  # noqa: E402
 from core.models.loading import LoadedModel, load_model  # noqa: E402
 from core.paths import results_dir  # noqa: E402
@@ -73,15 +71,6 @@ def with_run_history(out: Path, result: dict[str, Any]) -> dict[str, Any]:
 def latency_ms(ms: list[float]) -> dict[str, float]:
     """p50 and p95 (as in evaluation results), mean and min, to the microsecond."""
     return {**percentiles(ms, 3), "mean": round(statistics.fmean(ms), 3), "min": round(min(ms), 3)}
-
-
-def dataset(name: str, source: Path) -> PreparedDataset:
-    try:
-        return load_dataset(name)
-    except DatasetError:
-        from core.data.prepare import prepare_flickr8k
-
-        return prepare_flickr8k(source, name=name)
 
 
 def arguments() -> argparse.Namespace:
@@ -140,7 +129,7 @@ def time_rounds(
 def main() -> None:
     args = arguments()
     info = machine_info()
-    data = dataset(args.dataset, args.flickr8k)
+    data = flickr8k_dataset(args.dataset, args.flickr8k)
     lm = load_model(MODEL, device="cpu", precision=args.precision)
     start = time.perf_counter()
     retriever = Retriever.open(data, lm, split="test", index="exact")

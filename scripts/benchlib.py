@@ -74,3 +74,16 @@ def runs_log(out: Path, run: dict[str, Any]) -> list[dict[str, Any]]:
     except (OSError, ValueError):
         runs = []
     return [*runs, {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), **run}]
+
+
+def flickr8k_dataset(name: str = "flickr8k", source: Path = FLICKR8K) -> Any:
+    """The prepared dataset ``name``, prepared from the Flickr8k folder ``source`` first if it is missing."""
+    from core.data.records import load_dataset
+    from core.errors import DatasetError
+
+    try:
+        return load_dataset(name)
+    except DatasetError:
+        from core.data.prepare import prepare_flickr8k
+
+        return prepare_flickr8k(source, name=name)

@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchlib import FLICKR8K, commit, machine_info  # noqa: E402
+from benchlib import FLICKR8K, commit, flickr8k_dataset, machine_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REPEATED = 20
@@ -132,18 +132,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def prepared(name: str, source: Path) -> Any:
-    from core.data.records import load_dataset
-    from core.errors import DatasetError
-
-    try:
-        return load_dataset(name)
-    except DatasetError:
-        from core.data.prepare import prepare_flickr8k
-
-        return prepare_flickr8k(source, name=name)
 
 
 def lit_model(args: argparse.Namespace) -> str:
@@ -346,7 +334,7 @@ def main() -> None:
     from core.paths import results_dir
 
     started = machine_info()
-    data = prepared(args.dataset, args.flickr8k)
+    data = flickr8k_dataset(args.dataset, args.flickr8k)
     names = {"vit": "ViT-B-32", "lit": lit_model(args)}
     models = {label: measure_model(label, names[label], data, args) for label in args.models}
     result = {

@@ -16,12 +16,10 @@ import time
 from pathlib import Path
 
 import torch
-from benchlib import FLICKR8K
+from benchlib import FLICKR8K, flickr8k_dataset
 
 from core.atomic import write_json
-from core.data.prepare import prepare_flickr8k
-from core.data.records import PreparedDataset, load_dataset
-from core.errors import DatasetError
+from core.data.records import PreparedDataset
 from core.paths import models_dir, reports_dir, results_dir
 from core.progress import Reporter
 from core.train.report import plot_curves
@@ -46,13 +44,6 @@ class PrintReporter(Reporter):
 
     def log(self, message: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
-
-
-def _dataset(source: Path):
-    try:
-        return load_dataset("flickr8k")
-    except DatasetError:
-        return prepare_flickr8k(source)
 
 
 def train_config(args: argparse.Namespace, freeze: str) -> TrainConfig:
@@ -87,7 +78,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     config_name, freeze = VARIANTS[args.variant]
-    dataset = _dataset(args.flickr8k)
+    dataset = flickr8k_dataset(source=args.flickr8k)
     reporter = PrintReporter()
     start = start_model(config_name, seed=args.seed)
     cfg = train_config(args, freeze)
@@ -133,7 +124,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def eval_only(args: argparse.Namespace) -> None:
     """Test recall of the best checkpoint of a run that was stopped by hand (no train.json summary)."""
-    dataset = _dataset(args.flickr8k)
+    dataset = flickr8k_dataset(source=args.flickr8k)
     out = models_dir() / args.name
     start = start_model(str(out))
     meta = json.loads((out / "model.json").read_text())
