@@ -23,6 +23,7 @@ from core.progress import Reporter
 from core.safe_text import markup_safe
 from tui.messages import (
     DatasetOpened,
+    LibraryUpdated,
     SourceOpened,
     Task,
     TaskFailed,
@@ -153,6 +154,13 @@ class CapsearchApp(App[None]):
         self.activity = ""
         self.source, self.retriever = message.source, message.retriever
         self.dataset = self.retriever.data
+
+    def use_library(self, updated: LibraryUpdated) -> None:
+        """Search the library an update just finished (results refresh); nothing when none is embedded."""
+        if updated.retriever is not None:
+            self.source = Source(split=self.source.split, library=updated.name)
+            self.retriever = updated.retriever
+            self.dataset = None
 
     def on_task_failed(self, message: TaskFailed) -> None:
         if message.task == Task.OPEN:

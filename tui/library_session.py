@@ -5,16 +5,31 @@ path under the library's roots and show their date and camera where captions wou
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from core.data.records import ImageRecord
 from core.errors import CapsearchError
+from core.near_duplicates import DEFAULT_THRESHOLD
 from core.progress import Reporter
+from tui.library_filters import SearchFilters
 
 if TYPE_CHECKING:
+    from core.library.catalogue import ModelKey
+    from core.library.library import Library
+    from core.library.update import UpdateStats
+    from core.models.loading import LoadedModel
     from core.search.library_search import LibraryHit, LibrarySearcher
     from core.search.retriever import Hit
+
+DEDUP_THRESHOLD = DEFAULT_THRESHOLD
+"""Cosine similarity above which two results are the same photo (``capsearch library duplicates``'s)."""
+DEDUP_FETCH = 4
+"""With duplicates collapsed, this many candidates are ranked per result asked for, so that collapsing
+still leaves ``k`` results when there are that many distinct photos among them."""
 
 
 def default_library_name() -> str | None:
@@ -77,11 +92,23 @@ class LibraryRetriever:
             out.append(Hit(rank=hit.rank, score=hit.score, record=record, path=hit.path))
         return out
 
-    def search_text(self, query: str, k: int = 10) -> list[Hit]:
-        return self._hits(self.searcher.search_text(query, k))
+    def search_text(self, query: str, k: int = 10, filters: SearchFilters | None = None) -> list[Hit]:
+        return self._hits(self._search(self.searcher.query_vector(query), k, filters or SearchFilters()))
 
-    def image_to_image(self, image: str, k: int = 10) -> list[Hit]:
-        return self._hits(self.searcher.image_to_image(image, k))
+    def image_to_image(self, image: str, k: int = 10, filters: SearchFilters | None = None) -> list[Hit]:
+        return self._hits(self._search(self.searcher.image_vector(image), k, filters or SearchFilters()))
+
+    def _search(self, vector: np.ndarray, k: int, options: SearchFilters) -> list[LibraryHit]:
+        """The core's filtered search; with ``dedup``, near-duplicates among the best candidates are
+        collapsed to their best-scored member before the ``k`` kept are ordered."""
+        filters = options.filters
+        if not options.dedup:
+            return self.searcher.search_vector(vector, k, filters)
+        found = self.searcher.search_vector(vector, k * DEDUP_FETCH, replace(filters, sort="score"))
+        kept = collapse_near_duplicates(self.searcher, found)[:k]
+        if filters.sort == "date":
+            kept.sort(key=lambda h: (-h.file.when, h.file.path))
+        return [replace(hit, rank=rank) for rank, hit in enumerate(kept, start=1)]
 
     def image_to_text(self, image: str, k: int = 10) -> list[Hit]:
         raise CapsearchError("a library has no captions to search", hint="use text→image or image→image")
@@ -93,7 +120,64 @@ class LibraryRetriever:
         return None
 
 
+def collapse_near_duplicates(searcher: LibrarySearcher, hits: list[LibraryHit]) -> list[LibraryHit]:
+    """``hits`` less all but the best-scored of each group of near-identical photos (the grouping of
+    ``capsearch library duplicates``, at its default threshold, over these hits' vectors)."""
+    from core.index.duplicates import collapse_duplicates, find_duplicate_groups
+
+    if len(hits) < 2:
+        return hits
+    keys = [str(hit.file.id) for hit in hits]
+    vectors = searcher.index.vectors_of(np.array([h.file.id for h in hits]))
+    groups = find_duplicate_groups(vectors, keys, DEDUP_THRESHOLD)
+    return collapse_duplicates(hits, groups, key=lambda h: str(h.file.id), score=lambda h: h.score)
+
+
 def open_library(name: str, reporter: Reporter) -> LibraryRetriever:
     from core.search.library_search import LibrarySearcher
 
     return LibraryRetriever(LibrarySearcher.open(name, reporter))
+
+
+def add_folder(
+    name: str, folder: Path, reporter: Reporter, current: LibraryRetriever | None
+) -> tuple[UpdateStats, LibraryRetriever | None]:
+    """Add ``folder`` to library ``name`` (made when new), bring the library up to date (cancellable:
+    the core keeps every finished batch) and open it for searching (None while nothing is embedded).
+    ``current``'s model is reused when the library embeds with the same one."""
+    from core.library.library import Library, add_folders
+    from core.library.update import update
+
+    with add_folders(name, [folder]) as lib:
+        lm, model = _update_model(lib, current, reporter)
+        stats = update(lib, lm, model, reporter)
+    lib = Library.open(name)
+    active = lib.active
+    if active is None:
+        lib.close()
+        return stats, None
+    if active.key != model.key:
+        lib.close()
+        return stats, open_library(name, reporter)
+    from core.search.library_search import LibrarySearcher
+
+    store = lib.store(active)
+    return stats, LibraryRetriever(
+        LibrarySearcher(lib, lm, active, store, lib.index(active, store, reporter))
+    )
+
+
+def _update_model(
+    lib: Library, current: LibraryRetriever | None, reporter: Reporter
+) -> tuple[LoadedModel, ModelKey]:
+    """The model to embed with, as ``capsearch library add`` picks it: the library's, else the default."""
+    from core.library.library import model_key
+    from core.library.models import default_library_model
+    from core.models.loading import load_model
+
+    target = lib.target
+    if target is not None and current is not None and current.searcher.model.key == target.key:
+        return current.searcher.lm, target
+    name = target.name if target is not None else default_library_model(reporter.log)
+    lm = load_model(name, precision=target.precision if target is not None else None)
+    return lm, model_key(name, lm.model_id, lm.precision, lm.embed_dim)

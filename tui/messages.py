@@ -17,6 +17,7 @@ from textual.message import Message
 if TYPE_CHECKING:
     from core.data.records import ImageRecord, PreparedDataset
     from core.evaluation.results import EvalResult
+    from core.library.update import UpdateStats
     from core.search.duplicates import DatasetDuplicates
     from core.search.retriever import Retriever
     from core.train.recipes import FinetuneSummary
@@ -34,6 +35,7 @@ class Task(StrEnum):
     HISTORY = "history"
     FINETUNE = "finetune"
     DUPLICATES = "duplicates"
+    LIBRARY = "library update"
 
 
 @dataclass
@@ -138,3 +140,13 @@ class DuplicatesFound(Message):
     """:attr:`Task.DUPLICATES` finished: the near-duplicate groups of the current dataset."""
 
     found: DatasetDuplicates
+
+
+@dataclass
+class LibraryUpdated(Message):
+    """:attr:`Task.LIBRARY` finished: library ``name`` is up to date after ``stats``; ``retriever``
+    searches it (None while nothing is embedded)."""
+
+    name: str
+    stats: UpdateStats
+    retriever: LibraryRetriever | None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from library_fixture import PhotoLibrary, photo_library_in
 
 from tui.app import CapsearchApp
 from tui.session import Source
@@ -39,3 +40,9 @@ def make_app(source: Source, retriever) -> Callable[..., CapsearchApp]:
         )
 
     return make
+
+
+@pytest.fixture(scope="module")
+def photo_library(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Iterator[PhotoLibrary]:
+    """A small photo library (tests/tui/library_fixture.py), built once per test module."""
+    yield from photo_library_in(tmp_path_factory.mktemp("photo-library"), tiny_model)

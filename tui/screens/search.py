@@ -1,7 +1,9 @@
 """Search: a query (text, or an image id / path), a direction, ranked results and the selected one in detail.
 
 Results follow typing: each keystroke bumps a generation counter and (re)starts a short debounce; the
-search runs in a thread and its results are shown only if no newer query was typed meanwhile.
+search runs in a thread and its results are shown only if no newer query was typed meanwhile. On a photo
+library a filter row (dates, folder, camera, min score, order, dedup) narrows the results the same way.
+The selected result can be opened in the system viewer, its path copied or its folder opened.
 """
 
 from __future__ import annotations
@@ -20,9 +22,15 @@ from textual.timer import Timer
 from textual.widgets import Input, ListView
 
 from core.errors import CapsearchError
-from core.safe_text import visible
+from core.safe_text import markup_safe, visible
+from tui.library_filters import FilterError, SearchFilters, parse_filters
+from tui.library_session import LibraryRetriever, default_library_name
+from tui.messages import LibraryUpdated
+from tui.screens.add_folder import AddFolderDialog
 from tui.screens.base import CapsearchScreen
+from tui.system_open import open_with_system
 from tui.widgets.detail_pane import DetailPane
+from tui.widgets.filter_row import FilterRow
 from tui.widgets.query_bar import DIRECTIONS, DirectionSwitch, QueryBar, is_image_direction
 from tui.widgets.results_list import ResultsList
 
@@ -44,6 +52,13 @@ class SearchScreen(CapsearchScreen):
             tooltip="The selected image becomes the query",
         ),
         Binding("ctrl+l", "clear_query", "Clear", tooltip="Clear the query and the results"),
+        Binding("ctrl+f", "filters", "Filters", tooltip="Show (or hide) the library filters and go to them"),
+        Binding("ctrl+s", "view", "View", tooltip="Open the selected result in the system viewer"),
+        Binding("ctrl+y", "copy_path", "Copy path", tooltip="Copy the selected result's path (OSC 52)"),
+        Binding(
+            "ctrl+b", "reveal", "Folder", tooltip="Open the selected result's folder in the system viewer"
+        ),
+        Binding("ctrl+n", "add_folder", "Add folder", tooltip="Add a folder to the library and index it"),
         Binding("escape", "focus_query", "Query", tooltip="Back to the query input", show=False),
         Binding("down", "focus_results", "Results", tooltip="Move from the query to the results", show=False),
     ]
@@ -77,6 +92,7 @@ class SearchScreen(CapsearchScreen):
 
     def compose_body(self) -> ComposeResult:
         yield QueryBar()
+        yield FilterRow(id="filters")
         with Horizontal(id="search-body"):
             yield ResultsList(TOP_K, id="results")
             yield DetailPane(id="detail")
@@ -99,6 +115,7 @@ class SearchScreen(CapsearchScreen):
         return self.query_one("#query", Input).value.strip()
 
     def _retriever_changed(self, retriever: Any) -> None:
+        self.query_one(FilterRow).display = isinstance(retriever, LibraryRetriever)
         results = self.query_one(ResultsList)
         if retriever is None:
             results.show_message(self._waiting_text())
@@ -130,6 +147,23 @@ class SearchScreen(CapsearchScreen):
         if self.is_mounted:
             self._schedule(0)
 
+    @on(FilterRow.Changed)
+    def _filters_changed(self, event: FilterRow.Changed) -> None:
+        self._schedule(0 if event.submitted else DEBOUNCE_S, explicit=event.submitted)
+
+    def _filters(self, retriever: Any) -> SearchFilters | None:
+        """The filter row parsed for a library (None for a dataset); a bad field is shown and raised."""
+        if not isinstance(retriever, LibraryRetriever):
+            return None
+        row = self.query_one(FilterRow)
+        try:
+            options = parse_filters(row.text, retriever.roots)
+        except FilterError as exc:
+            row.show_error(exc)
+            raise
+        row.show_error(None)
+        return options
+
     def _schedule(self, delay: float, explicit: bool = False) -> None:
         """A new query: bump the generation (older results are now stale) and search after ``delay``."""
         self.generation += 1
@@ -149,25 +183,42 @@ class SearchScreen(CapsearchScreen):
         elif retriever is None:
             results.show_message(self._waiting_text())
         else:
-            self._search(retriever, self.generation, query, self.direction, explicit)
+            try:
+                options = self._filters(retriever)
+            except FilterError as exc:
+                if explicit:
+                    self.app.notify_error(exc, title="Filters")
+                return
+            self._search(retriever, self.generation, query, self.direction, options, explicit)
 
     @work(thread=True, group="search")
-    def _search(self, retriever: Any, generation: int, query: str, direction: str, explicit: bool) -> None:
+    def _search(
+        self,
+        retriever: Any,
+        generation: int,
+        query: str,
+        direction: str,
+        options: SearchFilters | None,
+        explicit: bool,
+    ) -> None:
         with self.app.search_lock:
             if generation != self.generation:  # a newer query was typed while waiting: skip this one
                 return
             try:
-                message = self._run_search(retriever, generation, query, direction)
+                message = self._run_search(retriever, generation, query, direction, options)
             except Exception as exc:  # noqa: BLE001 - shown inline or as a notification
                 self.post_message(self.Failed(generation, exc, explicit))
                 return
         self.post_message(message)
 
     @staticmethod
-    def _run_search(retriever: Any, generation: int, query: str, direction: str) -> Done:
+    def _run_search(
+        retriever: Any, generation: int, query: str, direction: str, options: SearchFilters | None = None
+    ) -> Done:
         truth, truth_id, query_image = None, None, None
+        extra = {} if options is None else {"filters": options}
         if direction == "text-image":
-            hits = retriever.search_text(query, k=TOP_K)
+            hits = retriever.search_text(query, k=TOP_K, **extra)
             truth = retriever.ground_truth(query)
             summary = f"top {len(hits)} images of {retriever.size:,} for “{visible(query)}”"
         else:  # the query is an image id of the split, or an image file path
@@ -178,7 +229,7 @@ class SearchScreen(CapsearchScreen):
                     f"top {len(hits)} captions of {retriever.caption_count:,} for image “{visible(query)}”"
                 )
             else:
-                hits = retriever.image_to_image(query, k=TOP_K)
+                hits = retriever.image_to_image(query, k=TOP_K, **extra)
                 summary = f"top {len(hits)} images of {retriever.size:,} for image “{visible(query)}”"
             record = next((r for r in retriever.records if r.id == query), None)
             if record is not None:
@@ -186,6 +237,8 @@ class SearchScreen(CapsearchScreen):
                 query_image = (retriever.image_path(record), f"{record.id} · {first}")
             else:
                 query_image = (Path(query).expanduser(), "an image file outside the dataset")
+        if options is not None and options.active:
+            summary += f" · {options.describe()}"
         return SearchScreen.Done(generation, hits, truth, truth_id, summary, query_image)
 
     async def on_search_screen_done(self, message: Done) -> None:
@@ -274,3 +327,57 @@ class SearchScreen(CapsearchScreen):
 
     def action_focus_results(self) -> None:
         self.query_one(ResultsList).list_view.focus()
+
+    # -- the selected result: view, copy, reveal; adding a folder ------------------------------------
+    def _selected_path(self) -> Path | None:
+        hit = self.query_one(ResultsList).highlighted
+        if hit is None:
+            self.notify("Select a result first (↓ from the query, then ↑/↓).", severity="warning")
+            return None
+        return Path(hit.path)
+
+    def _open(self, path: Path, what: str) -> None:
+        try:
+            open_with_system(path)
+        except CapsearchError as exc:
+            self.app.notify_error(exc, title=f"Could not open the {what}")
+        else:
+            self.notify(markup_safe(path), title=f"Opened the {what}")
+
+    def action_view(self) -> None:
+        path = self._selected_path()
+        if path is not None:
+            self._open(path, "image")
+
+    def action_reveal(self) -> None:
+        path = self._selected_path()
+        if path is not None:
+            self._open(path.parent, "folder")
+
+    def action_copy_path(self) -> None:
+        path = self._selected_path()
+        if path is not None:
+            self.app.copy_to_clipboard(str(path))
+            self.notify(markup_safe(path), title="Copied the path")
+
+    def action_filters(self) -> None:
+        row = self.query_one(FilterRow)
+        if not isinstance(self.app.retriever, LibraryRetriever):
+            self.notify("Filters apply to a photo library: Ctrl+N adds a folder to one.", severity="warning")
+        elif row.display and self.focused is not None and row in self.focused.ancestors:
+            row.display = False
+            self.action_focus_query()
+        else:
+            row.display = True
+            row.focus_first()
+
+    def action_add_folder(self) -> None:
+        retriever = self.app.retriever
+        current = retriever if isinstance(retriever, LibraryRetriever) else None
+        name = current.searcher.name if current is not None else default_library_name() or "photos"
+
+        def done(result: LibraryUpdated | None) -> None:
+            if result is not None:
+                self.app.use_library(result)
+
+        self.app.push_screen(AddFolderDialog(name, current), done)
