@@ -50,7 +50,7 @@ class SearchFilters:
         if f.before is not None:
             parts.append(f"before {_day(f.before)}")
         if f.folder is not None:
-            parts.append(f"in {visible(f.folder)}")
+            parts.append(f"in {visible(Path(f.folder).name)}")
         if f.camera is not None:
             parts.append(f"camera ~ {visible(f.camera)}")
         if f.min_score is not None:

@@ -3,8 +3,11 @@ from a model, so screenshots are identical on every machine (the pilot tests use
 
 from __future__ import annotations
 
+import calendar
 import hashlib
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -13,6 +16,8 @@ from core.errors import CapsearchError
 from core.evaluation.recall import Metrics, Ranks
 from core.evaluation.results import Counts, EvalResult, SideBuild, Timings
 from core.search.retriever import Hit
+from tui.library_filters import SearchFilters
+from tui.library_session import LibraryRetriever
 
 
 def fixed_score(query: str, key: str) -> float:
@@ -152,3 +157,51 @@ def fixed_duplicates(data: PreparedDataset, split: str, threshold: float):
         groups,
         {r.id: r for r in records},
     )
+
+
+class FixedLibrary(LibraryRetriever):
+    """A library stand-in over a prepared split's images (its root is the dataset folder): hash scores,
+    and dates and cameras derived from the image ids; min score and date order honoured."""
+
+    def __init__(self, data: PreparedDataset, split: str = "test") -> None:
+        self.fixed = FixedRetriever(data, split)
+        self.roots = [data.dir]
+        self.searcher = SimpleNamespace(name="photos")
+
+    @property
+    def dataset(self) -> str:
+        return "library photos"
+
+    @property
+    def size(self) -> int:
+        return self.fixed.size
+
+    model_id = FixedRetriever.model_id
+    index_kind = "exact"
+
+    def _library_hits(self, hits: list[Hit], filters: SearchFilters | None) -> list[Hit]:
+        f = (filters or SearchFilters()).filters
+        out = []
+        for hit in hits:
+            n = int(hit.record.id.rsplit("_", 1)[-1])
+            day = f"20{18 + n % 3}-0{1 + n % 9}-1{n % 10} 10:{n % 60:02d}"
+            camera = ("Pixel 7", "Canon EOS R5")[n % 2]
+            when = calendar.timegm(time.strptime(day, "%Y-%m-%d %H:%M"))
+            record = ImageRecord(
+                id=str(hit.path.relative_to(self.roots[0])),
+                image=str(hit.path),
+                captions=(f"{day} · {camera}",),
+            )
+            if (
+                (f.min_score is None or hit.score >= f.min_score)
+                and (f.after is None or when >= f.after)
+                and (f.before is None or when < f.before)
+                and (f.camera is None or f.camera.lower() in camera.lower())
+            ):
+                out.append(Hit(0, hit.score, record, hit.path))
+        if f.sort == "date":
+            out.sort(key=lambda h: h.record.captions[0], reverse=True)
+        return [Hit(rank, h.score, h.record, h.path) for rank, h in enumerate(out, 1)]
+
+    def search_text(self, query: str, k: int = 10, filters: SearchFilters | None = None) -> list[Hit]:
+        return self._library_hits(self.fixed.search_text(query, self.fixed.size), filters)[:k]

@@ -129,3 +129,46 @@ def test_duplicates_screen(snap_compare, make_app, monkeypatch: pytest.MonkeyPat
         await steady(pilot)
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_search_screen_library_filters(snap_compare, source: Source) -> None:
+    """A library open: the filter row set (one field refused, explained below it), scores on each row."""
+    from fixed_data import FixedLibrary
+    from textual.widgets import Select
+
+    from core.data.records import load_dataset
+    from tui.app import CapsearchApp
+
+    library = FixedLibrary(load_dataset(source.dataset))
+
+    async def run_before(pilot: Pilot) -> None:
+        screen = pilot.app.screen
+        await settle(pilot)
+        screen.query_one("#filter-after", Input).value = "2018-01-01"
+        screen.query_one("#filter-folder", Input).value = "images"
+        screen.query_one("#filter-camera", Input).value = "pixel"
+        screen.query_one("#filter-min_score", Input).value = "0.1"
+        screen.query_one("#filter-sort", Select).value = "date"
+        screen.use_text("two dogs in the snow")
+        await settle(pilot)
+        screen.query_one("#filter-before", Input).value = "2017-13-01"
+        await settle(pilot)
+        screen.query_one("#query", Input).focus()
+        await steady(pilot)
+
+    app = CapsearchApp(Source(library="photos"), retriever=library)
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_add_folder_dialog(snap_compare, make_app) -> None:
+    """The Add folder dialog refusing a folder that does not exist."""
+
+    async def run_before(pilot: Pilot) -> None:
+        await settle(pilot)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        pilot.app.screen.query_one("#add-folder", Input).value = "/nonexistent/holiday photos"
+        await pilot.press("enter")
+        await steady(pilot)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)

@@ -37,6 +37,8 @@ SCREENS: tuple[ScreenSpec, ...] = (
             ("↑ / ↓", "Move through the results (the detail pane follows)"),
             ("enter (on a result)", "Search from this: the image becomes the query"),
             ("← / → (on the switch)", "Change the direction"),
+            ("enter (in a filter)", "Apply the library filters now (they also follow typing)"),
+            ("esc (in Add folder)", "Cancel the indexing; finished batches are kept"),
         ),
     ),
     ScreenSpec(

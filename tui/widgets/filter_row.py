@@ -8,19 +8,20 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Checkbox, Input, Select, Static
+from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from core.safe_text import visible
 from tui.library_filters import FilterError, FilterText
 
 SORT_CHOICES = [("by score", "score"), ("by date", "date")]
 FIELDS = ("after", "before", "folder", "camera", "min_score")
+LABELS = {"after": "after", "before": "before", "folder": "in", "camera": "camera", "min_score": "min"}
 PLACEHOLDERS = {
-    "after": "after YYYY-MM-DD",
-    "before": "before YYYY-MM-DD",
-    "folder": "in folder…",
-    "camera": "camera…",
-    "min_score": "min score",
+    "after": "YYYY-MM-DD",
+    "before": "YYYY-MM-DD",
+    "folder": "a folder…",
+    "camera": "any",
+    "min_score": "-1…1",
 }
 TOOLTIPS = {
     "after": "Taken on or after this date (EXIF date, else the file's time): YYYY-MM-DD[THH:MM]",
@@ -39,12 +40,12 @@ class FilterRow(Vertical):
         height: auto;
         padding: 0 1;
         & > Horizontal { height: 1; }
-        & Input { width: 18; margin-right: 1; }
+        & Label { width: auto; margin-right: 1; color: $text-muted; }
+        & Input { width: 12; margin-right: 1; }
         & #filter-folder { width: 1fr; }
-        & #filter-camera { width: 14; }
-        & #filter-min_score { width: 11; }
+        & #filter-min_score { width: 7; }
         & Input.-invalid { background: $error 40%; }
-        & Select { width: 14; margin-right: 1; }
+        & Select { width: 12; margin-right: 1; }
         & Checkbox { width: auto; }
         & > .filter-error { height: auto; color: $text-error; display: none; }
         & > .filter-error.-shown { display: block; }
@@ -61,6 +62,7 @@ class FilterRow(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal():
             for name in FIELDS:
+                yield Label(LABELS[name])
                 yield Input(
                     placeholder=PLACEHOLDERS[name],
                     tooltip=TOOLTIPS[name],

@@ -107,7 +107,7 @@ class ResultsList(Vertical):
     DEFAULT_CSS = """
     ResultsList {
         height: 1fr;
-        & > .summary { height: 1; padding: 0 1; color: $text-muted; }
+        & > .summary { height: auto; max-height: 3; padding: 0 1; color: $text-muted; }
         & > .truth { height: auto; padding: 0 1; color: $text-success; display: none; }
         & > .truth.-shown { display: block; }
         & > ListView { height: 1fr; }
