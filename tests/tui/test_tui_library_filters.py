@@ -181,3 +181,21 @@ async def test_ctrl_f_toggles_the_filters_and_datasets_have_none(
         assert not app.screen.query_one(FilterRow).display
         await pilot.press("ctrl+f")
         assert "Filters apply to a photo library" in notifications(app)[0]
+
+
+async def test_search_from_a_library_result_uses_its_file_and_the_filters(
+    photo_library: PhotoLibrary,
+) -> None:
+    app = app_for(photo_library)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await search(pilot, folder="2020")
+        await pilot.press("down", "down")  # the second result
+        chosen = app.screen.query_one(ResultsList).highlighted
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+        assert app.screen.query_one("#query", Input).value == str(chosen.path)
+        hits = app.screen.query_one(ResultsList).hits
+        best = [h.path for h in hits if h.score > 1 - 1e-5]  # the file (and its byte copy, if it has one)
+        assert chosen.path in best and hits[0].path in best
+        assert names(hits, photo_library) == {n for n in ALL if n.startswith("2020")}  # still filtered

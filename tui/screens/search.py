@@ -9,6 +9,7 @@ The selected result can be opened in the system viewer, its path copied or its f
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -149,7 +150,14 @@ class SearchScreen(CapsearchScreen):
 
     @on(FilterRow.Changed)
     def _filters_changed(self, event: FilterRow.Changed) -> None:
-        self._schedule(0 if event.submitted else DEBOUNCE_S, explicit=event.submitted)
+        retriever = self.app.retriever
+        if not isinstance(retriever, LibraryRetriever):
+            return
+        if self.query_text:
+            self._schedule(0 if event.submitted else DEBOUNCE_S, explicit=event.submitted)
+            return
+        with suppress(FilterError):  # nothing to search yet: only check the fields
+            self._filters(retriever)
 
     def _filters(self, retriever: Any) -> SearchFilters | None:
         """The filter row parsed for a library (None for a dataset); a bad field is shown and raised."""
@@ -312,7 +320,8 @@ class SearchScreen(CapsearchScreen):
         if hit is None:
             self.notify("Select a result first (↓ from the query, then ↑/↓).", severity="warning")
             return
-        self.use_image(hit.record.id)
+        # a library's ids are paths under its folders: the query is the file itself
+        self.use_image(str(hit.path) if isinstance(self.app.retriever, LibraryRetriever) else hit.record.id)
 
     def action_next_direction(self) -> None:
         self.query_one(DirectionSwitch).action_step(1)
