@@ -18,7 +18,7 @@ from core.progress import Reporter
 from tui.library_filters import SearchFilters
 
 if TYPE_CHECKING:
-    from core.library.catalogue import ModelKey
+    from core.library.catalogue import FileRow, ModelKey
     from core.library.library import Library
     from core.library.update import UpdateStats
     from core.models.loading import LoadedModel
@@ -79,18 +79,18 @@ class LibraryRetriever:
                 return str(path.relative_to(root))
         return path.name
 
+    def record(self, f: FileRow) -> ImageRecord:
+        """A library file as the app shows images: its path under a root, and its date and camera."""
+        note = time.strftime("%Y-%m-%d %H:%M", time.gmtime(f.when)) + (f" · {f.camera}" if f.camera else "")
+        return ImageRecord(id=self._name(Path(f.path)), image=f.path, captions=(note,))
+
     def _hits(self, found: list[LibraryHit]) -> list[Hit]:
         from core.search.retriever import Hit
 
-        out = []
-        for hit in found:
-            f = hit.file
-            note = time.strftime("%Y-%m-%d %H:%M", time.gmtime(f.when)) + (
-                f" · {f.camera}" if f.camera else ""
-            )
-            record = ImageRecord(id=self._name(hit.path), image=f.path, captions=(note,))
-            out.append(Hit(rank=hit.rank, score=hit.score, record=record, path=hit.path))
-        return out
+        return [Hit(rank=h.rank, score=h.score, record=self.record(h.file), path=h.path) for h in found]
+
+    def browse_view(self) -> LibraryFiles:
+        return LibraryFiles(self)
 
     def search_text(self, query: str, k: int = 10, filters: SearchFilters | None = None) -> list[Hit]:
         return self._hits(self._search(self.searcher.query_vector(query), k, filters or SearchFilters()))
@@ -118,6 +118,24 @@ class LibraryRetriever:
 
     def ground_truth(self, query: str) -> None:
         return None
+
+
+class LibraryFiles:
+    """A library seen by the Browse screen as a dataset with one split, ``all``: its readable files by
+    path (read from the catalogue when the split is asked for)."""
+
+    splits = ["all"]
+
+    def __init__(self, retriever: LibraryRetriever) -> None:
+        self.retriever = retriever
+        self.name = retriever.dataset
+
+    def split(self, name: str) -> list[ImageRecord]:
+        files = self.retriever.searcher.lib.catalogue.files()
+        return [self.retriever.record(f) for f in sorted(files, key=lambda f: f.path) if f.failed is None]
+
+    def image_path(self, record: ImageRecord) -> Path:
+        return Path(record.image)
 
 
 def collapse_near_duplicates(searcher: LibrarySearcher, hits: list[LibraryHit]) -> list[LibraryHit]:

@@ -199,3 +199,28 @@ async def test_search_from_a_library_result_uses_its_file_and_the_filters(
         best = [h.path for h in hits if h.score > 1 - 1e-5]  # the file (and its byte copy, if it has one)
         assert chosen.path in best and hits[0].path in best
         assert names(hits, photo_library) == {n for n in ALL if n.startswith("2020")}  # still filtered
+
+
+async def test_browse_lists_the_library_files_and_opens_one_in_search(photo_library: PhotoLibrary) -> None:
+    from textual.widgets import DataTable
+
+    from tui.screens.browse import BrowseScreen
+
+    app = app_for(photo_library)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("f3")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, BrowseScreen)
+        assert [r.id for r in screen.shown] == sorted(ALL)
+        assert screen.query_one("#browse-table", DataTable).row_count == 8
+        screen.query_one("#browse-filter", Input).value = "canon"  # date · camera is the caption
+        await settle(pilot)
+        assert [r.id for r in screen.shown] == sorted(n for n in ALL if n.startswith("2020"))
+        screen.query_one("#browse-table", DataTable).focus()
+        await pilot.press("down", "enter")
+        await settle(pilot)
+        assert app.screen.query_one("#query", Input).value == str(photo_library.path("2020/b0.jpg"))
+        hits = app.screen.query_one(ResultsList).hits
+        assert str(photo_library.path("2020/b0.jpg")) in {str(h.path) for h in hits if h.score > 1 - 1e-5}

@@ -1,4 +1,5 @@
-"""Browse: a prepared dataset's split, a page at a time, filtered by a caption substring; jump to an id."""
+"""Browse: a prepared dataset's split, a page at a time, filtered by a caption substring; jump to an id.
+With a photo library open, its files (by path, with their date and camera) instead."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from textual.widgets import Button, DataTable, Input, Label, Select
 
 from core.data.records import SPLITS
 from core.safe_text import markup_safe
+from tui.library_session import LibraryFiles, LibraryRetriever
 from tui.messages import SplitLoaded, Task, TaskFailed, UseImageQuery
 from tui.screens.base import CapsearchScreen
 from tui.widgets.detail_pane import DetailPane
@@ -71,8 +73,15 @@ class BrowseScreen(CapsearchScreen):
 
     def on_mount(self) -> None:
         self.watch(self.app, "dataset", self._dataset_changed)
+        self.watch(self.app, "retriever", self._retriever_changed)
+
+    def _retriever_changed(self, retriever: Any) -> None:
+        if isinstance(retriever, LibraryRetriever):
+            self._dataset_changed(retriever.browse_view())
 
     def _dataset_changed(self, dataset: Any) -> None:
+        if dataset is None and isinstance(self.app.retriever, LibraryRetriever):
+            return  # a library is open: its files are shown
         if dataset is None:
             self.query_one("#browse-page", Label).update("no dataset open yet (Ctrl+O opens one)")
             return
@@ -194,7 +203,9 @@ class BrowseScreen(CapsearchScreen):
         if record is None:
             self.notify("Nothing selected.", severity="warning")
             return
-        if self._dataset is not None and self.app.retriever is not None:
+        if isinstance(self._dataset, LibraryFiles):
+            image = record.image  # the file itself
+        elif self._dataset is not None and self.app.retriever is not None:
             same = self.app.retriever.split == str(self.query_one("#browse-split", Select).value)
             image = record.id if same else str(self._dataset.image_path(record))
         else:
