@@ -158,16 +158,21 @@ def open_library(name: str, reporter: Reporter) -> LibraryRetriever:
 
 
 def add_folder(
-    name: str, folder: Path, reporter: Reporter, current: LibraryRetriever | None
+    name: str,
+    folder: Path,
+    reporter: Reporter,
+    current: LibraryRetriever | None,
+    model_name: str | None = None,
 ) -> tuple[UpdateStats, LibraryRetriever | None]:
     """Add ``folder`` to library ``name`` (made when new), bring the library up to date (cancellable:
     the core keeps every finished batch) and open it for searching (None while nothing is embedded).
-    ``current``'s model is reused when the library embeds with the same one."""
+    ``model_name`` as ``library add --model`` (default: the library's model, else the library default);
+    ``current``'s loaded model is reused when it is the one to embed with."""
     from core.library.library import Library, add_folders
     from core.library.update import update
 
     with add_folders(name, [folder]) as lib:
-        lm, model = _update_model(lib, current, reporter)
+        lm, model = _update_model(lib, current, reporter, model_name)
         stats = update(lib, lm, model, reporter)
     lib = Library.open(name)
     active = lib.active
@@ -186,16 +191,16 @@ def add_folder(
 
 
 def _update_model(
-    lib: Library, current: LibraryRetriever | None, reporter: Reporter
+    lib: Library, current: LibraryRetriever | None, reporter: Reporter, model_name: str | None
 ) -> tuple[LoadedModel, ModelKey]:
     """The model to embed with, as ``capsearch library add`` picks it: the library's, else the default."""
     from core.library.library import model_key
     from core.library.models import default_library_model
     from core.models.loading import load_model
 
-    target = lib.target
+    target = lib.target if model_name is None else None
     if target is not None and current is not None and current.searcher.model.key == target.key:
         return current.searcher.lm, target
-    name = target.name if target is not None else default_library_model(reporter.log)
+    name = model_name or (target.name if target is not None else default_library_model(reporter.log))
     lm = load_model(name, precision=target.precision if target is not None else None)
     return lm, model_key(name, lm.model_id, lm.precision, lm.embed_dim)

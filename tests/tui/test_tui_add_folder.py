@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from pilot_helpers import notifications, set_query, settle
-from textual.widgets import Input, ProgressBar
+from textual.widgets import Input, ProgressBar, Select
 
 import core.library.update as library_update
 from tui.app import CapsearchApp
@@ -155,9 +155,8 @@ async def test_escape_cancels_the_update_and_a_rerun_finishes_it(
 
 
 async def test_adding_a_folder_from_a_dataset_makes_and_opens_a_library(
-    make_app, artifacts, tmp_path, monkeypatch
+    make_app, artifacts, tmp_path
 ) -> None:
-    monkeypatch.setattr("core.library.models.default_library_model", lambda say: "capsearch-tiny")
     make_folder(tmp_path / "pics", 4)
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
@@ -165,8 +164,18 @@ async def test_adding_a_folder_from_a_dataset_makes_and_opens_a_library(
         assert not app.screen.query_one(FilterRow).display
         dialog = await open_dialog(pilot, str(tmp_path / "pics"))
         assert dialog.query_one("#add-name", Input).value == "photos"
+        await pilot.press("enter")  # no model chosen, none trained: explained in the dialog
+        await settle(pilot)
+        assert app.screen is dialog and not dialog.running
+        error = str(dialog.query_one("#add-error").render())
+        assert "no trained capsearch-lit-lite2 checkpoint" in error and "choose a Model above" in error
+        assert notifications(app)[-1].startswith("Could not add the folder: no --model given")
+        dialog.query_one("#add-model", Select).value = "capsearch-tiny"
+        dialog.query_one("#add-folder", Input).focus()
         await pilot.press("enter")
         await settle(pilot)
+        assert not isinstance(app.screen, AddFolderDialog)
         assert isinstance(app.retriever, LibraryRetriever) and app.retriever.size == 4
+        assert app.retriever.model_id.startswith("capsearch-tiny")
         assert app.source.library == "photos"
         assert app.screen.query_one(FilterRow).display

@@ -17,17 +17,22 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, ProgressBar, Static
+from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
 
-from core.errors import Cancelled, CapsearchError
+from core.errors import Cancelled, CapsearchError, ModelError
 from core.safe_text import visible
 from tui.messages import LibraryUpdated, Task, TaskFailed, TaskLog, TaskProgress
+from tui.session import model_choices
 from tui.workers import TuiReporter, run_task
 
 if TYPE_CHECKING:
     from core.library.update import UpdateStats
     from tui.app import CapsearchApp
     from tui.library_session import LibraryRetriever
+
+
+DEFAULT_MODEL = "<library>"
+DEFAULT_MODEL_LABEL = "the library's own, else the best trained"
 
 
 def checked_folder(text: str) -> Path:
@@ -76,6 +81,13 @@ class AddFolderDialog(ModalScreen[LibraryUpdated | None]):
                 yield Input(placeholder="a folder of photos, e.g. ~/Pictures", id="add-folder")
                 yield Label("Library")
                 yield Input(self.library, placeholder="library name", id="add-name")
+                yield Label("Model")
+                yield Select(
+                    [(DEFAULT_MODEL_LABEL, DEFAULT_MODEL), *model_choices()],
+                    value=DEFAULT_MODEL,
+                    allow_blank=False,
+                    id="add-model",
+                )
             yield Static(id="add-error")
             with Horizontal(id="add-progress-row"):
                 yield Static("", id="add-stage")
@@ -110,21 +122,21 @@ class AddFolderDialog(ModalScreen[LibraryUpdated | None]):
             )
             return
         self._say(f"adding {visible(folder)} to library {visible(name)}…")
-        for widget in self.query("Input, #add-ok"):
+        model = str(self.query_one("#add-model", Select).value)
+        for widget in self.query("Input, Select, #add-ok"):
             widget.disabled = True
         self.query_one("#add-progress-row").add_class("-running")
         self.reporter = TuiReporter(self, Task.LIBRARY)
-        self._update(name, folder, self.reporter)
+        self._update(name, folder, None if model == DEFAULT_MODEL else model, self.reporter)
 
     @work(thread=True, exclusive=True, group="library-update")
-    def _update(self, name: str, folder: Path, reporter: TuiReporter) -> None:
+    def _update(self, name: str, folder: Path, model: str | None, reporter: TuiReporter) -> None:
         from tui.library_session import add_folder
 
-        run_task(
-            self,
-            Task.LIBRARY,
-            lambda: LibraryUpdated(name, *add_folder(name, folder, reporter, self.current)),
-        )
+        def call() -> LibraryUpdated:
+            return LibraryUpdated(name, *add_folder(name, folder, reporter, self.current, model))
+
+        run_task(self, Task.LIBRARY, call)
 
     # -- progress and outcome ------------------------------------------------------------------------
     def on_task_progress(self, message: TaskProgress) -> None:
@@ -147,8 +159,10 @@ class AddFolderDialog(ModalScreen[LibraryUpdated | None]):
         self.app.notify_error(message.error, title="Could not add the folder")
         error = message.error
         text = error.message if isinstance(error, CapsearchError) else f"{type(error).__name__}: {error}"
+        if isinstance(error, ModelError):
+            text += " (next: choose a Model above)"
         self._say(f"⚠ {visible(text)}", True)
-        for widget in self.query("Input, #add-ok"):
+        for widget in self.query("Input, Select, #add-ok"):
             widget.disabled = False
         self.query_one("#add-progress-row").remove_class("-running")
 
