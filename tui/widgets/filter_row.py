@@ -19,9 +19,9 @@ LABELS = {"after": "after", "before": "before", "folder": "in", "camera": "camer
 PLACEHOLDERS = {
     "after": "YYYY-MM-DD",
     "before": "YYYY-MM-DD",
-    "folder": "a folder…",
-    "camera": "any",
-    "min_score": "-1…1",
+    "folder": "folder…",
+    "camera": "camera…",
+    "min_score": "score…",
 }
 TOOLTIPS = {
     "after": "Taken on or after this date (EXIF date, else the file's time): YYYY-MM-DD[THH:MM]",
