@@ -1,9 +1,16 @@
-"""The default near-duplicate threshold, in a module that imports nothing (the CLI's parser and the app's
-screens read it without loading FAISS).
+"""The default near-duplicate rule, in a module that imports nothing (the CLI's parser and the app's screens
+read it without loading FAISS).
 
-0.95 was chosen on half of the planted pairs of a generated photo library (the highest share of pairs found
-with at most 1% of groups impure) by ``scripts/bench_near_duplicates.py``; the other half is reported in
+Two images are near-duplicates when their image embeddings' cosine similarity reaches
+``DEFAULT_THRESHOLD``, or their 64-bit perceptual hashes differ in at most ``DEFAULT_HASH_DISTANCE`` bits,
+or both are close: at most ``LOOSE_HASH_DISTANCE`` bits apart with a similarity of at least
+``LOOSE_THRESHOLD``. The four numbers were chosen on half of the planted pairs of a generated photo library
+(the highest share of pairs found with at most 1% of groups impure) by
+``scripts/bench_near_duplicates.py``; the other half is reported in
 ``artifacts/results/near_duplicates.json``.
 """
 
 DEFAULT_THRESHOLD = 0.95
+DEFAULT_HASH_DISTANCE = 4
+LOOSE_HASH_DISTANCE = 12
+LOOSE_THRESHOLD = 0.9

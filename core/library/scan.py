@@ -3,8 +3,8 @@
 :func:`walk` lists every image file under the roots with ``os.scandir`` (one ``stat`` each): hidden files
 and folders, non-image files and excluded paths are skipped; symlinked folders are not followed (no
 loops). :func:`read_file` hashes one file's bytes (sha256: collision-safe, and at ~1 GB/s it costs far less
-than decoding the image, which the embedding does anyway) and reads its header: pixel size, EXIF date
-taken and camera. Anything unreadable becomes a one-line reason, never an exception.
+than decoding the image, which the embedding does anyway), reads its header (pixel size, EXIF date taken
+and camera) and takes its perceptual hash (a reduced decode: JPEGs at 1/8 scale or less). Anything unreadable becomes a one-line reason, never an exception.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 from core.data.images import IMAGE_EXTENSIONS
+from core.data.phash import file_phash
 from core.library.catalogue import NewFile
 from core.safe_text import visible
 
@@ -148,4 +149,5 @@ def read_file(path: str, size: int, mtime_ns: int) -> NewFile:
         return NewFile(path, size, mtime_ns, digest, failed="not a readable image")
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         return NewFile(path, size, mtime_ns, digest, failed=_clean(f"cannot decode ({exc})"))
-    return NewFile(path, size, mtime_ns, digest, taken, camera, width, height)
+    phash = file_phash(path) or ""  # "": tried, undecodable (the embedding will say why)
+    return NewFile(path, size, mtime_ns, digest, taken, camera, width, height, phash=phash)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from core.data.phash import file_phash
 from core.embed.engine import iter_image_batches
 from core.index.mutable import MutableIndex
 from core.library.catalogue import ModelKey, NewFile
@@ -122,6 +123,18 @@ def _record(
     lib.catalogue.apply_scan(gone, touched, replaced, new)
 
 
+def hash_missing(lib: Library, reporter: Reporter) -> int:
+    """Take the perceptual hash of every readable file catalogued without one (by a format-1 catalogue),
+    in transactions of HASH_BATCH; the caller holds the library's lock. Returns how many were hashed."""
+    todo = lib.catalogue.unhashed()
+    for lo in range(0, len(todo), HASH_BATCH):
+        reporter.check_cancelled()
+        part = todo[lo : lo + HASH_BATCH]
+        lib.catalogue.set_phashes([(i, file_phash(p) or "") for i, p in part])
+        reporter.update("perceptual hashes", min(lo + HASH_BATCH, len(todo)), len(todo))
+    return len(todo)
+
+
 def embed_missing(
     lib: Library,
     lm: LoadedModel,
@@ -168,6 +181,7 @@ def update(
     with exclusive(lib.folder, reporter.log):
         lib.set_target(model)
         scan(lib, reporter, stats)
+        hash_missing(lib, reporter)
         store = lib.store(model)
         store.prune_orphans()
         embed_missing(lib, lm, model, store, reporter, stats, batch_size)
