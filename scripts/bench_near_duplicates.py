@@ -12,11 +12,11 @@
 2. The planted pairs are split at random into two halves, and so are the distractors: half A (tuning) and
    half B (report), each grouped on its own. A pair is found when both its images are in one group; a
    group is impure when it holds an image that is not the planted duplicate of the others (any group other
-   than exactly one planted pair). Candidate pairs are found once per half (similarity >= 0.8 or hash
-   distance <= 16); every :class:`core.index.duplicates.DuplicateRule` of a grid (embedding threshold,
+   than exactly one planted pair). Candidate pairs are found once per half (similarity at least the lowest
+   threshold tried, or hash distance <= 16); every :class:`core.index.duplicates.DuplicateRule` of a grid (embedding threshold,
    hash distance alone, hash distance and similarity together) then filters them and groups cliques. The
-   rule is chosen on A (the highest recall with at most 1% impure groups; then the strictest) and
-   reported on B, beside the best embedding-only and hash-only rules (also chosen on A).
+   rule is chosen on A (the highest recall with at most 0.5% impure groups, a margin under the 1% goal;
+   then the strictest) and reported on B, beside the best embedding-only and hash-only rules (also chosen on A).
 3. With ``--flickr8k-library NAME``: ``capsearch library duplicates``'s computation on that library (made
    from Flickr8k's images) with the default rule: group counts and sizes, added to the results.
 
@@ -48,7 +48,7 @@ from core.data.phash import file_phash  # noqa: E402
 from core.data.prepare import prepare_folder  # noqa: E402
 from core.data.records import PreparedDataset, load_dataset  # noqa: E402
 from core.embed.cache import split_embeddings  # noqa: E402
-from core.errors import DatasetError  # noqa: E402
+from core.errors import CapsearchError, DatasetError  # noqa: E402
 from core.index.duplicates import (  # noqa: E402
     DuplicateGroup,
     DuplicateRule,
@@ -59,12 +59,15 @@ from core.index.duplicates import (  # noqa: E402
 )
 from core.models.loading import load_model  # noqa: E402
 from core.paths import results_dir  # noqa: E402
+from core.search.duplicates import dataset_duplicates  # noqa: E402
 
 THRESHOLDS = [round(t, 3) for t in np.arange(0.9, 0.9951, 0.01)] + [1.0]  # 1.0: embeddings alone off
 HASH_DISTANCES = [-1, 0, 2, 4, 6, 8, 10, 12]  # -1: hashes alone off
-LOOSE = [(-1, 1.0)] + [(d, round(t, 2)) for d in (8, 10, 12, 14, 16) for t in np.arange(0.8, 0.9451, 0.04)]
-WIDEST = (0.8, 16)  # every rule's pairs are among these candidates
-MAX_IMPURE = 0.01
+LOOSE_DISTANCES = (8, 10, 12, 14, 16)
+LOOSE_THRESHOLDS = (0.8, 0.84, 0.88, 0.92)  # with --thresholds: those too
+WIDEST_DISTANCE = 16  # with the lowest threshold tried: every rule's pairs are among these candidates
+MAX_IMPURE = 0.01  # the goal, on the report half
+CHOICE_IMPURE = 0.005  # the choice on half A keeps a margin under it: ~250 groups a half, so 1% is 2-3 groups
 
 
 def subset_folder(library: Path, pairs: list[dict[str, Any]], distractors: int, seed: int) -> Path:
@@ -144,12 +147,13 @@ def score(groups: list[DuplicateGroup], ids: list[str], pairs: list[dict[str, An
     }
 
 
-def rules() -> list[DuplicateRule]:
+def rules(thresholds: list[float], loose_thresholds: list[float]) -> list[DuplicateRule]:
+    loose = [(-1, 1.0)] + [(d, t) for d in LOOSE_DISTANCES for t in loose_thresholds]
     return [
         DuplicateRule(float(t), h, ld, float(lt))
-        for t in THRESHOLDS
+        for t in thresholds
         for h in HASH_DISTANCES
-        for ld, lt in LOOSE
+        for ld, lt in loose
         if not (t == 1.0 and h < 0 and ld < 0)
     ]
 
@@ -166,18 +170,25 @@ def strictness(r: dict[str, Any]) -> tuple[float, ...]:
     return (r["threshold"], -r["hash_distance"], -r["loose_hash_distance"], r["loose_threshold"])
 
 
-def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The highest recall with at most MAX_IMPURE impure groups (ties: the fewer impure, then the stricter)."""
-    ok = [r for r in rows if r["impure_share"] <= MAX_IMPURE]
+def choose(rows: list[dict[str, Any]], cap: float = CHOICE_IMPURE) -> dict[str, Any]:
+    """The highest recall with at most ``cap`` impure groups (ties: the fewer impure, then the stricter)."""
+    ok = [r for r in rows if r["impure_share"] <= cap]
     if ok:
         return max(ok, key=lambda r: (r["found"], -r["impure_share"], *strictness(r)))
     return min(rows, key=lambda r: (r["impure_share"], -r["found"]))
 
 
+def as_rule(row: dict[str, Any]) -> DuplicateRule:
+    return DuplicateRule(
+        row["threshold"], row["hash_distance"], row["loose_hash_distance"], row["loose_threshold"]
+    )
+
+
 def half_pairs(
-    vectors: np.ndarray, hashes: list[str | None], ids: list[str], rows: list[int]
+    vectors: np.ndarray, hashes: list[str | None], ids: list[str], rows: list[int], widest: float
 ) -> tuple[Pairs, list[str]]:
-    return candidate_pairs(vectors[rows], [hashes[r] for r in rows], *WIDEST), [ids[r] for r in rows]
+    sub = [hashes[r] for r in rows]
+    return candidate_pairs(vectors[rows], sub, widest, WIDEST_DISTANCE), [ids[r] for r in rows]
 
 
 def only(rule: DuplicateRule, kind: str) -> bool:
@@ -187,29 +198,35 @@ def only(rule: DuplicateRule, kind: str) -> bool:
 
 
 def tune_and_report(
-    vectors: np.ndarray, hashes: list[str | None], ids: list[str], pairs: list[dict[str, Any]], seed: int
+    vectors: np.ndarray,
+    hashes: list[str | None],
+    ids: list[str],
+    pairs: list[dict[str, Any]],
+    seed: int,
+    thresholds: list[float],
+    loose_thresholds: list[float],
 ) -> dict[str, Any]:
     """Choose a rule on half A (combined, embedding-only, hash-only) and report each on half B."""
     rows_a, rows_b, (pairs_a, pairs_b) = halves(pairs, ids, seed)
-    cand_a, ids_a = half_pairs(vectors, hashes, ids, rows_a)
-    cand_b, ids_b = half_pairs(vectors, hashes, ids, rows_b)
+    widest = min(thresholds)
+    cand_a, ids_a = half_pairs(vectors, hashes, ids, rows_a, widest)
+    cand_b, ids_b = half_pairs(vectors, hashes, ids, rows_b, widest)
     planted_a, planted_b = [pairs[k] for k in pairs_a], [pairs[k] for k in pairs_b]
-    grid = rules()
+    grid = rules(thresholds, loose_thresholds)
     tuned = [evaluate(cand_a, ids_a, rule, planted_a) for rule in grid]
     out: dict[str, Any] = {"rules_tried": len(grid), "candidate_pairs": {"A": len(cand_a), "B": len(cand_b)}}
     for kind in ("combined", "embedding", "hash"):
         chosen = choose([t for t, rule in zip(tuned, grid, strict=True) if only(rule, kind)])
-        rule = DuplicateRule(
-            chosen["threshold"],
-            chosen["hash_distance"],
-            chosen["loose_hash_distance"],
-            chosen["loose_threshold"],
-        )
-        out[kind] = {
-            "rule": rule.to_dict(),
-            "tuning_half": chosen,
-            "report_half": evaluate(cand_b, ids_b, rule, planted_b),
-        }
+        rule = as_rule(chosen)
+        report = evaluate(cand_b, ids_b, rule, planted_b)
+        out[kind] = {"rule": rule.to_dict(), "tuning_half": chosen, "report_half": report}
+    edge = choose(tuned, MAX_IMPURE)  # the first protocol (no margin), kept for comparison
+    report = evaluate(cand_b, ids_b, as_rule(edge), planted_b)
+    out["combined_chosen_at_1pct_on_A (no margin)"] = {
+        "rule": as_rule(edge).to_dict(),
+        "tuning_half": edge,
+        "report_half": report,
+    }
     return out
 
 
@@ -225,7 +242,8 @@ def image_hashes(data: PreparedDataset, reporter: RichReporter) -> tuple[list[st
 
 
 def flickr8k_library(name: str) -> dict[str, Any]:
-    """``capsearch library duplicates NAME`` (the default rule), its groups counted."""
+    """``capsearch library duplicates NAME`` (the default rule), its groups counted, and the groups by pixels
+    alone (hash distance within the default, embeddings only for identical content)."""
     from core.library.library import Library
     from core.library.update import hash_missing
     from core.locks import exclusive
@@ -241,22 +259,49 @@ def flickr8k_library(name: str) -> dict[str, Any]:
         rows = lib.catalogue.files_by_id(ids.tolist())
         files = [rows[i] for i in ids.tolist()]
         paths, hashes = [f.path for f in files], [f.phash for f in files]
-        rule = DuplicateRule()
-        groups = find_duplicate_groups(vectors, paths, rule, hashes)
-        emb_only = find_duplicate_groups(vectors, paths, rule.threshold)
         roots = lib.catalogue.roots()
-    return {
+    out: dict[str, Any] = {
         "library": name,
         "roots": roots,
         "model_id": model.model_id,
         "precision": model.precision,
         "photos": len(ids),
         "hashed_on_open (catalogue migrated from format 1)": hashed_now,
-        "rule": rule.to_dict(),
+    }
+    pixels = DuplicateRule(1.0, DuplicateRule().hash_distance, -1, 1.0)
+    for label, rule in (("default_rule", DuplicateRule()), ("pixels_only", pixels)):
+        try:
+            groups = find_duplicate_groups(vectors, paths, rule, hashes)
+        except CapsearchError as exc:
+            out[label] = {"rule": rule.to_dict(), "refused": str(exc)}
+            continue
+        out[label] = {
+            "rule": rule.to_dict(),
+            **group_counts(groups),
+            "first_groups": [g.to_dict() for g in groups[:10]],
+        }
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    return out
+
+
+def flickr8k_split(name: str, model: str, split: str) -> dict[str, Any]:
+    """``capsearch duplicates --dataset NAME --split SPLIT`` (the default rule; the Duplicates view's groups)."""
+    start = time.perf_counter()
+    lm = load_model(model)
+    with RichReporter() as reporter:
+        found = dataset_duplicates(lm, load_dataset(name), [split], reporter=reporter)
+        emb_only = dataset_duplicates(lm, load_dataset(name), [split], reporter=reporter, hashed=False)
+    return {
+        "dataset": name,
+        "split": split,
+        "model_id": lm.model_id,
+        "precision": lm.precision,
+        "images": found.images,
+        "rule": found.rule.to_dict(),
+        **group_counts(found.groups),
+        "embedding_only_at_threshold": group_counts(emb_only.groups),
         "seconds": round(time.perf_counter() - start, 1),
-        **group_counts(groups),
-        "embedding_only_at_threshold": group_counts(emb_only),
-        "first_groups": [g.to_dict() for g in groups[:10]],
+        "first_groups": [g.to_dict() for g in found.groups[:10]],
     }
 
 
@@ -282,7 +327,11 @@ def planted_run(args: argparse.Namespace) -> dict[str, Any]:
         hashes, hash_seconds = image_hashes(data, reporter)
     ids = [r.id for r in emb.records]
     t0 = time.perf_counter()
-    result = tune_and_report(emb.image_emb, hashes, ids, pairs, args.seed)
+    thresholds = (
+        sorted({*(float(t) for t in args.thresholds.split(",")), 1.0}) if args.thresholds else THRESHOLDS
+    )
+    loose = sorted({*LOOSE_THRESHOLDS, *thresholds[:-1]}) if args.thresholds else list(LOOSE_THRESHOLDS)
+    result = tune_and_report(emb.image_emb, hashes, ids, pairs, args.seed, thresholds, loose)
     return {
         "commit": commit(),
         "machine": machine,
@@ -299,8 +348,9 @@ def planted_run(args: argparse.Namespace) -> dict[str, Any]:
             "hash_seconds": round(hash_seconds, 1),
             "unhashable": sum(h is None for h in hashes),
         },
-        "rule": f"on half A: the highest share of pairs found with at most {MAX_IMPURE:.0%} impure groups "
-        "(ties: the stricter rule); reported on half B",
+        "rule": f"on half A: the highest share of pairs found with at most {CHOICE_IMPURE:.1%} impure groups "
+        f"(a margin under the {MAX_IMPURE:.0%} goal; ties: the stricter rule); reported on half B. The first "
+        "lit run chose at the 1% edge on A and went over 1% on B; the margin was added after it (both kept)",
         **result,
         "sweep_seconds": round(time.perf_counter() - t0, 1),
     }
@@ -314,8 +364,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--distractors", type=int, default=0, help="images besides the planted ones (0: all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--thresholds",
+        help="comma-separated similarity thresholds to try (default 0.90-0.99; a random-weight "
+        "model needs 0.99+)",
+    )
     parser.add_argument("--embed-only", action="store_true", help="stop once the subset is embedded")
     parser.add_argument("--flickr8k-library", help="a library of Flickr8k's images: add its groups")
+    parser.add_argument("--flickr8k-dataset", help="a prepared Flickr8k: add the groups of --flickr8k-split")
+    parser.add_argument("--flickr8k-split", default="test")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--note", default="", help="added to the results' note (e.g. the load while embedding)"
@@ -323,10 +380,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out or results_dir() / "near_duplicates.json"
     cpu0, load0 = time.process_time(), os.getloadavg()[0]
-    if args.flickr8k_library:
+    if args.flickr8k_library or args.flickr8k_dataset:
         payload = json.loads(out.read_text()) if out.exists() else {}
-        payload["flickr8k_library"] = flickr8k_library(args.flickr8k_library)
-        key = "flickr8k_library"
+        if args.flickr8k_library:
+            key = "flickr8k_library"
+            payload[key] = flickr8k_library(args.flickr8k_library)
+        else:
+            key = f"flickr8k_{args.flickr8k_split}_split"
+            payload[key] = flickr8k_split(args.flickr8k_dataset, args.model, args.flickr8k_split)
     else:
         if args.library is None or args.model is None:
             parser.error("--library and --model are needed (or --flickr8k-library)")

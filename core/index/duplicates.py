@@ -25,6 +25,7 @@ import faiss
 import numpy as np
 
 from core.data.phash import HASH_BITS, hash_matrix
+from core.errors import CapsearchError
 from core.near_duplicates import (
     DEFAULT_HASH_DISTANCE,
     DEFAULT_THRESHOLD,
@@ -33,9 +34,14 @@ from core.near_duplicates import (
 )
 
 QUERY_BATCH = 4096
+MAX_PAIRS_PER_ITEM = 50  # more candidate pairs than this per item: the model does not tell the images apart
 NO_HASH = HASH_BITS + 1  # the distance of a pair in which an image has no hash: never within any rule
 
 H = TypeVar("H")
+
+
+class TooManyPairsError(CapsearchError):
+    """So many pairs are within the threshold that the embeddings cannot be telling the images apart."""
 
 
 @dataclass(frozen=True)
@@ -56,11 +62,6 @@ class DuplicateRule:
         for bits in (self.hash_distance, self.loose_hash_distance):
             if bits > HASH_BITS:
                 raise ValueError(f"hash distance {bits} is more than the hash's {HASH_BITS} bits")
-
-    @property
-    def min_similarity(self) -> float:
-        """The lowest similarity any clause accepts (the embedding range search's radius)."""
-        return min(self.threshold, self.loose_threshold) if self.loose_hash_distance >= 0 else self.threshold
 
     @property
     def max_distance(self) -> int:
@@ -131,7 +132,7 @@ def _similar_rows(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np
     """Rows ``(i, j)``, ``i < j``, whose inner product reaches ``threshold``."""
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
-    found_i, found_j = [], []
+    found_i, found_j, limit = [], [], MAX_PAIRS_PER_ITEM * len(vectors)
     for start in range(0, len(vectors), QUERY_BATCH):
         batch = vectors[start : start + QUERY_BATCH]
         lims, _, found = index.range_search(batch, float(np.nextafter(np.float32(threshold), -2)))
@@ -139,6 +140,12 @@ def _similar_rows(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np
         keep = found > queries
         found_i.append(queries[keep])
         found_j.append(found[keep])
+        if sum(len(f) for f in found_i) > limit:
+            raise TooManyPairsError(
+                f"more than {limit:,} pairs of the {len(vectors):,} images embed within similarity "
+                f"{threshold:g} of each other: this model does not tell them apart at that threshold",
+                hint="raise the threshold, or embed with a trained model",
+            )
     return np.concatenate(found_i).astype(np.int64), np.concatenate(found_j).astype(np.int64)
 
 
@@ -249,8 +256,7 @@ def find_duplicate_groups(
         rule = DuplicateRule(threshold=float(rule))
     if len(vectors) < 2:
         return []
-    radius = rule.min_similarity if hashes is not None else rule.threshold
-    pairs = candidate_pairs(vectors, hashes, radius, rule.max_distance)
+    pairs = candidate_pairs(vectors, hashes, rule.threshold, rule.max_distance)  # loose pairs: by hash
     return group_pairs(pairs.where(rule.accepts(pairs.similarity, pairs.distance)), ids)
 
 
