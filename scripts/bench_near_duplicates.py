@@ -297,7 +297,7 @@ def flickr8k_split(name: str, model: str, split: str) -> dict[str, Any]:
         "model_id": lm.model_id,
         "precision": lm.precision,
         "images": found.images,
-        "rule": found.rule.to_dict(),
+        "rule": found.applied.to_dict(),
         **group_counts(found.groups),
         "embedding_only_at_threshold": group_counts(emb_only.groups),
         "seconds": round(time.perf_counter() - start, 1),

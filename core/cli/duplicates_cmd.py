@@ -125,7 +125,7 @@ def _duplicates(args: argparse.Namespace) -> int:
     out.print(
         f"[bold]{markup_safe(data.name)}[/]: {len(found.groups):,} groups of near-duplicates "
         f"({grouped:,} of {found.images:,} images) by {markup_safe(found.model_id)}: "
-        + describe_rule(found.rule, found.hashed),
+        + describe_rule(found.applied, found.hashed),
         soft_wrap=True,
         highlight=False,
     )

@@ -25,15 +25,17 @@ class DatasetDuplicates:
     dataset: PreparedDataset
     splits: list[str]
     model_id: str
-    rule: DuplicateRule
-    hashed: bool
+    threshold: float
     images: int
     groups: list[DuplicateGroup]
     records: dict[str, ImageRecord]
+    rule: DuplicateRule | None = None
+    hashed: bool = False
 
     @property
-    def threshold(self) -> float:
-        return self.rule.threshold
+    def applied(self) -> DuplicateRule:
+        """The rule the groups were made with (the default hash clauses around ``threshold`` if unset)."""
+        return self.rule or DuplicateRule(threshold=self.threshold)
 
     def path(self, image_id: str) -> Path:
         return self.dataset.image_path(self.records[image_id])
@@ -43,7 +45,8 @@ class DatasetDuplicates:
             "dataset": self.dataset.name,
             "splits": self.splits,
             "model_id": self.model_id,
-            "rule": self.rule.to_dict(),
+            "threshold": self.threshold,
+            "rule": self.applied.to_dict(),
             "pixel_hashes": self.hashed,
             "images": self.images,
             "groups": [{**g.to_dict(), "paths": [str(self.path(i)) for i in g.ids]} for g in self.groups],
@@ -77,8 +80,9 @@ def dataset_duplicates(
     reporter.update("group near-duplicates", 0, 1)
     groups = find_duplicate_groups(matrix, [r.id for r in records], rule, hashes)
     reporter.update("group near-duplicates", 1, 1)
+    records_by_id = {r.id: r for r in records}
     return DatasetDuplicates(
-        dataset, chosen, lm.model_id, rule, hashed, len(records), groups, {r.id: r for r in records}
+        dataset, chosen, lm.model_id, rule.threshold, len(records), groups, records_by_id, rule, hashed
     )
 
 
