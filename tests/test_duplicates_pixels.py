@@ -15,7 +15,7 @@ from core.data.phash import file_phash, hash_matrix
 from core.index.duplicates import DuplicateRule, find_duplicate_groups
 from core.library.catalogue import FORMAT, Catalogue
 from core.library.home import LibraryError
-from core.library.scan import heic_available, read_file
+from core.library.scan import heic_available, read_file, with_phashes
 from core.library.update import hash_missing, vectors_by_path
 
 RULE = DuplicateRule(threshold=0.95, hash_distance=4, loose_hash_distance=12, loose_threshold=0.9)
@@ -124,12 +124,16 @@ def test_bad_rules_are_refused():
         find_duplicate_groups(_vectors(0.5), ["a", "b"], RULE, ["0" * 16])
 
 
-def test_scan_records_a_perceptual_hash(tmp_path):
+def test_scan_takes_a_perceptual_hash_once_per_content(tmp_path):
     _scene(3).save(tmp_path / "a.jpg", quality=90)
     (tmp_path / "b.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
-    row = read_file(str(tmp_path / "a.jpg"), 1, 1)
-    assert row.phash == file_phash(tmp_path / "a.jpg") and row.phash is not None and len(row.phash) == 16
-    assert read_file(str(tmp_path / "b.jpg"), 1, 1).failed is not None
+    rows = [read_file(str(tmp_path / n), 1, 1) for n in ("a.jpg", "b.jpg")]
+    a, b = with_phashes(rows, {})
+    assert a.phash == file_phash(tmp_path / "a.jpg") and a.phash is not None and len(a.phash) == 16
+    assert b.failed is not None and b.phash is None
+    assert rows[0].hash is not None
+    (moved,) = with_phashes(rows[:1], {rows[0].hash: "0" * 16})  # a known content is not decoded again
+    assert moved.phash == "0" * 16
 
 
 _FORMAT_1 = """

@@ -263,6 +263,18 @@ class Catalogue:
                 ],
             )
 
+    def phashes_of(self, hashes: list[str]) -> dict[str, str]:
+        """content hash -> perceptual hash, for the ``hashes`` catalogued with one."""
+        out: dict[str, str] = {}
+        for start in range(0, len(hashes), 900):
+            part = hashes[start : start + 900]
+            marks = ",".join("?" * len(part))
+            sql = (
+                f"SELECT hash, phash FROM files WHERE phash IS NOT NULL AND phash != '' AND hash IN ({marks})"
+            )
+            out.update({h: p for h, p in self.db.execute(sql, part)})
+        return out
+
     def unhashed(self) -> list[tuple[int, str]]:
         """(id, path) of every readable file without a perceptual hash (catalogued by format 1)."""
         rows = self.db.execute(

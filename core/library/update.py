@@ -23,7 +23,7 @@ from core.embed.engine import iter_image_batches
 from core.index.mutable import MutableIndex
 from core.library.catalogue import ModelKey, NewFile
 from core.library.library import Library
-from core.library.scan import Excludes, image_extensions, read_file, walk
+from core.library.scan import Excludes, image_extensions, read_file, walk, with_phashes
 from core.library.vectors import VectorStore
 from core.locks import exclusive
 from core.models.loading import LoadedModel
@@ -92,6 +92,7 @@ def scan(lib: Library, reporter: Reporter, stats: UpdateStats) -> None:
     for lo in range(0, len(todo), HASH_BATCH):
         reporter.check_cancelled()
         rows = [read_file(p, s, m) for p, s, m in todo[lo : lo + HASH_BATCH]]
+        rows = with_phashes(rows, cat.phashes_of([r.hash for r in rows if r.hash]))
         _record(lib, rows, known, gone if lo == 0 else [], stats)
         reporter.update("hash new or changed files", min(lo + HASH_BATCH, len(todo)), len(todo))
     stats.hashed, stats.hash_s = len(todo), time.perf_counter() - start
