@@ -26,14 +26,14 @@ def _angles(*degrees: float) -> np.ndarray:
 def test_a_chain_through_an_intermediate_is_not_one_group() -> None:
     step = math.degrees(math.acos(0.96))  # a~b and b~c at 0.96, a~c at 0.843
     vectors = _angles(0.0, step, 2 * step, 90.0)
-    groups = find_duplicate_groups(vectors, ["a", "b", "c", "far"], threshold=0.9)
+    groups = find_duplicate_groups(vectors, ["a", "b", "c", "far"], 0.9)
     assert len(groups) == 1 and len(groups[0].ids) == 2 and "b" in groups[0].ids
     assert not any({"a", "c"} <= set(g.ids) for g in groups)
 
 
 def test_the_most_similar_pair_groups_first() -> None:
     vectors = _angles(0.0, 10.0, 12.0)  # b~c (2 degrees) is closer than a~b (10 degrees)
-    groups = find_duplicate_groups(vectors, ["a", "b", "c"], threshold=0.98)  # a~c: 0.978
+    groups = find_duplicate_groups(vectors, ["a", "b", "c"], 0.98)  # a~c: 0.978
     assert [sorted(g.ids) for g in groups] == [["b", "c"]]
 
 
@@ -67,7 +67,7 @@ def test_groups_are_disjoint_cliques_above_the_threshold() -> None:
 
 def test_the_representative_is_the_most_central_member() -> None:
     vectors = _angles(0.0, 3.0, 6.0)
-    (group,) = find_duplicate_groups(vectors, ["a", "b", "c"], threshold=0.99)
+    (group,) = find_duplicate_groups(vectors, ["a", "b", "c"], 0.99)
     assert group.representative == "b" and sorted(group.ids) == ["a", "b", "c"]
 
 
@@ -92,7 +92,7 @@ class _Hit:
 
 def test_collapse_keeps_the_best_scored_member_of_each_group() -> None:
     vectors = _angles(0.0, 1.0, 2.0, 40.0, 41.0, 90.0)
-    groups = find_duplicate_groups(vectors, list("abcdef"), threshold=0.99)
+    groups = find_duplicate_groups(vectors, list("abcdef"), 0.99)
     assert sorted(sorted(g.ids) for g in groups) == [["a", "b", "c"], ["d", "e"]]
     hits = [
         _Hit(_Record(i), s)
@@ -119,10 +119,14 @@ def test_cli_groups_a_dataset_and_is_consistent_with_the_core(
         "--split",
         "test",
     ]
-    assert main([*args, "--threshold", "0.999", "--json"]) == 0
+    assert main([*args, "--threshold", "0.999", "--json", "--embeddings-only"]) == 0
     strict = json.loads(capsys.readouterr().out)
-    assert main([*args, "--threshold", "0.99", "--json"]) == 0
+    assert main([*args, "--threshold", "0.99", "--json", "--embeddings-only"]) == 0
     loose = json.loads(capsys.readouterr().out)
+    assert main([*args, "--threshold", "0.99", "--json", "--hash-distance", "64"]) == 0
+    by_pixels = json.loads(capsys.readouterr().out)  # every two images within 64 bits: one group of all
+    assert by_pixels["pixel_hashes"] and by_pixels["rule"]["hash_distance"] == 64
+    assert [len(g["ids"]) for g in by_pixels["groups"]] == [by_pixels["images"]]
     assert loose["images"] == strict["images"] == len(synthetic_small.split("test"))
     for found, threshold in ((strict, 0.999), (loose, 0.99)):
         assert all(g["min_similarity"] > threshold - 1e-6 for g in found["groups"])
@@ -133,3 +137,6 @@ def test_cli_groups_a_dataset_and_is_consistent_with_the_core(
         main([*args, "--threshold", "2"])
     assert stop.value.code == 2
     assert "not a cosine similarity" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--hash-distance", "65"])
+    assert "64 bits" in capsys.readouterr().err

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from core.cli.console import RichReporter, add_command
-from core.cli.numbers import SIMILARITY
+from core.cli.numbers import SIMILARITY, count
 from core.cli.options import add_common_options, dataset_of, model_of
-from core.near_duplicates import DEFAULT_THRESHOLD
+from core.near_duplicates import (
+    DEFAULT_HASH_DISTANCE,
+    DEFAULT_THRESHOLD,
+    LOOSE_HASH_DISTANCE,
+    LOOSE_THRESHOLD,
+)
 from core.safe_text import markup_safe
+
+if TYPE_CHECKING:
+    from core.index.duplicates import DuplicateGroup, DuplicateRule
 
 SHOWN = 20
 
@@ -29,13 +38,71 @@ def register(sub: argparse._SubParsersAction) -> None:
         "intermediates)",
     )
     add_common_options(p, split="all", split_help="dataset split, or all (default: all)")
+    add_rule_options(p)
+    p.add_argument("--json", action="store_true", help="print every group as JSON to stdout")
+
+
+def _hash_bits(text: str) -> int:
+    """A number of hash bits, 0 to 64."""
+    value = count(0)(text)
+    if value > 64:
+        raise argparse.ArgumentTypeError(f"{value} is more than the hash's 64 bits")
+    return value
+
+
+def add_rule_options(p: argparse.ArgumentParser) -> None:
+    """``--threshold``, ``--hash-distance`` and ``--embeddings-only`` (shared with ``library duplicates``)."""
     p.add_argument(
         "--threshold",
         type=SIMILARITY,
         default=DEFAULT_THRESHOLD,
-        help=f"cosine similarity above which two images are near-duplicates (default: {DEFAULT_THRESHOLD})",
+        help="cosine similarity of image embeddings at which two images are near-duplicates on that alone "
+        f"(default: {DEFAULT_THRESHOLD})",
     )
-    p.add_argument("--json", action="store_true", help="print every group as JSON to stdout")
+    p.add_argument(
+        "--hash-distance",
+        type=_hash_bits,
+        default=DEFAULT_HASH_DISTANCE,
+        help="perceptual-hash bits (of 64) within which two images are near-duplicates on that alone "
+        f"(default: {DEFAULT_HASH_DISTANCE}; also: within {LOOSE_HASH_DISTANCE} bits and similarity "
+        f"{LOOSE_THRESHOLD})",
+    )
+    p.add_argument(
+        "--embeddings-only",
+        action="store_true",
+        help="group by embedding similarity alone (no perceptual hashes: finds fewer resized or "
+        "re-encoded copies)",
+    )
+
+
+def rule_of(args: argparse.Namespace) -> DuplicateRule:
+    """The near-duplicate rule the options ask for."""
+    from core.index.duplicates import DuplicateRule
+
+    return DuplicateRule(threshold=args.threshold, hash_distance=args.hash_distance)
+
+
+def describe_rule(rule: DuplicateRule, hashed: bool) -> str:
+    """One line: the rule the groups were made with."""
+    if not hashed:
+        return f"embedding similarity ≥ {rule.threshold:g}"
+    return (
+        f"similarity ≥ {rule.threshold:g}, or hash distance ≤ {rule.hash_distance}, or both "
+        f"≤ {rule.loose_hash_distance} and ≥ {rule.loose_threshold:g}"
+    )
+
+
+def groups_table(groups: list[DuplicateGroup]) -> Table:
+    """The first groups: size, similarity span, largest hash distance and members."""
+    table = Table()
+    for col, justify in (("#", "right"), ("images", "right"), ("similarity", "right"), ("bits", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    table.add_column("members")
+    for n, group in enumerate(groups[:SHOWN], 1):
+        span = f"{group.min_similarity:.3f}-{group.max_similarity:.3f}"
+        bits = "-" if group.max_hash_distance is None else str(group.max_hash_distance)
+        table.add_row(str(n), str(len(group.ids)), span, bits, markup_safe(", ".join(group.ids)))
+    return table
 
 
 def _duplicates(args: argparse.Namespace) -> int:
@@ -47,7 +114,9 @@ def _duplicates(args: argparse.Namespace) -> int:
     lm = load_model(model_of(args), args.pretrained, device=args.device)
     splits = None if args.split == "all" else [args.split]
     with RichReporter() as reporter:
-        found = dataset_duplicates(lm, data, splits, args.threshold, reporter)
+        found = dataset_duplicates(
+            lm, data, splits, reporter=reporter, rule=rule_of(args), hashed=not args.embeddings_only
+        )
     if args.json:
         print(json.dumps(found.to_dict(), indent=2, ensure_ascii=False))
         return 0
@@ -55,19 +124,13 @@ def _duplicates(args: argparse.Namespace) -> int:
     grouped = sum(len(g.ids) for g in found.groups)
     out.print(
         f"[bold]{markup_safe(data.name)}[/]: {len(found.groups):,} groups of near-duplicates "
-        f"({grouped:,} of {found.images:,} images) at threshold {found.threshold:g} by "
-        f"{markup_safe(found.model_id)}",
+        f"({grouped:,} of {found.images:,} images) by {markup_safe(found.model_id)}: "
+        + describe_rule(found.applied, found.hashed),
         soft_wrap=True,
         highlight=False,
     )
-    table = Table()
-    for col, justify in (("#", "right"), ("images", "right"), ("similarity", "right"), ("members", "left")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for n, group in enumerate(found.groups[:SHOWN], 1):
-        span = f"{group.min_similarity:.3f}-{group.max_similarity:.3f}"
-        table.add_row(str(n), str(len(group.ids)), span, markup_safe(", ".join(group.ids)))
     if found.groups:
-        out.print(table)
+        out.print(groups_table(found.groups))
     if len(found.groups) > SHOWN:
         out.print(f"[dim]... and {len(found.groups) - SHOWN:,} more (--json lists them all)[/]")
     return 0

@@ -12,10 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from core.cli.console import RichReporter, add_command, console
-from core.cli.numbers import SIMILARITY, count
+from core.cli.duplicates_cmd import SHOWN, add_rule_options, describe_rule, groups_table, rule_of
+from core.cli.numbers import count
 from core.cli.options import PRECISION_CHOICES
 from core.errors import CapsearchError
-from core.near_duplicates import DEFAULT_THRESHOLD
 from core.safe_text import markup_safe
 
 if TYPE_CHECKING:
@@ -64,12 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         commands, "duplicates", _duplicates, help="group near-identical photos of a library (no chaining)"
     )
     dups.add_argument("name", nargs="?", help="library name (default: the default library)")
-    dups.add_argument(
-        "--threshold",
-        type=SIMILARITY,
-        default=DEFAULT_THRESHOLD,
-        help=f"cosine similarity (default {DEFAULT_THRESHOLD})",
-    )
+    add_rule_options(dups)
     dups.add_argument("--json", action="store_true", help="print every group as JSON to stdout")
 
 
@@ -221,28 +216,38 @@ def _duplicates(args: argparse.Namespace) -> int:
     from core.index.duplicates import find_duplicate_groups
     from core.library.home import resolve_library
     from core.library.library import Library
+    from core.library.update import hash_missing
+    from core.locks import exclusive
 
-    threshold = args.threshold
-    with Library.open(resolve_library(args.name)) as lib:
+    rule, hashed = rule_of(args), not args.embeddings_only
+    with Library.open(resolve_library(args.name)) as lib, RichReporter() as reporter:
         model = lib.active
         if model is None:
             raise CapsearchError(f"library {lib.name!r} has nothing embedded yet")
+        if hashed and lib.catalogue.unhashed():
+            with exclusive(lib.folder, reporter.log):  # a catalogue made before perceptual hashes
+                hash_missing(lib, reporter)
         ids, vectors = lib.index(model, lib.store(model)).all_vectors()
         rows = lib.catalogue.files_by_id(ids.tolist())
-        groups = find_duplicate_groups(vectors, [rows[i].path for i in ids.tolist()], threshold)
+        files = [rows[i] for i in ids.tolist()]
+        hashes = [f.phash for f in files] if hashed else None
+        groups = find_duplicate_groups(vectors, [f.path for f in files], rule, hashes)
     if args.json:
-        payload = {"library": lib.name, "threshold": threshold, "photos": len(ids)}
+        payload = {"library": lib.name, "rule": rule.to_dict(), "pixel_hashes": hashed, "photos": len(ids)}
         print(json.dumps({**payload, "groups": [g.to_dict() for g in groups]}, indent=2))
         return 0
     out = Console()
+    grouped = sum(len(g.ids) for g in groups)
     out.print(
-        f"library {markup_safe(lib.name)}: {len(groups)} groups of near-duplicates among {len(ids)} photos"
+        f"library {markup_safe(lib.name)}: {len(groups):,} groups of near-duplicates ({grouped:,} of "
+        f"{len(ids):,} photos): " + describe_rule(rule, hashed),
+        soft_wrap=True,
+        highlight=False,
     )
-    for n, group in enumerate(groups[:20], 1):
-        out.print(
-            f"{n:>3}. {group.min_similarity:.3f}-{group.max_similarity:.3f}  "
-            + markup_safe("  ".join(group.ids))
-        )
+    if groups:
+        out.print(groups_table(groups))
+    if len(groups) > SHOWN:
+        out.print(f"[dim]... and {len(groups) - SHOWN:,} more (--json lists them all)[/]")
     return 0
 
 

@@ -2,13 +2,16 @@
 
 Tables: ``meta`` (format, generation, active and target vector keys), ``roots`` and ``excludes``,
 ``files`` (one row per image file: path, size, mtime_ns, sha256 of its bytes, EXIF date taken and camera,
-pixel size, and a one-line reason when it cannot be read), ``models`` (each vector key: model name, model
+pixel size, 64-bit perceptual hash, and a one-line reason when it cannot be read), ``models`` (each vector key: model name, model
 id, precision, dimension), ``chunks`` (each vector chunk file of a key and its sha256) and ``vectors``
 (per key and content hash: the chunk and row of its vector).
 
 A file row's id is the id of its vector in the FAISS index, so a row never changes content: an edited file
 gets a new row (and id); a touched file whose bytes are the same keeps its row. Every write is one
 transaction that bumps ``generation``; an index saved with the generation it reflects is known current.
+
+Format 2 added ``files.phash``; a format-1 catalogue is migrated in place when opened (the column added,
+empty: :func:`core.library.update.hash_missing` fills it).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from pathlib import Path
 
 from core.library.home import LibraryError
 
-FORMAT = 1
+FORMAT = 2
+_MIGRATIONS = {1: "ALTER TABLE files ADD COLUMN phash TEXT"}  # from format N to N + 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS roots (path TEXT PRIMARY KEY);
@@ -36,7 +40,8 @@ CREATE TABLE IF NOT EXISTS files (
     camera TEXT,
     width INTEGER,
     height INTEGER,
-    failed TEXT
+    failed TEXT,
+    phash TEXT
 );
 CREATE INDEX IF NOT EXISTS files_hash ON files (hash);
 CREATE TABLE IF NOT EXISTS models (
@@ -67,6 +72,7 @@ class FileRow:
     width: int | None
     height: int | None
     failed: str | None
+    phash: str | None
 
     @property
     def when(self) -> float:
@@ -87,6 +93,7 @@ class NewFile:
     width: int | None = None
     height: int | None = None
     failed: str | None = None
+    phash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ class ModelKey:
     dim: int
 
 
-_FILE_COLUMNS = "id, path, size, mtime_ns, hash, taken, camera, width, height, failed"
+_FILE_COLUMNS = "id, path, size, mtime_ns, hash, taken, camera, width, height, failed, phash"
 
 
 class Catalogue:
@@ -116,11 +123,23 @@ class Catalogue:
         with self.transaction():
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (str(FORMAT),))
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring an older catalogue up to :data:`FORMAT` in place (one transaction per step); refuse a
+        newer or unknown one."""
         found = self.get_meta("format")
+        while found is not None and found.isdigit() and int(found) in _MIGRATIONS:
+            with self.transaction() as db:
+                if db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0] == found:
+                    db.execute(_MIGRATIONS[int(found)])  # another process may have migrated meanwhile
+                    self.set_meta(db, "format", str(int(found) + 1))
+            found = self.get_meta("format")
         if found != str(FORMAT):
             raise LibraryError(
-                f"{path} has catalogue format {found}, this capsearch reads format {FORMAT}",
-                hint="remove the library (`capsearch library remove NAME`) and add its folders again",
+                f"{self.path} has catalogue format {found}, this capsearch reads format {FORMAT}",
+                hint="use the capsearch that made it, or remove the library (`capsearch library remove "
+                "NAME`) and add its folders again",
             )
 
     def close(self) -> None:
@@ -225,13 +244,48 @@ class Catalogue:
                 "UPDATE files SET size = ?, mtime_ns = ? WHERE id = ?", [(s, m, i) for i, s, m in touched]
             )
             db.executemany(
-                "INSERT INTO files (path, size, mtime_ns, hash, taken, camera, width, height, failed) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO files (path, size, mtime_ns, hash, taken, camera, width, height, failed, phash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (f.path, f.size, f.mtime_ns, f.hash, f.taken, f.camera, f.width, f.height, f.failed)
+                    (
+                        f.path,
+                        f.size,
+                        f.mtime_ns,
+                        f.hash,
+                        f.taken,
+                        f.camera,
+                        f.width,
+                        f.height,
+                        f.failed,
+                        f.phash,
+                    )
                     for f in new
                 ],
             )
+
+    def phashes_of(self, hashes: list[str]) -> dict[str, str]:
+        """content hash -> perceptual hash, for the ``hashes`` catalogued with one."""
+        out: dict[str, str] = {}
+        for start in range(0, len(hashes), 900):
+            part = hashes[start : start + 900]
+            marks = ",".join("?" * len(part))
+            sql = (
+                f"SELECT hash, phash FROM files WHERE phash IS NOT NULL AND phash != '' AND hash IN ({marks})"
+            )
+            out.update({h: p for h, p in self.db.execute(sql, part)})
+        return out
+
+    def unhashed(self) -> list[tuple[int, str]]:
+        """(id, path) of every readable file without a perceptual hash (catalogued by format 1)."""
+        rows = self.db.execute(
+            "SELECT id, path FROM files WHERE phash IS NULL AND failed IS NULL ORDER BY id"
+        )
+        return [(i, p) for i, p in rows]
+
+    def set_phashes(self, found: list[tuple[int, str]]) -> None:
+        """Record perceptual hashes (file id, hash); no generation bump (the index does not depend on them)."""
+        with self.transaction() as db:
+            db.executemany("UPDATE files SET phash = ? WHERE id = ?", [(h, i) for i, h in found])
 
     # -- vectors ---------------------------------------------------------------------------------------
     def missing_vectors(self, key: str) -> list[tuple[str, str]]:

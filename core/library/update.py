@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from core.data.phash import file_phash
 from core.embed.engine import iter_image_batches
 from core.index.mutable import MutableIndex
 from core.library.catalogue import ModelKey, NewFile
 from core.library.library import Library
-from core.library.scan import Excludes, image_extensions, read_file, walk
+from core.library.scan import Excludes, image_extensions, read_file, walk, with_phashes
 from core.library.vectors import VectorStore
 from core.locks import exclusive
 from core.models.loading import LoadedModel
@@ -91,6 +92,7 @@ def scan(lib: Library, reporter: Reporter, stats: UpdateStats) -> None:
     for lo in range(0, len(todo), HASH_BATCH):
         reporter.check_cancelled()
         rows = [read_file(p, s, m) for p, s, m in todo[lo : lo + HASH_BATCH]]
+        rows = with_phashes(rows, cat.phashes_of([r.hash for r in rows if r.hash]))
         _record(lib, rows, known, gone if lo == 0 else [], stats)
         reporter.update("hash new or changed files", min(lo + HASH_BATCH, len(todo)), len(todo))
     stats.hashed, stats.hash_s = len(todo), time.perf_counter() - start
@@ -120,6 +122,18 @@ def _record(
             stats.new += 1
         new.append(row)
     lib.catalogue.apply_scan(gone, touched, replaced, new)
+
+
+def hash_missing(lib: Library, reporter: Reporter) -> int:
+    """Take the perceptual hash of every readable file catalogued without one (by a format-1 catalogue),
+    in transactions of HASH_BATCH; the caller holds the library's lock. Returns how many were hashed."""
+    todo = lib.catalogue.unhashed()
+    for lo in range(0, len(todo), HASH_BATCH):
+        reporter.check_cancelled()
+        part = todo[lo : lo + HASH_BATCH]
+        lib.catalogue.set_phashes([(i, file_phash(p) or "") for i, p in part])
+        reporter.update("perceptual hashes", min(lo + HASH_BATCH, len(todo)), len(todo))
+    return len(todo)
 
 
 def embed_missing(
@@ -168,6 +182,7 @@ def update(
     with exclusive(lib.folder, reporter.log):
         lib.set_target(model)
         scan(lib, reporter, stats)
+        hash_missing(lib, reporter)
         store = lib.store(model)
         store.prune_orphans()
         embed_missing(lib, lm, model, store, reporter, stats, batch_size)

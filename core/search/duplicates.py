@@ -1,4 +1,5 @@
-"""Near-duplicate groups among a prepared dataset's images, from its cached image embeddings."""
+"""Near-duplicate groups among a prepared dataset's images: its cached image embeddings and perceptual
+hashes computed on the fly (a dataset has no catalogue to keep them in)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.data.phash import file_phash
 from core.data.records import ImageRecord, PreparedDataset
 from core.embed.cache import split_embeddings
-from core.index.duplicates import DuplicateGroup, find_duplicate_groups
+from core.index.duplicates import DuplicateGroup, DuplicateRule, find_duplicate_groups
 from core.models.loading import LoadedModel
 from core.near_duplicates import DEFAULT_THRESHOLD
 from core.progress import Reporter, ensure
@@ -17,7 +19,8 @@ from core.progress import Reporter, ensure
 
 @dataclass
 class DatasetDuplicates:
-    """The groups found among ``images`` of a dataset's ``splits`` by ``model_id`` at ``threshold``."""
+    """The groups found among ``images`` of a dataset's ``splits`` by ``model_id`` under ``rule``
+    (``hashed``: whether perceptual hashes were used)."""
 
     dataset: PreparedDataset
     splits: list[str]
@@ -26,6 +29,13 @@ class DatasetDuplicates:
     images: int
     groups: list[DuplicateGroup]
     records: dict[str, ImageRecord]
+    rule: DuplicateRule | None = None
+    hashed: bool = False
+
+    @property
+    def applied(self) -> DuplicateRule:
+        """The rule the groups were made with (the default hash clauses around ``threshold`` if unset)."""
+        return self.rule or DuplicateRule(threshold=self.threshold)
 
     def path(self, image_id: str) -> Path:
         return self.dataset.image_path(self.records[image_id])
@@ -36,6 +46,8 @@ class DatasetDuplicates:
             "splits": self.splits,
             "model_id": self.model_id,
             "threshold": self.threshold,
+            "rule": self.applied.to_dict(),
+            "pixel_hashes": self.hashed,
             "images": self.images,
             "groups": [{**g.to_dict(), "paths": [str(self.path(i)) for i in g.ids]} for g in self.groups],
         }
@@ -47,8 +59,12 @@ def dataset_duplicates(
     splits: list[str] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     reporter: Reporter | None = None,
+    *,
+    rule: DuplicateRule | None = None,
+    hashed: bool = True,
 ) -> DatasetDuplicates:
-    """Embed (or reuse the cache of) the images of ``splits`` (default: all) and group near-duplicates."""
+    """Embed (or reuse the cache of) the images of ``splits`` (default: all), hash them (unless not
+    ``hashed``) and group near-duplicates under ``rule`` (default: the default rule at ``threshold``)."""
     reporter = ensure(reporter)
     chosen = list(splits or dataset.splits)
     vectors, records = [], []
@@ -59,9 +75,23 @@ def dataset_duplicates(
         vectors.append(emb.image_emb[keep])
         records += [emb.records[k] for k in keep]
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, lm.embed_dim), np.float32)
+    rule = rule or DuplicateRule(threshold=threshold)
+    hashes = _hashes(dataset, records, reporter) if hashed else None
     reporter.update("group near-duplicates", 0, 1)
-    groups = find_duplicate_groups(matrix, [r.id for r in records], threshold)
+    groups = find_duplicate_groups(matrix, [r.id for r in records], rule, hashes)
     reporter.update("group near-duplicates", 1, 1)
+    records_by_id = {r.id: r for r in records}
     return DatasetDuplicates(
-        dataset, chosen, lm.model_id, threshold, len(records), groups, {r.id: r for r in records}
+        dataset, chosen, lm.model_id, rule.threshold, len(records), groups, records_by_id, rule, hashed
     )
+
+
+def _hashes(dataset: PreparedDataset, records: list[ImageRecord], reporter: Reporter) -> list[str | None]:
+    """The perceptual hash of every record's image (None where it cannot be decoded)."""
+    out: list[str | None] = []
+    for k, rec in enumerate(records):
+        out.append(file_phash(dataset.image_path(rec)))
+        if k % 200 == 0 or k == len(records) - 1:
+            reporter.check_cancelled()
+            reporter.update("hash images", k + 1, len(records))
+    return out

@@ -1,8 +1,8 @@
 """Duplicates: groups of near-identical images of the open split, a group at a time with previews.
 
 The groups come from :func:`core.search.duplicates.dataset_duplicates` over the split the app searches
-(the open model's cached image embeddings; every two members of a group above the threshold), computed
-in a thread worker.
+(the open model's cached image embeddings and the images' perceptual hashes; every two members of a group
+near-duplicates under the default rule at the threshold entered), computed in a thread worker.
 """
 
 from __future__ import annotations
