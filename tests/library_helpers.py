@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from core.library.library import Library, add_folders, model_key
 from core.library.update import UpdateStats, update
@@ -25,6 +25,22 @@ def write_photo(path: Path, seed: int, exif_date: str | None = None, camera: str
         exif[272] = camera
     image.save(path, quality=90, exif=exif.tobytes())
     return path
+
+
+def scene(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
+    """A gradient with a few random shapes: structured like a photo, distinct per seed."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    ramp = np.linspace(0, 1, w)[None, :, None] * rng.random(3) + np.linspace(0, 1, h)[
+        :, None, None
+    ] * rng.random(3)
+    image = Image.fromarray((ramp / ramp.max() * 200).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x, y = rng.integers(0, w - 20), rng.integers(0, h - 20)
+        box = (int(x), int(y), int(x + rng.integers(15, 60)), int(y + rng.integers(15, 50)))
+        draw.ellipse(box, fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    return image
 
 
 def make_folder(root: Path, n: int, seed: int = 0) -> list[Path]:

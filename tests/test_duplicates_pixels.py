@@ -8,8 +8,8 @@ import sqlite3
 
 import numpy as np
 import pytest
-from library_helpers import key_of, library_of
-from PIL import Image, ImageDraw, ImageEnhance
+from library_helpers import key_of, library_of, scene
+from PIL import Image, ImageEnhance
 
 from core.data.phash import file_phash, hash_matrix
 from core.index.duplicates import DuplicateRule, find_duplicate_groups
@@ -19,22 +19,6 @@ from core.library.scan import heic_available, read_file, with_phashes
 from core.library.update import hash_missing, vectors_by_path
 
 RULE = DuplicateRule(threshold=0.95, hash_distance=4, loose_hash_distance=12, loose_threshold=0.9)
-
-
-def _scene(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
-    """A gradient with a few random shapes: structured like a photo, distinct per seed."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    ramp = np.linspace(0, 1, w)[None, :, None] * rng.random(3) + np.linspace(0, 1, h)[
-        :, None, None
-    ] * rng.random(3)
-    image = Image.fromarray((ramp / ramp.max() * 200).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(6):
-        x, y = rng.integers(0, w - 20), rng.integers(0, h - 20)
-        box = (int(x), int(y), int(x + rng.integers(15, 60)), int(y + rng.integers(15, 50)))
-        draw.ellipse(box, fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-    return image
 
 
 def _copies(original: Image.Image) -> dict[str, Image.Image]:
@@ -53,7 +37,7 @@ def _copies(original: Image.Image) -> dict[str, Image.Image]:
 @pytest.fixture(scope="module")
 def photo_hashes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
     folder = tmp_path_factory.mktemp("copies")
-    images = {"original": _scene(1), "unrelated": _scene(2), **_copies(_scene(1))}
+    images = {"original": scene(1), "unrelated": scene(2), **_copies(scene(1))}
     for name, image in images.items():
         image.save(folder / f"{name}.jpg", quality=90)
     return {name: file_phash(folder / f"{name}.jpg") for name in images}
@@ -125,7 +109,7 @@ def test_bad_rules_are_refused():
 
 
 def test_scan_takes_a_perceptual_hash_once_per_content(tmp_path):
-    _scene(3).save(tmp_path / "a.jpg", quality=90)
+    scene(3).save(tmp_path / "a.jpg", quality=90)
     (tmp_path / "b.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     rows = [read_file(str(tmp_path / n), 1, 1) for n in ("a.jpg", "b.jpg")]
     a, b = with_phashes(rows, {})
@@ -149,8 +133,8 @@ INSERT INTO meta VALUES ('format', '1'), ('generation', '7');
 def test_a_format_1_catalogue_is_migrated_in_place_and_hashed(tmp_path, artifacts, tiny_model):
     photos = tmp_path / "photos"
     photos.mkdir()
-    _scene(4).save(photos / "a.jpg", quality=90)
-    _scene(4).resize((80, 60)).save(photos / "a-half.jpg", quality=50)
+    scene(4).save(photos / "a.jpg", quality=90)
+    scene(4).resize((80, 60)).save(photos / "a-half.jpg", quality=50)
     lib, _ = library_of("old", [photos], tiny_model)
     path = lib.catalogue.path
     lib.catalogue.db.execute("UPDATE files SET phash = NULL")  # as format 1 left them
@@ -190,8 +174,8 @@ def test_a_heic_photo_is_scanned_hashed_and_embedded(tmp_path, artifacts, tiny_m
         pytest.skip("pillow-heif is not installed (the `heic` extra)")
     photos = tmp_path / "photos"
     photos.mkdir()
-    _scene(5).save(photos / "p.heic", format="HEIF", quality=80)
-    _scene(6).save(photos / "q.jpg", quality=90)
+    scene(5).save(photos / "p.heic", format="HEIF", quality=80)
+    scene(6).save(photos / "q.jpg", quality=90)
     lib, stats = library_of("heic", [photos], tiny_model)
     assert (stats.new, stats.embedded, stats.failed) == (2, 2, 0)
     assert str(photos / "p.heic") in vectors_by_path(lib, key_of(tiny_model))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from library_helpers import make_folder, write_photo
+from library_helpers import make_folder, scene, write_photo
 
 from core.cli import main
 
@@ -61,3 +61,28 @@ def test_library_commands_and_search(tmp_path, artifacts, capsys):
     assert main(["library", "remove", "photos"]) == 0
     assert photos.is_dir() and len(list(photos.rglob("*.jpg"))) == 11
     assert main(["library", "status"]) == 2
+
+
+def test_search_dedup_collapses_a_resized_copy(tmp_path, artifacts, capsys):
+    photos = tmp_path / "photos"
+    make_folder(photos, 6)
+    original = scene(7)
+    original.save(photos / "scene.jpg", quality=90)
+    original.resize((80, 60)).save(photos / "scene-half.jpg", quality=50)  # other embedding, close pixels
+    assert main(["library", "add", str(photos), *MODEL]) == 0
+    capsys.readouterr()
+
+    assert main(["search", "a dog", "--json", "-k", "8"]) == 0
+    every = [h["path"] for h in json.loads(capsys.readouterr().out)["hits"]]
+    assert {str(photos / "scene.jpg"), str(photos / "scene-half.jpg")} <= set(every)
+    assert main(["search", "a dog", "--json", "-k", "8", "--dedup"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    kept = [h["path"] for h in hits]
+    assert (
+        len(kept) == 7 and len({str(photos / "scene.jpg"), str(photos / "scene-half.jpg")} & set(kept)) == 1
+    )
+    assert [h["rank"] for h in hits] == list(range(1, 8))
+    assert kept == [p for p in every if p in kept]  # the survivors keep their order
+
+    assert main(["search", "a dog", "--dataset", "synthetic", "--dedup"]) == 2
+    assert "--dedup" in capsys.readouterr().err

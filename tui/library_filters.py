@@ -1,6 +1,6 @@
 """The search pane's library filters, typed as text, turned into the core's :class:`Filters` (the same
-object ``capsearch search --after/--before/--in/--camera/--min-score/--sort`` builds), plus the choice
-to collapse near-duplicates among the results.
+object ``capsearch search --after/--before/--in/--camera/--min-score/--sort`` builds), collapsing
+near-duplicates among the results included (``--dedup``).
 
 Each field is checked on its own, so a bad one is refused with a message naming it.
 """
@@ -32,10 +32,13 @@ class FilterText:
 
 @dataclass(frozen=True)
 class SearchFilters:
-    """Parsed filters: the core's ``filters`` and whether to collapse near-duplicates."""
+    """Parsed filters: the core's ``filters`` (near-duplicate collapsing included)."""
 
     filters: Filters = field(default_factory=Filters)
-    dedup: bool = False
+
+    @property
+    def dedup(self) -> bool:
+        return self.filters.dedup
 
     @property
     def active(self) -> bool:
@@ -127,5 +130,6 @@ def parse_filters(text: FilterText, roots: list[Path]) -> SearchFilters:
         camera=text.camera.strip() or None,
         min_score=_score(text.min_score),
         sort=text.sort,
+        dedup=text.dedup,
     )
-    return SearchFilters(filters, text.dedup)
+    return SearchFilters(filters)

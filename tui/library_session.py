@@ -5,7 +5,6 @@ path under the library's roots and show their date and camera where captions wou
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +12,6 @@ import numpy as np
 
 from core.data.records import ImageRecord
 from core.errors import CapsearchError
-from core.near_duplicates import DEFAULT_THRESHOLD
 from core.progress import Reporter
 from tui.library_filters import SearchFilters
 
@@ -24,12 +22,6 @@ if TYPE_CHECKING:
     from core.models.loading import LoadedModel
     from core.search.library_search import LibraryHit, LibrarySearcher
     from core.search.retriever import Hit
-
-DEDUP_THRESHOLD = DEFAULT_THRESHOLD
-"""Cosine similarity above which two results are the same photo (``capsearch library duplicates``'s)."""
-DEDUP_FETCH = 4
-"""With duplicates collapsed, this many candidates are ranked per result asked for, so that collapsing
-still leaves ``k`` results when there are that many distinct photos among them."""
 
 
 def default_library_name() -> str | None:
@@ -99,16 +91,7 @@ class LibraryRetriever:
         return self._hits(self._search(self.searcher.image_vector(image), k, filters or SearchFilters()))
 
     def _search(self, vector: np.ndarray, k: int, options: SearchFilters) -> list[LibraryHit]:
-        """The core's filtered search; with ``dedup``, near-duplicates among the best candidates are
-        collapsed to their best-scored member before the ``k`` kept are ordered."""
-        filters = options.filters
-        if not options.dedup:
-            return self.searcher.search_vector(vector, k, filters)
-        found = self.searcher.search_vector(vector, k * DEDUP_FETCH, replace(filters, sort="score"))
-        kept = collapse_near_duplicates(self.searcher, found)[:k]
-        if filters.sort == "date":
-            kept.sort(key=lambda h: (-h.file.when, h.file.path))
-        return [replace(hit, rank=rank) for rank, hit in enumerate(kept, start=1)]
+        return self.searcher.search_vector(vector, k, options.filters)
 
     def image_to_text(self, image: str, k: int = 10) -> list[Hit]:
         raise CapsearchError("a library has no captions to search", hint="use text→image or image→image")
@@ -136,19 +119,6 @@ class LibraryFiles:
 
     def image_path(self, record: ImageRecord) -> Path:
         return Path(record.image)
-
-
-def collapse_near_duplicates(searcher: LibrarySearcher, hits: list[LibraryHit]) -> list[LibraryHit]:
-    """``hits`` less all but the best-scored of each group of near-identical photos (the grouping of
-    ``capsearch library duplicates``, at its default threshold, over these hits' vectors)."""
-    from core.index.duplicates import collapse_duplicates, find_duplicate_groups
-
-    if len(hits) < 2:
-        return hits
-    keys = [str(hit.file.id) for hit in hits]
-    vectors = searcher.index.vectors_of(np.array([h.file.id for h in hits]))
-    groups = find_duplicate_groups(vectors, keys, DEDUP_THRESHOLD)
-    return collapse_duplicates(hits, groups, key=lambda h: str(h.file.id), score=lambda h: h.score)
 
 
 def open_library(name: str, reporter: Reporter) -> LibraryRetriever:

@@ -266,6 +266,9 @@ def add_library_search_options(parser: argparse.ArgumentParser) -> None:
         "--sort", choices=("score", "date"), default="score", help="order (date: newest first)"
     )
     group.add_argument("--min-score", type=float, help="drop hits scoring below this")
+    group.add_argument(
+        "--dedup", action="store_true", help="collapse near-duplicate photos to their best-scored one"
+    )
 
 
 def library_requested(args: argparse.Namespace) -> bool:
@@ -280,6 +283,8 @@ def library_requested(args: argparse.Namespace) -> bool:
             for flag, n in zip(given, ("after", "before", "in_folder", "camera", "min_score"), strict=True)
             if getattr(args, n) is not None
         ]
+        if args.dedup:
+            used.append("--dedup")
         if used or args.sort != "score":
             raise CapsearchError(
                 f"{', '.join(used) or '--sort'} filter library searches, not dataset searches",
@@ -301,6 +306,7 @@ def filters_of(args: argparse.Namespace) -> Filters:
         camera=args.camera,
         min_score=args.min_score,
         sort=args.sort,
+        dedup=args.dedup,
     )
 
 

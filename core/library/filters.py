@@ -36,7 +36,8 @@ def _like(text: str) -> str:
 @dataclass(frozen=True)
 class Filters:
     """Which files a search may return and how hits are ordered; ``after`` inclusive, ``before``
-    exclusive (epoch seconds); ``folder`` an absolute folder; ``camera`` a case-insensitive substring."""
+    exclusive (epoch seconds); ``folder`` an absolute folder; ``camera`` a case-insensitive substring;
+    ``dedup``: near-duplicates among the hits collapsed to their best-scored photo."""
 
     after: float | None = None
     before: float | None = None
@@ -44,6 +45,7 @@ class Filters:
     camera: str | None = None
     min_score: float | None = None
     sort: str = "score"
+    dedup: bool = False
 
     def __post_init__(self) -> None:
         if self.sort not in SORTS:

@@ -7,7 +7,7 @@ by path, so results do not depend on the order files were added in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import numpy as np
 
 from core.embed.engine import encode_image_query, encode_text_query
 from core.errors import IndexMismatchError
+from core.index.duplicates import DuplicateRule, collapse_duplicates, find_duplicate_groups
 from core.index.mutable import TIE_SLACK, MutableIndex
 from core.library.catalogue import FileRow, ModelKey
 from core.library.filters import Filters
@@ -25,6 +26,10 @@ from core.library.vectors import VectorStore
 from core.models.loading import LoadedModel, load_model
 from core.progress import Reporter, ensure
 from core.search.query import QueryError, combine, image_file, parse_query
+
+DEDUP_FETCH = 4
+"""With duplicates collapsed, this many candidates are ranked per result asked for, so that collapsing
+still leaves ``k`` results when there are that many distinct photos among them."""
 
 
 @dataclass(frozen=True)
@@ -127,19 +132,36 @@ class LibrarySearcher:
     def search_vector(
         self, vector: np.ndarray, k: int = 10, filters: Filters | None = None
     ) -> list[LibraryHit]:
-        """The best ``k`` files for ``vector`` that pass ``filters`` (ties by path), then ordered."""
+        """The best ``k`` files for ``vector`` that pass ``filters`` (ties by path), then ordered; with
+        ``filters.dedup``, near-duplicates among ``DEDUP_FETCH * k`` candidates are collapsed first."""
         filters = filters or Filters()
+        wanted = k * DEDUP_FETCH if filters.dedup else k
         allowed = filters.allowed_ids(self.lib.catalogue)
-        scores, ids = self.index.search(vector, k + TIE_SLACK, allowed)
+        scores, ids = self.index.search(vector, wanted + TIE_SLACK, allowed)
         rows = self.lib.catalogue.files_by_id(ids.tolist())
         found = [(float(s), rows[i]) for s, i in zip(scores.tolist(), ids.tolist(), strict=True) if i in rows]
         found.sort(key=lambda sr: (-sr[0], sr[1].path))
-        found = found[:k]
+        hits = [LibraryHit(0, score, row) for score, row in found[:wanted]]
+        if filters.dedup:
+            hits = self.collapse_near_duplicates(hits)
+        hits = hits[:k]
         if filters.min_score is not None:
-            found = [(s, r) for s, r in found if s >= filters.min_score]
+            hits = [h for h in hits if h.score >= filters.min_score]
         if filters.sort == "date":
-            found.sort(key=lambda sr: (-sr[1].when, sr[1].path))
-        return [LibraryHit(rank, score, row) for rank, (score, row) in enumerate(found, start=1)]
+            hits.sort(key=lambda h: (-h.file.when, h.file.path))
+        return [replace(hit, rank=rank) for rank, hit in enumerate(hits, start=1)]
+
+    def collapse_near_duplicates(
+        self, hits: list[LibraryHit], rule: DuplicateRule | None = None
+    ) -> list[LibraryHit]:
+        """``hits`` less all but the best-scored photo of each near-duplicate group (the grouping of
+        ``capsearch library duplicates``: stored vectors and perceptual hashes, the default rule)."""
+        if len(hits) < 2:
+            return hits
+        vectors = self.index.vectors_of(np.array([h.file.id for h in hits], np.int64))
+        keys = [str(h.file.id) for h in hits]
+        groups = find_duplicate_groups(vectors, keys, rule or DuplicateRule(), [h.file.phash for h in hits])
+        return collapse_duplicates(hits, groups, key=lambda h: str(h.file.id), score=lambda h: h.score)
 
     def search_text(self, query: str, k: int = 10, filters: Filters | None = None) -> list[LibraryHit]:
         return self.search_vector(self.query_vector(query), k, filters)
