@@ -1,0 +1,193 @@
+"""The Ray embedding engine on a local two-CPU Ray: the local engine's vectors, Recall@K and cache, a worker
+killed mid-run, resuming and the CLI. One Ray for the module (starting one costs seconds)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from core.data.prepare import prepare_synthetic
+from core.data.records import PreparedDataset
+from core.embed.cache import SplitEmbeddings, chunk_file, split_embeddings
+from core.embed.ray_engine import ModelSpec, RayOptions, UnitEncoder, ray_split_embeddings
+from core.evaluation.recall import recall_metrics
+from core.models.loading import LoadedModel, load_model
+from core.progress import Reporter
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'capsearch[ray]')")
+pytestmark = pytest.mark.slow
+
+# 28 train images in chunks of 10; image batches of 4 cross no chunk edge, batches of 6 do.
+OPTIONS = RayOptions(batch_size=6, chunk_size=10)
+
+
+class Recorder(Reporter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.logs: list[str] = []
+        self.updates: list[tuple[str, int, int | None]] = []
+
+    def log(self, message: str) -> None:
+        self.logs.append(message)
+
+    def update(self, stage: str, done: int, total: int | None = None, **info: Any) -> None:
+        self.updates.append((stage, done, total))
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Any:
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny32() -> LoadedModel:
+    return load_model("capsearch-tiny", device="cpu", precision="fp32")
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> PreparedDataset:
+    """28 train images with 5 captions each; one image is unreadable (a zero row, listed as failed)."""
+    data = prepare_synthetic(n=40, seed=1, out=tmp_path / "syn")
+    data.image_path(data.split("train")[13]).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return data
+
+
+def _local(
+    lm: LoadedModel, data: PreparedDataset, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> SplitEmbeddings:
+    monkeypatch.setenv("CAPSEARCH_ARTIFACTS", str(root))
+    return split_embeddings(lm, data, "train", batch_size=OPTIONS.batch_size, chunk_size=OPTIONS.chunk_size)
+
+
+def _on_ray(
+    lm: LoadedModel, data: PreparedDataset, reporter: Reporter | None = None, **kw: Any
+) -> SplitEmbeddings:
+    encoder = kw.pop("encoder", UnitEncoder)
+    options = RayOptions(**{**OPTIONS.__dict__, **kw})
+    return ray_split_embeddings(
+        lm, ModelSpec.of("capsearch-tiny", None, lm), data, "train", reporter, options, encoder
+    )
+
+
+def _assert_same(ray_emb: SplitEmbeddings, local: SplitEmbeddings) -> None:
+    assert ray_emb.image_emb.dtype == np.float32 and ray_emb.image_emb.shape == local.image_emb.shape
+    assert np.abs(ray_emb.image_emb - local.image_emb).max() <= 1e-6
+    assert np.abs(ray_emb.caption_emb - local.caption_emb).max() <= 1e-6
+    assert ray_emb.failed == local.failed
+
+
+def test_ray_gives_the_local_engines_vectors_recall_and_cache(
+    local_ray: Any,
+    tiny32: LoadedModel,
+    dataset: PreparedDataset,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    local = _local(tiny32, dataset, tmp_path / "local", monkeypatch)
+    monkeypatch.setenv("CAPSEARCH_ARTIFACTS", str(tmp_path / "ray"))
+    reporter = Recorder()
+    on_ray = _on_ray(tiny32, dataset, reporter)
+    _assert_same(on_ray, local)
+    assert [f[0] for f in on_ray.failed] == [dataset.split("train")[13].id] and not on_ray.image_emb[13].any()
+    assert any("skipped image" in line for line in reporter.logs)
+    assert ("embed images", 28, 28) in reporter.updates and ("embed chunks", 3, 3) in reporter.updates
+    assert not any(line.startswith("resuming") for line in reporter.logs)
+    k = (1, 5, 10)
+    assert recall_metrics(on_ray.image_emb, on_ray.caption_emb, on_ray.caption_image, k) == recall_metrics(
+        local.image_emb, local.caption_emb, local.caption_image, k
+    )
+    # the cache is the local engine's: complete, no chunk left, and reused by it as it is
+    manifest = json.loads((on_ray.cache_dir / "manifest.json").read_text())
+    local_manifest = json.loads((local.cache_dir / "manifest.json").read_text())
+    drop = ("encode_seconds", "sha256")
+    assert {k: v for k, v in manifest.items() if k not in drop} == {
+        k: v for k, v in local_manifest.items() if k not in drop
+    }
+    assert not list(on_ray.cache_dir.glob("chunk-*"))
+    again = split_embeddings(tiny32, dataset, "train", chunk_size=OPTIONS.chunk_size)
+    assert again.reused and np.array_equal(again.image_emb, on_ray.image_emb)
+
+
+def _dies_once(marker: Path) -> type[UnitEncoder]:
+    """An encoder whose actor SIGKILLs itself on its second unit, once in the whole run (``marker``)."""
+
+    class DiesOnce(UnitEncoder):
+        calls = 0
+
+        def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            self.calls += 1
+            if self.calls == 2 and not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().__call__(batch)
+
+    return DiesOnce
+
+
+def test_a_worker_killed_mid_run_still_gives_complete_equal_output(
+    local_ray: Any,
+    tiny32: LoadedModel,
+    dataset: PreparedDataset,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    local = _local(tiny32, dataset, tmp_path / "local", monkeypatch)
+    monkeypatch.setenv("CAPSEARCH_ARTIFACTS", str(tmp_path / "ray"))
+    marker = tmp_path / "killed.pid"
+    on_ray = _on_ray(tiny32, dataset, encoder=_dies_once(marker))
+    killed = int(marker.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed, 0)
+    _assert_same(on_ray, local)
+
+
+def test_an_interrupted_ray_run_resumes_from_its_chunks(
+    local_ray: Any,
+    tiny32: LoadedModel,
+    dataset: PreparedDataset,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    local = _local(tiny32, dataset, tmp_path / "local", monkeypatch)
+    monkeypatch.setenv("CAPSEARCH_ARTIFACTS", str(tmp_path / "ray"))
+    first = _on_ray(tiny32, dataset)
+    folder = first.cache_dir
+    # what an interrupted run leaves: chunks 0 and 2 written, the manifest unfinished
+    for k, (lo, hi) in enumerate([(0, 10), (20, 28)]):
+        caps = slice(int(first.caption_image.searchsorted(lo)), int(first.caption_image.searchsorted(hi)))
+        with open(chunk_file(folder, 2 * k), "wb") as fh:
+            np.savez(fh, images=first.image_emb[lo:hi], captions=first.caption_emb[caps],
+                     failed_index=np.zeros(0, np.int64), failed_reason=np.zeros(0, np.str_))  # fmt: skip
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    reporter = Recorder()
+    resumed = _on_ray(tiny32, dataset, reporter)
+    assert any("2 of 3 chunks already done" in line for line in reporter.logs)
+    images = [u for u in reporter.updates if u[0] == "embed images"]
+    assert images[0] == ("embed images", 18, 28) and images[-1] == ("embed images", 28, 28)
+    _assert_same(resumed, local)
+
+
+def test_cli_embeds_with_the_ray_engine(
+    local_ray: Any, dataset: PreparedDataset, artifacts: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from core.cli import build_parser
+    from core.cli.console import main
+
+    argv = ["embed", "--dataset", str(dataset.dir), "--model", "capsearch-tiny", "--split", "val", "--json"]
+    assert main(build_parser(), [*argv, "--engine", "ray", "--actors", "1"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert (row["engine"], row["images"], row["reused"]) == ("ray", 6, False)
+    assert main(build_parser(), argv) == 0  # the local engine takes the Ray engine's cache
+    assert json.loads(capsys.readouterr().out)[0]["reused"]
+    assert main(build_parser(), [*argv, "--address", "auto"]) == 2
+    assert "apply to --engine ray" in capsys.readouterr().err
