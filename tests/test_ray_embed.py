@@ -150,27 +150,26 @@ def test_a_worker_killed_mid_run_still_gives_complete_equal_output(
     _assert_same(on_ray, local)
 
 
-def test_an_interrupted_ray_run_resumes_from_its_chunks(
+def test_an_interrupted_run_resumes_from_its_chunks_on_ray(
     local_ray: Any,
     tiny32: LoadedModel,
     dataset: PreparedDataset,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    local = _local(tiny32, dataset, tmp_path / "local", monkeypatch)
-    monkeypatch.setenv("CAPSEARCH_ARTIFACTS", str(tmp_path / "ray"))
-    first = _on_ray(tiny32, dataset)
-    folder = first.cache_dir
+    local = _local(tiny32, dataset, tmp_path / "ray", monkeypatch)
+    folder = local.cache_dir
     # what an interrupted run leaves: chunks 0 and 2 written, the manifest unfinished
-    for k, (lo, hi) in enumerate([(0, 10), (20, 28)]):
-        caps = slice(int(first.caption_image.searchsorted(lo)), int(first.caption_image.searchsorted(hi)))
-        with open(chunk_file(folder, 2 * k), "wb") as fh:
-            np.savez(fh, images=first.image_emb[lo:hi], captions=first.caption_emb[caps],
+    for k, (lo, hi) in [(0, (0, 10)), (2, (20, 28))]:
+        caps = slice(int(local.caption_image.searchsorted(lo)), int(local.caption_image.searchsorted(hi)))
+        with open(chunk_file(folder, k), "wb") as fh:
+            np.savez(fh, images=local.image_emb[lo:hi], captions=local.caption_emb[caps],
                      failed_index=np.zeros(0, np.int64), failed_reason=np.zeros(0, np.str_))  # fmt: skip
     manifest = json.loads((folder / "manifest.json").read_text())
     (folder / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    (folder / "image_emb.npy").unlink()
     reporter = Recorder()
-    resumed = _on_ray(tiny32, dataset, reporter)
+    resumed = _on_ray(tiny32, dataset, reporter, actors=1)
     assert any("2 of 3 chunks already done" in line for line in reporter.logs)
     images = [u for u in reporter.updates if u[0] == "embed images"]
     assert images[0] == ("embed images", 18, 28) and images[-1] == ("embed images", 28, 28)

@@ -51,6 +51,8 @@ from core.paths import models_dir
 from core.progress import Reporter, ensure
 
 INSTALL_HINT = "pip install 'capsearch[ray]'"
+# How long the pool may take to start every actor; a cluster without room for them fails after it.
+WAIT_FOR_ACTORS_S = 600
 # Variables the actors need to behave like the driver (offline model loading, the same models folder).
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "CAPSEARCH_ARTIFACTS")
 
@@ -202,8 +204,10 @@ def run_units(
     """Run ``units`` (rows ``unit``, ``kind``, ``payload``) on an actor pool; yield each result row
     (``unit``, ``vectors`` bytes, ``failed`` JSON, ``model_id``) as it arrives, in any order."""
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # the driver's reporter shows progress
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its notes on each run; the reporter reports
+    context.enable_progress_bars = False
     context.print_on_execution_start = False
+    context.wait_for_min_actors_s = WAIT_FOR_ACTORS_S  # all actors up before the first unit: even spread
     actors, resources = _pool(ray, options)
     device = "cuda" if resources.get("num_gpus") else "cpu"
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
