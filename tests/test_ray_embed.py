@@ -16,7 +16,8 @@ import pytest
 from core.data.prepare import prepare_synthetic
 from core.data.records import PreparedDataset
 from core.embed.cache import SplitEmbeddings, chunk_file, split_embeddings
-from core.embed.ray_engine import ModelSpec, RayOptions, UnitEncoder, ray_split_embeddings
+from core.embed.engine import iter_image_batches
+from core.embed.ray_engine import ModelSpec, RayOptions, UnitEncoder, ray_image_batches, ray_split_embeddings
 from core.evaluation.recall import recall_metrics
 from core.models.loading import LoadedModel, load_model
 from core.progress import Reporter
@@ -190,3 +191,17 @@ def test_cli_embeds_with_the_ray_engine(
     assert json.loads(capsys.readouterr().out)[0]["reused"]
     assert main(build_parser(), [*argv, "--address", "auto"]) == 2
     assert "apply to --engine ray" in capsys.readouterr().err
+
+
+def test_image_batches_on_ray_are_the_local_engines(
+    local_ray: Any, tiny32: LoadedModel, dataset: PreparedDataset
+) -> None:
+    paths = [dataset.image_path(r) for r in dataset.split("train")]
+    local = list(iter_image_batches(tiny32, paths, 8, workers=0))
+    spec = ModelSpec.of("capsearch-tiny", None, tiny32)
+    batches = ray_image_batches(tiny32, spec, paths, 8, options=RayOptions(actors=1))
+    on_ray = sorted(batches, key=lambda b: int(b.indices[0]))
+    assert [b.indices.tolist() for b in on_ray] == [b.indices.tolist() for b in local]
+    assert [b.failed for b in on_ray] == [b.failed for b in local] and local[1].failed[0][0] == 13
+    for got, want in zip(on_ray, local, strict=True):
+        assert np.abs(got.embeddings - want.embeddings).max() <= 1e-6

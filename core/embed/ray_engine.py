@@ -44,6 +44,7 @@ from core.embed.cache import (
     input_checksum,
     split_embeddings,
 )
+from core.embed.engine import ImageBatch
 from core.errors import CapsearchError, IndexMismatchError
 from core.locks import exclusive
 from core.models.loading import LoadedModel
@@ -521,3 +522,35 @@ def _encode_on_ray(
     finally:
         elapsed = time.perf_counter() - start
         write_json(folder / MANIFEST, {**stub, "encode_seconds": round(spent + elapsed, 3)})
+
+
+# -- a list of images (a library's new files) ---------------------------------------------------------------
+def ray_image_batches(
+    lm: LoadedModel,
+    spec: ModelSpec,
+    paths: list[Path],
+    batch_size: int = 64,
+    reporter: Reporter | None = None,
+    options: RayOptions | None = None,
+) -> Iterator[ImageBatch]:
+    """:func:`core.embed.engine.iter_image_batches` on Ray: the same batches and vectors, each yielded as
+    it arrives (in any order; ``indices`` say where it belongs), for a caller that stores batch by batch."""
+    reporter, options = ensure(reporter), options or RayOptions()
+    units = [
+        {"unit": n, "kind": "images", "payload": json.dumps([str(p) for p in paths[s : s + batch_size]])}
+        for n, s in enumerate(range(0, len(paths), batch_size))
+    ]
+    if not units:
+        return
+    done = 0
+    with ray_session(options.address, options.num_cpus) as ray:
+        for row in run_units(ray, units, spec, options):
+            reporter.check_cancelled()
+            vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(-1, lm.embed_dim).copy()
+            indices = np.arange(len(vectors)) + int(row["unit"]) * batch_size
+            failed = [(int(indices[pos]), str(reason)) for pos, reason in json.loads(row["failed"])]
+            for index, reason in failed:
+                reporter.log(f"skipped image {paths[index]}: {reason}")
+            done += len(vectors)
+            reporter.update("embed images", done, len(paths))
+            yield ImageBatch(indices, vectors, failed)
