@@ -59,3 +59,20 @@ def test_cli_embeds_on_a_two_node_cluster(
     assert not local.reused
     assert np.abs(local.image_emb - on_ray.image_emb).max() <= 1e-6
     assert np.abs(local.caption_emb - on_ray.caption_emb).max() <= 1e-6
+
+
+def test_an_address_nothing_listens_on_is_refused_at_once() -> None:
+    import socket
+    import time
+
+    from core.embed.ray_engine import ray_session
+    from core.errors import CapsearchError
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.perf_counter()
+    refused = f"cannot connect to the Ray cluster at 127.0.0.1:{port}"
+    with pytest.raises(CapsearchError, match=refused), ray_session(f"127.0.0.1:{port}"):
+        pass
+    assert time.perf_counter() - start < 10 and not ray.is_initialized()

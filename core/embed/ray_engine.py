@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from core.paths import models_dir
 from core.progress import Reporter, ensure
 
 INSTALL_HINT = "pip install 'capsearch[ray]'"
+CONNECT_TIMEOUT_S = 5.0
 # How long the pool may take to start every actor; a cluster without room for them fails after it.
 WAIT_FOR_ACTORS_S = 600
 # Variables the actors need to behave like the driver (offline model loading, the same models folder).
@@ -166,6 +168,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         yield ray
         return
     where = address or "a new local Ray"
+    if address:
+        _check_reachable(address)
     try:
         ray.init(
             address=address,
@@ -183,6 +187,20 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         yield ray
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse a ``host:port`` nothing listens on at once (Ray itself retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # auto, or a ray:// client address: Ray judges those
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise CapsearchError(
+            f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc}",
+            hint="check the address (`ray status` on the head prints it) and that the head's port is open",
+        ) from exc
 
 
 def _pool(ray: ModuleType, options: RayOptions) -> tuple[int, dict[str, Any]]:
