@@ -15,9 +15,10 @@ import pytest
 
 from core.data.prepare import prepare_synthetic
 from core.data.records import PreparedDataset
-from core.embed.cache import SplitEmbeddings, chunk_file, split_embeddings
+from core.embed.cache import SplitEmbeddings, cache_dir, split_embeddings
 from core.embed.engine import iter_image_batches
 from core.embed.ray_engine import ModelSpec, RayOptions, UnitEncoder, ray_image_batches, ray_split_embeddings
+from core.errors import Cancelled
 from core.evaluation.recall import recall_metrics
 from core.models.loading import LoadedModel, load_model
 from core.progress import Reporter
@@ -30,16 +31,19 @@ OPTIONS = RayOptions(batch_size=6, chunk_size=10)
 
 
 class Recorder(Reporter):
-    def __init__(self) -> None:
+    def __init__(self, cancel_after_chunks: int | None = None) -> None:
         super().__init__()
         self.logs: list[str] = []
         self.updates: list[tuple[str, int, int | None]] = []
+        self.cancel_after_chunks = cancel_after_chunks
 
     def log(self, message: str) -> None:
         self.logs.append(message)
 
     def update(self, stage: str, done: int, total: int | None = None, **info: Any) -> None:
         self.updates.append((stage, done, total))
+        if stage == "embed chunks" and done == self.cancel_after_chunks:
+            self.cancel()
 
 
 @pytest.fixture(scope="module")
@@ -151,29 +155,28 @@ def test_a_worker_killed_mid_run_still_gives_complete_equal_output(
     _assert_same(on_ray, local)
 
 
-def test_an_interrupted_run_resumes_from_its_chunks_on_ray(
+def test_an_interrupted_ray_run_leaves_whole_chunks_and_resumes(
     local_ray: Any,
     tiny32: LoadedModel,
     dataset: PreparedDataset,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    local = _local(tiny32, dataset, tmp_path / "ray", monkeypatch)
-    folder = local.cache_dir
-    # what an interrupted run leaves: chunks 0 and 2 written, the manifest unfinished
-    for k, (lo, hi) in [(0, (0, 10)), (2, (20, 28))]:
-        caps = slice(int(local.caption_image.searchsorted(lo)), int(local.caption_image.searchsorted(hi)))
-        with open(chunk_file(folder, k), "wb") as fh:
-            np.savez(fh, images=local.image_emb[lo:hi], captions=local.caption_emb[caps],
-                     failed_index=np.zeros(0, np.int64), failed_reason=np.zeros(0, np.str_))  # fmt: skip
-    manifest = json.loads((folder / "manifest.json").read_text())
-    (folder / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
-    (folder / "image_emb.npy").unlink()
+    local = _local(tiny32, dataset, tmp_path / "local", monkeypatch)
+    monkeypatch.setenv("CAPSEARCH_ARTIFACTS", str(tmp_path / "ray"))
+    with pytest.raises(Cancelled):  # as Ctrl+C in the CLI: stopped once the first chunk is saved
+        _on_ray(tiny32, dataset, Recorder(cancel_after_chunks=1), actors=1)
+    folder = cache_dir(tiny32.model_id, dataset.name, "train")
+    saved = sorted(p.name for p in folder.iterdir())
+    assert "chunk-00000.npz" in saved and "chunk-00002.npz" not in saved, saved
+    assert saved == sorted(["manifest.json", *(p.name for p in folder.glob("chunk-*.npz"))])  # no temp file
+    assert not json.loads((folder / "manifest.json").read_text())["complete"]
     reporter = Recorder()
     resumed = _on_ray(tiny32, dataset, reporter, actors=1)
-    assert any("2 of 3 chunks already done" in line for line in reporter.logs)
+    done = len(saved) - 1
+    assert any(f"{done} of 3 chunks already done" in line for line in reporter.logs)
     images = [u for u in reporter.updates if u[0] == "embed images"]
-    assert images[0] == ("embed images", 18, 28) and images[-1] == ("embed images", 28, 28)
+    assert images[0] == ("embed images", 10 * done, 28) and images[-1] == ("embed images", 28, 28)
     _assert_same(resumed, local)
 
 

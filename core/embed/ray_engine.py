@@ -288,22 +288,26 @@ class _Unit:
 def _units(
     plan: _Plan, dataset: PreparedDataset, batch_size: int
 ) -> tuple[list[dict[str, Any]], list[_Unit]]:
-    """The work units of the chunks to do: the local engine's image batches, then each chunk's captions."""
+    """The work units of the chunks to do: the local engine's image batches, each followed by the captions
+    of the chunks it completes (so chunks complete, and are saved, in order as the run goes)."""
     todo_rows = [i for k in plan.todo for i in range(*plan.bounds[k])]
-    units: list[_Unit] = [
-        _Unit("images", todo_rows[s : s + batch_size]) for s in range(0, len(todo_rows), batch_size)
-    ]
-    units += [
-        _Unit("captions", chunk=k) for k in plan.todo if plan.caption_rows(k)[1] > plan.caption_rows(k)[0]
-    ]
-    rows = []
+    waiting = list(plan.todo)
+    units: list[_Unit] = []
+    for s in range(0, len(todo_rows), batch_size):
+        rows = todo_rows[s : s + batch_size]
+        units.append(_Unit("images", rows))
+        while waiting and plan.bounds[waiting[0]][1] <= rows[-1] + 1:
+            k = waiting.pop(0)
+            if _span(plan, k):
+                units.append(_Unit("captions", chunk=k))
+    table = []
     for n, unit in enumerate(units):
         if unit.kind == "images":
             items = [str(dataset.image_path(plan.records[i])) for i in unit.rows]
         else:
             items = plan.captions[slice(*plan.caption_rows(unit.chunk))]
-        rows.append({"unit": n, "kind": unit.kind, "payload": json.dumps(items)})
-    return rows, units
+        table.append({"unit": n, "kind": unit.kind, "payload": json.dumps(items)})
+    return table, units
 
 
 class _Assembler:
