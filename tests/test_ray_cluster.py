@@ -12,7 +12,7 @@ import pytest
 from core.embed.cache import split_embeddings
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'capsearch[ray]')")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 @pytest.fixture(scope="module")

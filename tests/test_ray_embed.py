@@ -24,7 +24,7 @@ from core.models.loading import LoadedModel, load_model
 from core.progress import Reporter
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'capsearch[ray]')")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 # 28 train images in chunks of 10; image batches of 4 cross no chunk edge, batches of 6 do.
 OPTIONS = RayOptions(batch_size=6, chunk_size=10)
