@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -13,9 +15,11 @@ from rich.table import Table
 from core.cli.console import RichReporter, add_command
 from core.cli.numbers import count
 from core.cli.options import PRECISION_CHOICES, add_common_options, dataset_of, model_of
+from core.errors import CapsearchError
 from core.safe_text import markup_safe
 
 if TYPE_CHECKING:
+    from core.data.records import PreparedDataset
     from core.embed.cache import SplitEmbeddings
     from core.models.loading import LoadedModel
 
@@ -42,6 +46,21 @@ def register_embed(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--workers", type=count(0), help="image decode processes (default: 0 on CPU = one background thread)"
     )
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (the default); ray: an actor pool on a Ray cluster, one model per actor "
+        "(needs pip install 'capsearch[ray]'; same vectors, same cache)",
+    )
+    parser.add_argument(
+        "--address",
+        help="with --engine ray: the cluster to join, auto (the running one) or HOST:PORT "
+        "(default: start a local Ray on this machine)",
+    )
+    parser.add_argument(
+        "--actors", type=count(1), help="with --engine ray: actors (default: one per GPU, else one per CPU)"
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON summary per split to stdout")
 
 
@@ -50,23 +69,60 @@ def _embed(args: argparse.Namespace) -> int:
     from core.embed.cache import split_embeddings
     from core.models.loading import load_model
 
+    if args.engine == "ray":
+        from core.embed.ray_engine import import_ray
+
+        import_ray()  # a missing Ray is said before any work
+    elif args.address or args.actors:
+        raise CapsearchError("--address and --actors apply to --engine ray", hint="add --engine ray")
     data = load_dataset(dataset_of(args))
     splits = data.splits if args.split == "all" else [args.split]
-    lm = load_model(model_of(args), args.pretrained, device=args.device, precision=args.precision)
+    name = model_of(args)
+    lm = load_model(name, args.pretrained, device=args.device, precision=args.precision)
     rows = []
-    with RichReporter() as reporter:
+    with RichReporter() as reporter, _cluster(args):
         for split in splits:
             start = time.perf_counter()
-            emb = split_embeddings(
-                lm, data, split, reporter=reporter, batch_size=args.batch_size, workers=args.workers
+            if args.engine == "ray":
+                emb = _on_ray(args, name, lm, data, split, reporter)
+            else:
+                emb = split_embeddings(
+                    lm, data, split, reporter=reporter, batch_size=args.batch_size, workers=args.workers
+                )
+            rows.append(
+                {**_summary(lm, data.name, split, emb, time.perf_counter() - start), "engine": args.engine}
             )
-            rows.append(_summary(lm, data.name, split, emb, time.perf_counter() - start))
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
     else:
         title = f"embeddings of {data.name} by {lm.model_id} ({lm.precision} on {lm.device})"
         Console().print(_table(title, rows))
     return 0
+
+
+def _cluster(args: argparse.Namespace) -> AbstractContextManager[object]:
+    """With --engine ray, one Ray connection for every split; else nothing."""
+    if args.engine != "ray":
+        return contextlib.nullcontext()
+    from core.embed.ray_engine import ray_session
+
+    return ray_session(args.address)
+
+
+def _on_ray(
+    args: argparse.Namespace,
+    name: str,
+    lm: LoadedModel,
+    data: PreparedDataset,
+    split: str,
+    reporter: RichReporter,
+) -> SplitEmbeddings:
+    """One split embedded by the Ray engine (the actors load the model from ``name`` themselves)."""
+    from core.embed.ray_engine import ModelSpec, RayOptions, ray_split_embeddings
+
+    options = RayOptions(address=args.address, actors=args.actors, batch_size=args.batch_size)
+    spec = ModelSpec.of(name, args.pretrained, lm)
+    return ray_split_embeddings(lm, spec, data, split, reporter, options)
 
 
 def _summary(
