@@ -208,3 +208,40 @@ def test_image_batches_on_ray_are_the_local_engines(
     assert [b.failed for b in on_ray] == [b.failed for b in local] and local[1].failed[0][0] == 13
     for got, want in zip(on_ray, local, strict=True):
         assert np.abs(got.embeddings - want.embeddings).max() <= 1e-6
+
+
+def test_library_add_on_ray_stores_the_local_engines_vectors(
+    local_ray, tmp_path, artifacts, capsys, monkeypatch
+):
+    from library_helpers import make_folder
+
+    import core.embed.ray_engine as ray_engine
+    from core.cli import main
+
+    units: list[int] = []
+    run_units = ray_engine.run_units
+    monkeypatch.setattr(
+        ray_engine,
+        "run_units",
+        lambda ray, todo, *a, **kw: units.append(len(todo)) or run_units(ray, todo, *a, **kw),
+    )
+    from core.library.library import Library
+    from core.library.update import vectors_by_path
+
+    photos = tmp_path / "photos"
+    make_folder(photos, 9)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    model = ["--model", "capsearch-tiny", "--device", "cpu", "--precision", "fp32", "--batch-size", "4"]
+    assert main(["library", "add", str(photos), "--name", "local", *model]) == 0
+    assert main(["library", "add", str(photos), "--name", "viaray", *model, "--engine", "ray"]) == 0
+    capsys.readouterr()
+    assert units == [3]  # the Ray library's ten files, in batches of 4, ran on Ray
+    built = {}
+    for name in ("local", "viaray"):
+        with Library.open(name) as lib:
+            assert lib.active is not None
+            built[name] = vectors_by_path(lib, lib.active)
+            assert lib.catalogue.counts(lib.active.key)["failed"] == 1
+    assert sorted(built["viaray"]) == sorted(built["local"]) and len(built["local"]) == 9
+    diff = max(float(np.abs(built["viaray"][p] - built["local"][p]).max()) for p in built["local"])
+    assert diff <= 1e-6

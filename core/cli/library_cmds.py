@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from core.library.catalogue import ModelKey
     from core.library.filters import Filters
     from core.library.library import Library
-    from core.library.update import UpdateStats
+    from core.library.update import ImageEncoder, UpdateStats
     from core.models.loading import LoadedModel
     from core.search.library_search import LibraryHit, LibrarySearcher
 
@@ -78,6 +79,16 @@ def _embed_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda or mps (default: the best available)")
     parser.add_argument("--batch-size", type=count(1), default=32, help="images per batch (default 32)")
     parser.add_argument("--watch", action="store_true", help="keep the library current until Ctrl+C")
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (the default); ray: an actor pool on a Ray cluster (same vectors; "
+        "needs pip install 'capsearch[ray]')",
+    )
+    parser.add_argument(
+        "--address", help="with --engine ray: auto (the running cluster) or HOST:PORT (default: a local Ray)"
+    )
 
 
 # -- add / update -------------------------------------------------------------------------------------------
@@ -110,6 +121,19 @@ def _model(lib: Library, args: argparse.Namespace) -> tuple[LoadedModel, ModelKe
     return lm, model_key(name, lm.model_id, lm.precision, lm.embed_dim)
 
 
+def _encoder(args: argparse.Namespace, lm: LoadedModel, model: ModelKey) -> ImageEncoder | None:
+    """With ``--engine ray``, the Ray engine's image batches for this model; else None (this process)."""
+    if args.engine != "ray":
+        if args.address:
+            raise CapsearchError("--address applies to --engine ray", hint="add --engine ray")
+        return None
+    from core.embed.ray_engine import ModelSpec, RayOptions, import_ray, ray_image_batches
+
+    import_ray()  # a missing Ray is said before the scan
+    options = RayOptions(address=args.address, batch_size=args.batch_size)
+    return partial(ray_image_batches, lm, ModelSpec.of(model.name, None, lm), options=options)
+
+
 def _run_update(lib: Library, args: argparse.Namespace) -> int:
     from core.library.update import update
     from core.library.watch import watch
@@ -119,7 +143,7 @@ def _run_update(lib: Library, args: argparse.Namespace) -> int:
         lm, model = _model(lib, args)
         load_s = time.perf_counter() - start
         with RichReporter() as reporter:
-            stats = update(lib, lm, model, reporter, args.batch_size)
+            stats = update(lib, lm, model, reporter, args.batch_size, _encoder(args, lm, model))
         _print_stats(lib, stats, load_s)
         if args.watch:
             console.print(f"watching {len(lib.catalogue.roots())} folder(s) of {lib.name}; Ctrl+C stops")

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.data.phash import file_phash
-from core.embed.engine import iter_image_batches
+from core.embed.engine import ImageBatch, iter_image_batches
 from core.index.mutable import MutableIndex
 from core.library.catalogue import ModelKey, NewFile
 from core.library.library import Library
@@ -35,6 +37,8 @@ DEFAULT_BATCH = 32
 # The saved index is rewritten once the file changes it lacks pass this many, or this share of the library:
 # until then whoever opens it catches it up from the vector chunks (a few chunks to read, not a 40 MB index
 # to load and write on every small rescan).
+ImageEncoder = Callable[..., Iterable[ImageBatch]]
+"""Called as ``encode(paths, batch_size, reporter=reporter)``: the batches of ``iter_image_batches``."""
 SAVE_AFTER = 500
 SAVE_AFTER_SHARE = 0.05
 
@@ -144,16 +148,19 @@ def embed_missing(
     reporter: Reporter,
     stats: UpdateStats,
     batch_size: int = DEFAULT_BATCH,
+    encode: ImageEncoder | None = None,
 ) -> None:
-    """Embed every content without a vector for ``model``: per batch, one durable chunk, then one catalogue
-    transaction (a failed image marks every file holding its content)."""
+    """Embed every content without a vector for ``model`` (with ``encode``, default this process's engine):
+    per batch, one durable chunk, then one catalogue transaction (a failed image marks every file holding
+    its content). Batches may arrive in any order."""
     cat = lib.catalogue
     todo = cat.missing_vectors(model.key)
     if not todo:
         return
     start = time.perf_counter()
     paths = [Path(p) for _, p in todo]
-    for batch in iter_image_batches(lm, paths, batch_size, None, reporter):
+    batches = (encode or partial(iter_image_batches, lm))(paths, batch_size, reporter=reporter)
+    for batch in batches:
         failed_at = {pos: reason for pos, reason in batch.failed}
         ok = [j for j, pos in enumerate(batch.indices.tolist()) if pos not in failed_at]
         hashes = [todo[int(batch.indices[j])][0] for j in ok]
@@ -174,9 +181,11 @@ def update(
     model: ModelKey,
     reporter: Reporter | None = None,
     batch_size: int = DEFAULT_BATCH,
+    encode: ImageEncoder | None = None,
 ) -> UpdateStats:
-    """Rescan ``lib`` and embed what changed with ``lm`` (``model`` is its key); save the index once the
-    changes it lacks pass :data:`SAVE_AFTER` (until then every opener catches it up from the vectors)."""
+    """Rescan ``lib`` and embed what changed with ``lm`` (``model`` is its key; ``encode``, when given, runs
+    it elsewhere, e.g. on Ray); save the index once the changes it lacks pass :data:`SAVE_AFTER` (until then
+    every opener catches it up from the vectors)."""
     reporter = ensure(reporter)
     stats = UpdateStats()
     with exclusive(lib.folder, reporter.log):
@@ -185,7 +194,7 @@ def update(
         hash_missing(lib, reporter)
         store = lib.store(model)
         store.prune_orphans()
-        embed_missing(lib, lm, model, store, reporter, stats, batch_size)
+        embed_missing(lib, lm, model, store, reporter, stats, batch_size, encode)
         start = time.perf_counter()
         lib.promote_if_complete(model)
         lag = lib.add_lag(model, stats.new + stats.changed + stats.gone + stats.embedded)
