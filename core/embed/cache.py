@@ -88,7 +88,7 @@ def chunk_file(folder: Path, k: int) -> Path:
     return folder / f"chunk-{k:05d}.npz"
 
 
-def _read_manifest(folder: Path) -> dict[str, Any] | None:
+def read_manifest(folder: Path) -> dict[str, Any] | None:
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -96,7 +96,7 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
     return manifest if isinstance(manifest, dict) else None
 
 
-def _clear(folder: Path) -> None:
+def clear_cache(folder: Path) -> None:
     for path in [folder / MANIFEST, folder / IMAGE_FILE, folder / CAPTION_FILE, *folder.glob("chunk-*.npz")]:
         path.unlink(missing_ok=True)
 
@@ -118,7 +118,7 @@ def _load_complete(
     return images, captions
 
 
-def _load_chunk(path: Path, n_images: int, n_captions: int, dim: int) -> Chunk | None:
+def load_chunk(path: Path, n_images: int, n_captions: int, dim: int) -> Chunk | None:
     """A completed chunk ``(images, captions, failed)`` or None when missing or damaged."""
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -131,7 +131,7 @@ def _load_chunk(path: Path, n_images: int, n_captions: int, dim: int) -> Chunk |
     return images, captions, failed
 
 
-def _save_chunk(
+def save_chunk(
     path: Path,
     images: np.ndarray,
     captions: np.ndarray,
@@ -158,7 +158,7 @@ def save_keyed_chunk(path: Path, keys: list[str], images: np.ndarray) -> str:
     if len(keys) != len(images):
         raise ValueError(f"{len(keys)} keys for {len(images)} vectors")
     dim = images.shape[1]
-    _save_chunk(path, images, np.zeros((0, dim), np.float32), [], keys)
+    save_chunk(path, images, np.zeros((0, dim), np.float32), [], keys)
     return file_sha256(path)
 
 
@@ -215,14 +215,14 @@ Chunk = tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]
 
 
 @dataclass(frozen=True)
-class _Chunks:
+class Chunks:
     """How a split's records are cut into chunks, and where each record's captions start."""
 
     bounds: list[tuple[int, int]]
     caption_start: np.ndarray
 
     @classmethod
-    def of(cls, n_records: int, caption_image: np.ndarray, chunk_size: int) -> _Chunks:
+    def of(cls, n_records: int, caption_image: np.ndarray, chunk_size: int) -> Chunks:
         bounds = [(s, min(s + chunk_size, n_records)) for s in range(0, n_records, chunk_size)]
         return cls(bounds, np.searchsorted(caption_image, np.arange(n_records + 1)))
 
@@ -243,7 +243,7 @@ def _reuse_cache(
 ) -> dict[str, Any] | None:
     """Fill ``result`` from a complete valid cache (then ``result.reused``); else the manifest of the
     unfinished run to resume, or None after clearing a stale or damaged cache."""
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder)
     if manifest is None:
         return None
     reason = _stale_reason(manifest, result.model_id, result.precision, checksum, chunk_size)
@@ -268,15 +268,15 @@ def _reuse_cache(
         )
     else:
         reporter.log(f"embedding cache for {where} is stale ({reason}); rebuilding")
-    _clear(folder)
+    clear_cache(folder)
     return None
 
 
-def _load_done_chunks(folder: Path, chunks: _Chunks, embed_dim: int) -> dict[int, Chunk]:
+def _load_done_chunks(folder: Path, chunks: Chunks, embed_dim: int) -> dict[int, Chunk]:
     done = {}
     for k, (lo, hi) in enumerate(chunks.bounds):
         first, end = chunks.captions(k)
-        found = _load_chunk(chunk_file(folder, k), hi - lo, end - first, embed_dim)
+        found = load_chunk(chunk_file(folder, k), hi - lo, end - first, embed_dim)
         if found is not None:
             done[k] = found
     return done
@@ -286,7 +286,7 @@ def _encode_missing(
     lm: LoadedModel,
     dataset: PreparedDataset,
     result: SplitEmbeddings,
-    chunks: _Chunks,
+    chunks: Chunks,
     done: dict[int, Chunk],
     sizes: tuple[int, int, int | None, int],
     reporter: Reporter,
@@ -318,11 +318,11 @@ def _encode_missing(
             captions_done += end - first
             done[k] = (pending.pop(k), cap, sorted(failed_rows.pop(k, [])))
             del filled[k]
-            _save_chunk(chunk_file(result.cache_dir, k), *done[k])
+            save_chunk(chunk_file(result.cache_dir, k), *done[k])
             reporter.update("embed chunks", len(done), len(bounds))
 
 
-def _join_chunks(result: SplitEmbeddings, chunks: _Chunks, done: dict[int, Chunk]) -> None:
+def _join_chunks(result: SplitEmbeddings, chunks: Chunks, done: dict[int, Chunk]) -> None:
     ordered = [done[k] for k in range(len(chunks.bounds))]
     if ordered:
         result.image_emb = np.concatenate([c[0] for c in ordered])
@@ -444,7 +444,7 @@ def _fill(
     write_json(folder / MANIFEST, {**base, "complete": False, "encode_seconds": spent})
     start_time = time.perf_counter()
 
-    chunks = _Chunks.of(len(records), result.caption_image, chunk_size)
+    chunks = Chunks.of(len(records), result.caption_image, chunk_size)
     done = _load_done_chunks(folder, chunks, lm.embed_dim)
     if done:
         reporter.log(f"resuming {where}: {len(done)} of {len(chunks.bounds)} chunks already done")

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from core.atomic import atomic_path, file_sha256, write_json
+from core.atomic import file_sha256, write_json
 from core.data.records import ImageRecord, PreparedDataset
 from core.embed.cache import (
     CAPTION_FILE,
@@ -39,10 +39,15 @@ from core.embed.cache import (
     FORMAT,
     IMAGE_FILE,
     MANIFEST,
+    Chunks,
     SplitEmbeddings,
     cache_dir,
     chunk_file,
+    clear_cache,
     input_checksum,
+    load_chunk,
+    read_manifest,
+    save_chunk,
     split_embeddings,
 )
 from core.embed.engine import ImageBatch
@@ -255,25 +260,26 @@ def run_units(
 # -- a split's cache, chunk by chunk ------------------------------------------------------------------------
 @dataclass
 class _Plan:
-    """A split cut into chunks, and the chunks still to encode."""
+    """A split cut into the cache's chunks, and the chunks still to encode."""
 
     records: list[ImageRecord]
     captions: list[str]
-    bounds: list[tuple[int, int]]
-    caption_start: np.ndarray
+    chunks: Chunks
     todo: list[int]
 
     @classmethod
     def of(cls, records: list[ImageRecord], chunk_size: int) -> _Plan:
         captions = [c for r in records for c in r.captions]
-        counts = np.array([len(r.captions) for r in records], dtype=np.int64)
-        bounds = [(s, min(s + chunk_size, len(records))) for s in range(0, len(records), chunk_size)]
-        start = np.concatenate([[0], np.cumsum(counts)])
-        return cls(records, captions, bounds, start, list(range(len(bounds))))
+        caption_image = np.repeat(np.arange(len(records)), [len(r.captions) for r in records])
+        chunks = Chunks.of(len(records), caption_image, chunk_size)
+        return cls(records, captions, chunks, list(range(len(chunks.bounds))))
+
+    @property
+    def bounds(self) -> list[tuple[int, int]]:
+        return self.chunks.bounds
 
     def caption_rows(self, k: int) -> tuple[int, int]:
-        lo, hi = self.bounds[k]
-        return int(self.caption_start[lo]), int(self.caption_start[hi])
+        return self.chunks.captions(k)
 
 
 @dataclass
@@ -352,42 +358,17 @@ class _Assembler:
         return done
 
     def _write(self, k: int) -> None:
-        failed = sorted(self.failed.pop(k))
-        with atomic_path(chunk_file(self.folder, k)) as tmp, open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                images=self.images.pop(k),
-                captions=self.captions.pop(k),
-                failed_index=np.array([i for i, _ in failed], dtype=np.int64),
-                failed_reason=np.array([r for _, r in failed], dtype=np.str_),
-            )
+        save_chunk(
+            chunk_file(self.folder, k), self.images.pop(k), self.captions.pop(k), sorted(self.failed.pop(k))
+        )
         del self.missing[k]
-
-
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return manifest if isinstance(manifest, dict) else {}
-
-
-def _chunk_done(path: Path, n_images: int, n_captions: int, dim: int) -> bool:
-    """Whether ``path`` is a readable chunk of the expected shapes (what the cache will accept)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            shapes = z["images"].shape, z["captions"].shape
-            z["failed_index"], z["failed_reason"]  # noqa: B018 - reading them checks they are there
-    except Exception:  # missing, truncated or foreign: the chunk is redone
-        return False
-    return shapes == ((n_images, dim), (n_captions, dim))
 
 
 def _prepare(folder: Path, stub: dict[str, Any], plan: _Plan, dim: int, reporter: Reporter) -> float | None:
     """Get ``folder`` ready: None when it holds a complete valid cache (reused as it is); else the seconds
     already spent on it, with ``plan.todo`` cut to the chunks an unfinished run of the same inputs lacks
     (a stale or damaged cache is cleared)."""
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder) or {}
     same = all(manifest.get(k) == stub[k] for k in ("format", "model_id", "precision", "checksum"))
     if same and manifest.get("complete") and _arrays_match(folder, manifest.get("sha256") or {}):
         return None
@@ -395,9 +376,8 @@ def _prepare(folder: Path, stub: dict[str, Any], plan: _Plan, dim: int, reporter
         plan.todo = [
             k
             for k in plan.todo
-            if not _chunk_done(
-                chunk_file(folder, k), plan.bounds[k][1] - plan.bounds[k][0], _span(plan, k), dim
-            )
+            if load_chunk(chunk_file(folder, k), plan.bounds[k][1] - plan.bounds[k][0], _span(plan, k), dim)
+            is None
         ]
         if len(plan.todo) < len(plan.bounds):
             reporter.log(
@@ -406,8 +386,7 @@ def _prepare(folder: Path, stub: dict[str, Any], plan: _Plan, dim: int, reporter
         return float(manifest.get("encode_seconds", 0.0))
     if manifest:
         reporter.log("the embedding cache is stale or damaged; rebuilding it")
-    for path in [folder / MANIFEST, folder / IMAGE_FILE, folder / CAPTION_FILE, *folder.glob("chunk-*.npz")]:
-        path.unlink(missing_ok=True)
+    clear_cache(folder)
     return 0.0
 
 
