@@ -3,7 +3,10 @@
 Images: a DataLoader decodes (``core.data.images.load_rgb``) and preprocesses while the model runs: in
 ``workers`` spawned processes, or with ``workers=0`` in one background thread (the CPU default: on a
 2-core machine the model is the bottleneck and a spawned worker costs seconds to start). An image that
-fails to decode gives a zero row and is listed, never an exception.
+fails to decode gives a zero row and is listed, never an exception. On the CPU the intra-op threads, the
+batch size (when the caller gives none) and the input layout come from a short per-machine probe
+(:mod:`core.embed.tuning`). In the fast formats JPEGs are decoded at a reduced scale when the model's input
+is at most half their short side (``draft``); fp32 decodes at full size, so it stays the exact mode.
 
 Texts: all captions are tokenized, sorted by token length and batched; each batch runs the text
 transformer only up to its longest caption. For CLIP's causal text tower this is exact (position i attends
@@ -41,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from core.data.images import load_rgb
 from core.embed.packed import pack_for_cpu, packing_available
+from core.embed.tuning import DEFAULT_PLAN, PROBE_MIN_IMAGES, ImagePlan, image_plan
 from core.errors import CapsearchError
 from core.models.checkpoint import ClipModel
 from core.models.loading import LoadedModel
@@ -82,6 +86,8 @@ def inference_model(lm: LoadedModel) -> ClipModel:
         return cached.model
     params = list(lm.model.parameters())
     cast = copy.deepcopy(lm.model).to(lm.dtype).eval()
+    if lm.device.type == "cpu":  # convolutions in oneDNN's preferred layout; changes no value of a linear
+        cast = cast.to(memory_format=torch.channels_last)
     if PACK_CPU_BF16 and lm.device.type == "cpu" and lm.dtype == torch.bfloat16 and packing_available():
         cast = pack_for_cpu(cast)
     _INFERENCE_COPIES[lm.model] = _InferenceCopy(params, _weights_key(params, lm.dtype), cast)
@@ -224,19 +230,29 @@ def encode_text_queries(lm: LoadedModel, texts: list[str]) -> np.ndarray:
 
 # -- images -------------------------------------------------------------------------------------------------
 class _ImageFiles(Dataset):
-    """Decoded, preprocessed images; a failure yields a zero tensor and its reason (never raises)."""
+    """Decoded, preprocessed images; a failure yields a zero tensor and its reason (never raises).
 
-    def __init__(self, paths: list[Path], transform: Callable[..., torch.Tensor], shape: tuple[int, ...]):
+    ``min_side``: decode JPEGs at a reduced scale that keeps at least this many pixels on the short side
+    (see :func:`core.data.images.load_rgb`); None decodes at full size."""
+
+    def __init__(
+        self,
+        paths: list[Path],
+        transform: Callable[..., torch.Tensor],
+        shape: tuple[int, ...],
+        min_side: int | None = None,
+    ):
         self.paths = paths
         self.transform = transform
         self.shape = shape
+        self.min_side = min_side
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor, str]:
         try:
-            return i, self.transform(load_rgb(self.paths[i])), ""
+            return i, self.transform(load_rgb(self.paths[i], min_side=self.min_side)), ""
         except CapsearchError as exc:
             reason = exc.message
         except Exception as exc:  # any decoder/transform failure of one file must not stop the run
@@ -302,21 +318,43 @@ def _input_shape(lm: LoadedModel) -> tuple[int, ...]:
     return tuple(lm.preprocess(Image.new("RGB", (8, 8))).shape)
 
 
+def decode_min_side(lm: LoadedModel, shape: tuple[int, ...]) -> int | None:
+    """The short side JPEGs may be decoded down to: the input's larger side in the fast formats (the
+    preprocessing resizes below it anyway), None (full decode, pixels as the naive loop's) in fp32."""
+    return None if lm.precision == "fp32" or len(shape) != 3 else max(shape[1:])
+
+
+def engine_plan(lm: LoadedModel, probe: bool = True) -> ImagePlan:
+    """Threads, batch size and input layout of ``lm``'s image tower on this machine
+    (:mod:`core.embed.tuning`: probed once per machine, model and format, then cached; ``probe`` False:
+    the cached plan or the default, never a probe)."""
+    if lm.device.type != "cpu":
+        return DEFAULT_PLAN
+    model = inference_model(lm)
+    shape = _input_shape(lm)
+    key = f"{lm.model_id}|{lm.precision}|{'x'.join(map(str, shape))}|packed={PACK_CPU_BF16}"
+    return image_plan(key, model.encode_image, shape, lm.dtype, probe)
+
+
 def iter_image_batches(
     lm: LoadedModel,
     paths: list[Path],
-    batch_size: int = 64,
+    batch_size: int | None = None,
     workers: int | None = None,
     reporter: Reporter | None = None,
 ) -> Iterator[ImageBatch]:
-    """Encode ``paths`` batch by batch, in order, decoding ahead of the model; see the module docstring."""
+    """Encode ``paths`` batch by batch, in order, decoding ahead of the model; see the module docstring.
+    ``batch_size`` None: the machine's probed batch (:func:`engine_plan`)."""
     reporter = ensure(reporter)
     if not paths:
         return
+    plan = engine_plan(lm, probe=len(paths) >= PROBE_MIN_IMAGES)
+    batch_size = batch_size or plan.batch_size
     if workers is None:  # a spawned worker costs seconds to start: none for a single batch
         workers = min(default_workers(lm.device), (len(paths) - 1) // batch_size)
+    shape = _input_shape(lm)
     loader = DataLoader(
-        _ImageFiles(list(paths), lm.preprocess, _input_shape(lm)),
+        _ImageFiles(list(paths), lm.preprocess, shape, decode_min_side(lm, shape)),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
@@ -327,15 +365,16 @@ def iter_image_batches(
     model = inference_model(lm)
     batches = iter(loader) if workers else _in_background(loader)
     done = 0
+    layout = torch.channels_last if plan.channels_last else torch.contiguous_format
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), _intra_op_threads(plan.threads or torch.get_num_threads()):
             for indices, images, reasons in batches:
                 reporter.check_cancelled()
                 ok = [j for j, reason in enumerate(reasons) if not reason]
                 out = np.zeros((len(indices), lm.embed_dim), dtype=np.float32)
                 if ok:
                     x = images if len(ok) == len(reasons) else images[ok]
-                    x = x.to(lm.device, dtype=lm.dtype, non_blocking=True)
+                    x = x.to(lm.device, dtype=lm.dtype, non_blocking=True).contiguous(memory_format=layout)
                     out[ok] = _normalized(model.encode_image(x))
                 failed = [(int(indices[j]), reason) for j, reason in enumerate(reasons) if reason]
                 for index, reason in failed:
@@ -352,7 +391,7 @@ def iter_image_batches(
 def encode_images(
     lm: LoadedModel,
     paths: list[Path],
-    batch_size: int = 64,
+    batch_size: int | None = None,
     workers: int | None = None,
     reporter: Reporter | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
