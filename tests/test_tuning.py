@@ -119,3 +119,13 @@ def test_draft_decode_keeps_the_output_size(tmp_path: Path, tiny32: LoadedModel)
 def test_draft_only_in_the_fast_formats(tiny32: LoadedModel, tiny_bf16: LoadedModel) -> None:
     assert decode_min_side(tiny32, (3, 64, 64)) is None
     assert decode_min_side(tiny_bf16, (3, 64, 64)) == 64
+
+
+def test_split_preprocessing_is_bit_identical(tmp_path: Path, tiny32: LoadedModel) -> None:
+    from core.embed.engine import _SplitPreprocess
+
+    split = _SplitPreprocess(tiny32.preprocess)
+    assert split.split  # open_clip's Compose ends in ToTensor + Normalize
+    images = [load_rgb(p) for p in _photos(tmp_path, 3, (300, 200))]
+    batch = split.finish(torch.stack([split(im) for im in images]))
+    assert torch.equal(batch, torch.stack([tiny32.preprocess(im) for im in images]))
