@@ -383,6 +383,18 @@ def save(label: str, result: dict[str, Any]) -> None:
         everything = {}
     everything.setdefault("benchmark", __doc__.splitlines()[0])
     everything.setdefault("models", {})[label] = result
+    e2e, mo = result["end_to_end"], result["model_only"]
+    everything.setdefault("history", []).append(  # every run's headline, the latest in full under models
+        {
+            "model": label,
+            "timestamp": result["timestamp"],
+            "commit": result["commit"],
+            "cpu": result["machine"]["cpu"],
+            "load_average_1min": result["load_average_1min"],
+            "images_per_s": {k: e2e[k]["images_per_s"] for k in ("naive_fp32", "engine_fp32", "engine_fast")},
+            "model_only_images_per_s": {k: v["images_per_s"] for k, v in mo.items() if "images_per_s" in v},
+        }
+    )
     write_json(out, everything)
     plot(everything, reports_dir() / "throughput.png")
     e2e = result["end_to_end"]

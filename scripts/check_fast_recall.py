@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import commit, flickr8k_dataset, machine_info  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
+from core.data.records import load_dataset  # noqa: E402
 from core.embed.cache import split_embeddings  # noqa: E402
 from core.evaluation.recall import recall_metrics  # noqa: E402
 from core.models.loading import load_model  # noqa: E402
@@ -70,10 +71,12 @@ def one_model(name: str, dataset: Any, split: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", required=True)
-    parser.add_argument("--dataset", default="flickr8k")
+    parser.add_argument(
+        "--dataset", default="flickr8k", help="flickr8k, or a prepared dataset's name or folder"
+    )
     parser.add_argument("--split", default="test")
     args = parser.parse_args()
-    dataset = flickr8k_dataset(args.dataset)
+    dataset = flickr8k_dataset() if args.dataset == "flickr8k" else load_dataset(args.dataset)
     target = results_dir() / "fast_recall.json"
     try:
         everything = json.loads(target.read_text())
@@ -84,7 +87,7 @@ def main() -> None:
         label = Path(name).name
         everything["models"][label] = {
             **result,
-            "dataset": f"{args.dataset} {args.split}",
+            "dataset": f"{dataset.name} {args.split}",
             "machine": machine_info(),
             "commit": commit(),
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
