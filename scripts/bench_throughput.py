@@ -392,7 +392,9 @@ def save(label: str, result: dict[str, Any]) -> None:
             "cpu": result["machine"]["cpu"],
             "load_average_1min": result["load_average_1min"],
             "images_per_s": {k: e2e[k]["images_per_s"] for k in ("naive_fp32", "engine_fp32", "engine_fast")},
-            "model_only_images_per_s": {k: v["images_per_s"] for k, v in mo.items() if isinstance(v, dict) and "images_per_s" in v},
+            "model_only_images_per_s": {
+                k: v["images_per_s"] for k, v in mo.items() if isinstance(v, dict) and "images_per_s" in v
+            },
         }
     )
     write_json(out, everything)
