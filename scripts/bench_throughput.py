@@ -75,8 +75,10 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, reps: int = 6) -> float:
 
 
 def gflop_per_image(lm: LoadedModel, x: torch.Tensor) -> float:
+    """Multiply-adds x 2 of one image. Grad stays on: under no_grad nn.MultiheadAttention takes its fused
+    fast path, which the counter does not see (ViT-B-32 would count 5.9 instead of 8.7 GFLOP)."""
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
+    with counter:
         lm.model.encode_image(x[:1])
     return counter.get_total_flops() / 1e9
 
