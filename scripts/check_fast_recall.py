@@ -23,6 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np  # noqa: E402
 from benchlib import commit, flickr8k_dataset, machine_info  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
@@ -37,11 +38,11 @@ KS = (1, 5, 10)
 
 def one_model(name: str, dataset: Any, split: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    metrics = {}
+    metrics, embeddings = {}, {}
     for precision in ("fp32", "fast"):
         lm = load_model(name, device="cpu", precision=precision)
         t0, c0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()[0]
-        emb = split_embeddings(lm, dataset, split)
+        emb = embeddings[precision] = split_embeddings(lm, dataset, split)
         metrics[precision] = recall_metrics(emb.image_emb, emb.caption_emb, emb.caption_image, KS)
         out[precision] = {
             "format": lm.precision,
@@ -63,9 +64,30 @@ def one_model(name: str, dataset: Any, split: str) -> dict[str, Any]:
         for k in KS
     }
     out["fast_minus_fp32_points"] = diffs
+    out["per_tower"] = per_tower(embeddings["fp32"], embeddings["fast"])
     out["max_abs_difference_points"] = max(abs(v) for v in diffs.values())
     out["goal_points"] = 0.2
     return out
+
+
+def per_tower(exact: Any, fast: Any) -> dict[str, Any]:
+    """Which tower moves the ranking: each tower's cosine to its fp32 embeddings, and R@K with only that
+    tower in the fast format."""
+
+    def cosine(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+        c = np.einsum("nd,nd->n", a, b)
+        return {"min": round(float(c.min()), 6), "mean": round(float(c.mean()), 6)}
+
+    def rounded(m: dict[str, Any]) -> dict[str, list[float]]:
+        return {d: [round(m[d][f"R@{k}"], 2) for k in KS] for d in m}
+
+    ci = exact.caption_image
+    return {
+        "image_cosine_fast_vs_fp32": cosine(exact.image_emb, fast.image_emb),
+        "caption_cosine_fast_vs_fp32": cosine(exact.caption_emb, fast.caption_emb),
+        "recall_fast_images_only": rounded(recall_metrics(fast.image_emb, exact.caption_emb, ci, KS)),
+        "recall_fast_captions_only": rounded(recall_metrics(exact.image_emb, fast.caption_emb, ci, KS)),
+    }
 
 
 def main() -> None:
