@@ -125,16 +125,19 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
+def load_rgb(path: str | os.PathLike[str], min_side: int | None = None) -> Image.Image:
     """Load an image as RGB, rotated per its EXIF orientation; alpha is composited on white.
 
+    ``min_side``: a JPEG may be decoded at a reduced scale (libjpeg's DCT scaling, 1/2 to 1/8, via
+    Pillow's ``draft``) as long as its short side keeps at least ``min_side`` pixels: a 4000x3000 photo
+    for a 224-px model decodes at 500x375, several times faster. Other formats decode at full size.
     Raises :class:`ImageLoadError` naming the file and the reason when it cannot be decoded.
     """
     path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _load_rgb(path)
+            return _load_rgb(path, min_side=min_side)
     except FileNotFoundError as exc:
         raise ImageLoadError(f"{path}: no such file") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -162,13 +165,23 @@ def load_rgb_bytes(data: bytes, name: str = "upload") -> Image.Image:
         raise ImageLoadError(f"{name}: cannot decode ({exc})") from exc
 
 
-def _load_rgb(path: Path | io.BytesIO, name: str | None = None) -> Image.Image:
+def draft_size(size: tuple[int, int], min_side: int) -> tuple[int, int]:
+    """The size to ask ``Image.draft`` for so that the decoded short side keeps ``min_side`` pixels."""
+    short = min(size)
+    if short <= min_side:
+        return size
+    return (-(-size[0] * min_side // short), -(-size[1] * min_side // short))
+
+
+def _load_rgb(path: Path | io.BytesIO, name: str | None = None, min_side: int | None = None) -> Image.Image:
     with Image.open(path) as im:
         if _too_many_pixels(im.size):
             raise ImageLoadError(
                 f"{name or path}: {im.size[0]}x{im.size[1]} pixels exceeds the limit of {Image.MAX_IMAGE_PIXELS} "
                 "(the same decompression-bomb guard as prepare)"
             )
+        if min_side is not None and im.format == "JPEG" and min(im.size) >= 2 * min_side:
+            im.draft("RGB", draft_size(im.size, min_side))
         im.load()
         oriented = ImageOps.exif_transpose(im)
         rgb = _to_rgb(oriented)

@@ -3,7 +3,10 @@
 Images: a DataLoader decodes (``core.data.images.load_rgb``) and preprocesses while the model runs: in
 ``workers`` spawned processes, or with ``workers=0`` in one background thread (the CPU default: on a
 2-core machine the model is the bottleneck and a spawned worker costs seconds to start). An image that
-fails to decode gives a zero row and is listed, never an exception.
+fails to decode gives a zero row and is listed, never an exception. On the CPU the intra-op threads, the
+batch size (when the caller gives none) and the input layout come from a short per-machine probe
+(:mod:`core.embed.tuning`). In the fast formats JPEGs are decoded at a reduced scale when the model's input
+is at most half their short side (``draft``); fp32 decodes at full size, so it stays the exact mode.
 
 Texts: all captions are tokenized, sorted by token length and batched; each batch runs the text
 transformer only up to its longest caption. For CLIP's causal text tower this is exact (position i attends
@@ -38,9 +41,11 @@ from open_clip.transformer import TextTransformer, text_global_pool
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import Normalize, ToTensor
 
 from core.data.images import load_rgb
 from core.embed.packed import pack_for_cpu, packing_available
+from core.embed.tuning import DEFAULT_PLAN, PROBE_MIN_IMAGES, ImagePlan, image_plan
 from core.errors import CapsearchError
 from core.models.checkpoint import ClipModel
 from core.models.loading import LoadedModel
@@ -82,6 +87,8 @@ def inference_model(lm: LoadedModel) -> ClipModel:
         return cached.model
     params = list(lm.model.parameters())
     cast = copy.deepcopy(lm.model).to(lm.dtype).eval()
+    if lm.device.type == "cpu":  # convolutions in oneDNN's preferred layout; changes no value of a linear
+        cast = cast.to(memory_format=torch.channels_last)
     if PACK_CPU_BF16 and lm.device.type == "cpu" and lm.dtype == torch.bfloat16 and packing_available():
         cast = pack_for_cpu(cast)
     _INFERENCE_COPIES[lm.model] = _InferenceCopy(params, _weights_key(params, lm.dtype), cast)
@@ -223,25 +230,74 @@ def encode_text_queries(lm: LoadedModel, texts: list[str]) -> np.ndarray:
 
 
 # -- images -------------------------------------------------------------------------------------------------
-class _ImageFiles(Dataset):
-    """Decoded, preprocessed images; a failure yields a zero tensor and its reason (never raises)."""
+class _SplitPreprocess:
+    """An open_clip preprocessing split in two: the PIL steps (resize, crop) to a uint8 CHW tensor in the
+    decode thread or worker, and ``ToTensor``'s scaling plus ``Normalize`` on the whole batch in the model's
+    thread. Bit-identical to the one-image pipeline (the same float ops in the same order), and no small
+    per-image torch ops in the decode thread: run on all intra-op threads beside the model's, they made
+    decoding some 20x slower on a loaded 2-core machine (``bench_throughput.json``, decode alone)."""
 
-    def __init__(self, paths: list[Path], transform: Callable[..., torch.Tensor], shape: tuple[int, ...]):
+    def __init__(self, preprocess: Callable[..., torch.Tensor]) -> None:
+        steps = list(getattr(preprocess, "transforms", []))
+        self.split = len(steps) >= 2 and isinstance(steps[-2], ToTensor) and isinstance(steps[-1], Normalize)
+        self.pil_steps = steps[:-2] if self.split else [preprocess]
+        if self.split:
+            norm = steps[-1]
+            self.mean = torch.as_tensor(norm.mean, dtype=torch.float32).view(1, -1, 1, 1)
+            self.std = torch.as_tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """One image: uint8 CHW (split) or the full preprocessing's float tensor."""
+        out: Any = image
+        for step in self.pil_steps:
+            out = step(out)
+        if not self.split:
+            return out
+        pixels = np.asarray(out.convert("RGB") if out.mode != "RGB" else out, dtype=np.uint8)
+        return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
+
+    def finish(self, batch: torch.Tensor) -> torch.Tensor:
+        """A batch of :meth:`__call__` outputs as the model's float input."""
+        if not self.split:
+            return batch
+        return (
+            batch.to(torch.float32).div(255).sub_(self.mean.to(batch.device)).div_(self.std.to(batch.device))
+        )
+
+
+class _ImageFiles(Dataset):
+    """Decoded, preprocessed images; a failure yields a zero tensor and its reason (never raises).
+
+    ``min_side``: decode JPEGs at a reduced scale that keeps at least this many pixels on the short side
+    (see :func:`core.data.images.load_rgb`); None decodes at full size."""
+
+    def __init__(
+        self,
+        paths: list[Path],
+        transform: _SplitPreprocess,
+        shape: tuple[int, ...],
+        min_side: int | None = None,
+    ):
         self.paths = paths
         self.transform = transform
         self.shape = shape
+        self.min_side = min_side
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor, str]:
         try:
-            return i, self.transform(load_rgb(self.paths[i])), ""
+            return i, self.transform(load_rgb(self.paths[i], min_side=self.min_side)), ""
         except CapsearchError as exc:
             reason = exc.message
         except Exception as exc:  # any decoder/transform failure of one file must not stop the run
             reason = f"{type(exc).__name__}: {exc}"
-        return i, torch.zeros(self.shape), reason
+        return (
+            i,
+            torch.zeros(self.shape, dtype=torch.uint8 if self.transform.split else torch.float32),
+            reason,
+        )
 
 
 @dataclass
@@ -302,21 +358,44 @@ def _input_shape(lm: LoadedModel) -> tuple[int, ...]:
     return tuple(lm.preprocess(Image.new("RGB", (8, 8))).shape)
 
 
+def decode_min_side(lm: LoadedModel, shape: tuple[int, ...]) -> int | None:
+    """The short side JPEGs may be decoded down to: the input's larger side in the fast formats (the
+    preprocessing resizes below it anyway), None (full decode, pixels as the naive loop's) in fp32."""
+    return None if lm.precision == "fp32" or len(shape) != 3 else max(shape[1:])
+
+
+def engine_plan(lm: LoadedModel, probe: bool = True) -> ImagePlan:
+    """Threads, batch size and input layout of ``lm``'s image tower on this machine
+    (:mod:`core.embed.tuning`: probed once per machine, model and format, then cached; ``probe`` False:
+    the cached plan or the default, never a probe)."""
+    if lm.device.type != "cpu":
+        return DEFAULT_PLAN
+    model = inference_model(lm)
+    shape = _input_shape(lm)
+    key = f"{lm.model_id}|{lm.precision}|{'x'.join(map(str, shape))}|packed={PACK_CPU_BF16}"
+    return image_plan(key, model.encode_image, shape, lm.dtype, probe)
+
+
 def iter_image_batches(
     lm: LoadedModel,
     paths: list[Path],
-    batch_size: int = 64,
+    batch_size: int | None = None,
     workers: int | None = None,
     reporter: Reporter | None = None,
 ) -> Iterator[ImageBatch]:
-    """Encode ``paths`` batch by batch, in order, decoding ahead of the model; see the module docstring."""
+    """Encode ``paths`` batch by batch, in order, decoding ahead of the model; see the module docstring.
+    ``batch_size`` None: the machine's probed batch (:func:`engine_plan`)."""
     reporter = ensure(reporter)
     if not paths:
         return
+    plan = engine_plan(lm, probe=len(paths) >= PROBE_MIN_IMAGES)
+    batch_size = batch_size or plan.batch_size
     if workers is None:  # a spawned worker costs seconds to start: none for a single batch
         workers = min(default_workers(lm.device), (len(paths) - 1) // batch_size)
+    shape = _input_shape(lm)
+    preprocess = _SplitPreprocess(lm.preprocess)
     loader = DataLoader(
-        _ImageFiles(list(paths), lm.preprocess, _input_shape(lm)),
+        _ImageFiles(list(paths), preprocess, shape, decode_min_side(lm, shape)),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
@@ -327,15 +406,17 @@ def iter_image_batches(
     model = inference_model(lm)
     batches = iter(loader) if workers else _in_background(loader)
     done = 0
+    layout = torch.channels_last if plan.channels_last else torch.contiguous_format
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), _intra_op_threads(plan.threads or torch.get_num_threads()):
             for indices, images, reasons in batches:
                 reporter.check_cancelled()
                 ok = [j for j, reason in enumerate(reasons) if not reason]
                 out = np.zeros((len(indices), lm.embed_dim), dtype=np.float32)
                 if ok:
                     x = images if len(ok) == len(reasons) else images[ok]
-                    x = x.to(lm.device, dtype=lm.dtype, non_blocking=True)
+                    x = preprocess.finish(x.to(lm.device, non_blocking=True))
+                    x = x.to(lm.dtype).contiguous(memory_format=layout)
                     out[ok] = _normalized(model.encode_image(x))
                 failed = [(int(indices[j]), reason) for j, reason in enumerate(reasons) if reason]
                 for index, reason in failed:
@@ -352,7 +433,7 @@ def iter_image_batches(
 def encode_images(
     lm: LoadedModel,
     paths: list[Path],
-    batch_size: int = 64,
+    batch_size: int | None = None,
     workers: int | None = None,
     reporter: Reporter | None = None,
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:

@@ -1,0 +1,182 @@
+"""Per-machine settings of the image engine on the CPU, chosen by a short probe and cached.
+
+The fastest intra-op thread count, image batch size and input memory layout depend on the CPU (AMX or
+AVX512-BF16 or neither, core count), on the model and on its number format. :func:`image_plan` times a
+few forward passes of synthetic images once per machine, model and format (a few seconds; the fp32
+ViT-B-32 takes longest; only for a run of at least :data:`PROBE_MIN_IMAGES` images, so that a small job
+never waits for it) and keeps the winner in ``<artifacts>/cache/engine_probe/<machine>.json``
+(written atomically under a lock, so concurrent probes never corrupt it). ``$CAPSEARCH_PROBE=0`` skips
+the probe and uses :data:`DEFAULT_PLAN`. Accelerators skip it too (their batch is the caller's).
+
+The exact fp32 mode only gets a thread count and batch size (which do not change any value); the input
+layout is probed for the fast formats only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.atomic import write_json
+from core.locks import exclusive
+from core.paths import artifacts_root
+
+PROBE_ENV = "CAPSEARCH_PROBE"
+PROBE_VERSION = 1
+BATCH_SIZES = (16, 32, 64)
+# A batch size is only probed when one batch is predicted to take at most this long.
+MAX_PROBE_BATCH_S = 1.5
+# Runs of fewer images than this use a cached plan when there is one and never start a probe.
+PROBE_MIN_IMAGES = 256
+# A larger batch or another setting must beat the current one by this factor to be chosen (timing noise).
+MARGIN = 1.05
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """How the engine runs an image tower on this machine, and the images/s the probe measured."""
+
+    batch_size: int
+    threads: int
+    channels_last: bool
+    images_per_s: float = 0.0
+    probed: bool = False
+
+
+DEFAULT_PLAN = ImagePlan(batch_size=64, threads=0, channels_last=False)  # threads 0: leave torch's
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_key() -> str:
+    """What a probe result depends on besides the model: CPU model, cores, bf16 support, torch."""
+    parts = [
+        _cpu_model(),
+        str(os.cpu_count()),
+        str(torch.get_num_threads()),
+        str(torch.cpu._is_avx512_bf16_supported()),
+        str(torch.cpu._is_amx_tile_supported()),
+        torch.__version__,
+        str(PROBE_VERSION),
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def probe_file() -> Path:
+    """The probe cache of this machine under the artifacts root."""
+    return artifacts_root() / "cache" / "engine_probe" / f"{machine_key()}.json"
+
+
+def _read_plans(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    plans = data.get("plans") if isinstance(data, dict) else None
+    return plans if isinstance(plans, dict) else {}
+
+
+def _plan_of(entry: Any) -> ImagePlan | None:
+    if not isinstance(entry, dict):
+        return None
+    try:
+        plan = ImagePlan(
+            batch_size=int(entry["batch_size"]),
+            threads=int(entry["threads"]),
+            channels_last=bool(entry["channels_last"]),
+            images_per_s=float(entry.get("images_per_s", 0.0)),
+            probed=True,
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return plan if plan.batch_size > 0 and plan.threads > 0 else None
+
+
+def _seconds(run: Callable[[], object]) -> float:
+    run()  # warm-up: oneDNN builds its primitives for a new shape on the first call
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def _rate(encode: Callable[[torch.Tensor], object], x: torch.Tensor, threads: int) -> float:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            return x.shape[0] / _seconds(lambda: encode(x))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def probe_images(
+    encode: Callable[[torch.Tensor], object],
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    layouts: bool,
+) -> ImagePlan:
+    """Time ``encode`` on random images: 1 thread against all at batch 16, then larger batches, then
+    (``layouts``) a channels-last input; each setting must win by :data:`MARGIN`."""
+    threads_all = max(1, torch.get_num_threads())
+
+    def images(n: int, channels_last: bool = False) -> torch.Tensor:
+        x = torch.randn(n, *shape).to(dtype)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+    first = images(BATCH_SIZES[0])
+    rates = {t: _rate(encode, first, t) for t in sorted({1, threads_all})}
+    threads = max(rates, key=lambda t: rates[t] * (MARGIN if t == threads_all else 1.0))
+    plan = ImagePlan(BATCH_SIZES[0], threads, False, rates[threads], True)
+    for size in BATCH_SIZES[1:]:
+        if size / plan.images_per_s > MAX_PROBE_BATCH_S:
+            break
+        rate = _rate(encode, images(size), threads)
+        if rate > plan.images_per_s * MARGIN:
+            plan = replace(plan, batch_size=size, images_per_s=rate)
+    if layouts and len(shape) == 3:
+        rate = _rate(encode, images(plan.batch_size, True), threads)
+        if rate > plan.images_per_s * MARGIN:
+            plan = replace(plan, channels_last=True, images_per_s=rate)
+    return replace(plan, images_per_s=round(plan.images_per_s, 2))
+
+
+def image_plan(
+    key: str,
+    encode: Callable[[torch.Tensor], object],
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    probe: bool = True,
+) -> ImagePlan:
+    """The cached plan for ``key`` (model id, format and input shape) on this machine; when there is none,
+    probed (``probe``) or :data:`DEFAULT_PLAN`."""
+    if os.environ.get(PROBE_ENV, "1").strip() == "0":
+        return DEFAULT_PLAN
+    path = probe_file()
+    cached = _plan_of(_read_plans(path).get(key))
+    if cached is not None:
+        return cached
+    if not probe:
+        return DEFAULT_PLAN
+    plan = probe_images(encode, shape, dtype, layouts=dtype != torch.float32)
+    with exclusive(path.parent):
+        plans = _read_plans(path)
+        plans[key] = {k: v for k, v in asdict(plan).items() if k != "probed"}
+        write_json(path, {"machine": _cpu_model(), "torch": torch.__version__, "plans": plans})
+    return plan

@@ -1,0 +1,459 @@
+"""Image (and caption) throughput near the CPU's limit: every backend on the same images, one model per run.
+
+For one model (``--model``: ViT-B-32 random init, a compact config, or a trained checkpoint dir), in one
+process on the same Flickr8k test images:
+
+* end to end (decode + preprocess + encode): the naive open_clip loop in fp32 (PIL in the main thread,
+  ``encode_image`` on batches of 32 under no_grad), the engine in fp32 (exact) and in the fast mode, timed
+  in the order naive, fp32, fast, fast, fp32, naive and averaged per side (this machine is shared);
+* model only, on one batch of preprocessed images: torch fp32, torch fast (the engine's copy), ONNX Runtime
+  fp32 (all graph optimisations, ``--threads`` intra-op threads), OpenVINO fp32 and bf16 (throughput
+  hint, ``--threads``); the ONNX graph is exported from the loaded model;
+* decode alone: PIL decode, decode + preprocess, simplejpeg where installed, and a 4032x3024 JPEG decoded
+  fully against Pillow's ``draft`` (what the fast mode uses);
+* spawned decode workers (0 = one background thread) for the fast engine, start-up included;
+* the roofline: large fp32 and bf16 matmuls' GFLOP/s on this machine against the GFLOP/s each path
+  achieves (the model's FLOPs per image counted by torch's FlopCounterMode);
+* captions (``--captions``): the naive loop at the full context against the engine, fp32 and fast.
+
+Usage: flock /work/bench.lock .venv/bin/python scripts/bench_throughput.py --model ViT-B-32 [--images 200]
+Merges the model's entry into artifacts/results/bench_throughput.json and redraws
+artifacts/reports/throughput.png from every entry in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_embedding import agreement, flickr8k_test, naive_images, naive_texts  # noqa: E402
+from benchlib import FLICKR8K, commit, machine_info  # noqa: E402
+
+from core.atomic import write_json  # noqa: E402
+from core.data.images import load_rgb  # noqa: E402
+from core.embed.engine import _SplitPreprocess, encode_images, encode_texts, engine_plan, inference_model  # noqa: E402
+from core.embed.tuning import probe_file  # noqa: E402
+from core.models.loading import LoadedModel, load_model  # noqa: E402
+from core.paths import reports_dir, results_dir  # noqa: E402
+
+RESULTS = "bench_throughput.json"
+
+
+def clock(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """``fn()``, its wall seconds and this process's CPU seconds."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    value = fn()
+    return value, time.perf_counter() - t0, time.process_time() - c0
+
+
+def best_rate(run: Callable[[], object], items: int, reps: int = 3) -> float:
+    """Items per second of ``run`` (one warm-up call, then the best of ``reps``)."""
+    run()
+    return items / min(clock(run)[1] for _ in range(reps))
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, reps: int = 6) -> float:
+    """GFLOP/s of a ``size``-square matmul on all intra-op threads."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    return best_rate(lambda: a @ b, 1, reps) * 2 * size**3 / 1e9
+
+
+def gflop_per_image(lm: LoadedModel, x: torch.Tensor) -> float:
+    """Multiply-adds x 2 of one image. Grad stays on: under no_grad nn.MultiheadAttention takes its fused
+    fast path, which the counter does not see (ViT-B-32 would count 5.9 instead of 8.7 GFLOP)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        lm.model.encode_image(x[:1])
+    return counter.get_total_flops() / 1e9
+
+
+def decode_alone(lm: LoadedModel, paths: list[Path], min_side: int) -> dict[str, Any]:
+    """Images per second of decoding alone (one process), and of full against draft decoding of a
+    4032x3024 JPEG made from the first image."""
+    sample = paths[:50]
+    out: dict[str, Any] = {"images": len(sample), "process": "one, in the main thread"}
+    out["pil_decode_per_s"] = round(best_rate(lambda: [load_rgb(p) for p in sample], len(sample), 2), 1)
+    out["pil_decode_preprocess_per_s"] = round(
+        best_rate(lambda: [lm.preprocess(load_rgb(p)) for p in sample], len(sample), 2), 1
+    )
+    split = _SplitPreprocess(lm.preprocess)  # what the engine's decode thread runs: PIL steps to uint8
+    out["engine_decode_thread_per_s"] = round(
+        best_rate(lambda: [split(load_rgb(p)) for p in sample], len(sample), 2), 1
+    )
+    try:
+        import simplejpeg
+
+        blobs = [p.read_bytes() for p in sample]
+        out["simplejpeg_decode_per_s"] = round(
+            best_rate(lambda: [simplejpeg.decode_jpeg(b) for b in blobs], len(sample), 2), 1
+        )
+    except ImportError:
+        out["simplejpeg_decode_per_s"] = None
+    big = Image.open(paths[0]).convert("RGB").resize((4032, 3024), Image.Resampling.BICUBIC)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.jpg"
+        big.save(path, quality=90)
+        full = best_rate(lambda: lm.preprocess(load_rgb(path)), 1)
+        draft = best_rate(lambda: lm.preprocess(load_rgb(path, min_side=min_side)), 1)
+        a, b = lm.preprocess(load_rgb(path)), lm.preprocess(load_rgb(path, min_side=min_side))
+    out["photo_4032x3024"] = {
+        "full_decode_preprocess_per_s": round(full, 2),
+        "draft_decode_preprocess_per_s": round(draft, 2),
+        "speedup": round(draft / full, 2),
+        "preprocessed_max_abs_diff": round(float((a - b).abs().max()), 4),
+        "preprocessed_mean_abs_diff": round(float((a - b).abs().mean()), 4),
+        "draft_min_side": min_side,
+    }
+    return out
+
+
+class _ImageOnly(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(x)
+
+
+def export_onnx(lm: LoadedModel, x: torch.Tensor, folder: Path) -> Path:
+    path = folder / "image_tower.onnx"
+    with torch.no_grad():  # timm towers keep requires_grad on their weights; the exporter refuses those
+        _export(lm, x, path)
+    return path
+
+
+def _export(lm: LoadedModel, x: torch.Tensor, path: Path) -> None:
+    torch.onnx.export(
+        _ImageOnly(lm.model).eval(),
+        x[:2],
+        str(path),
+        input_names=["image"],
+        output_names=["embedding"],
+        dynamic_axes={"image": {0: "n"}, "embedding": {0: "n"}},
+        opset_version=17,
+        dynamo=False,
+    )
+
+
+def onnxruntime_rate(path: Path, x: np.ndarray, threads: int, reference: np.ndarray) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    out = session.run(None, {"image": x})[0]
+    rate = best_rate(lambda: session.run(None, {"image": x}), len(x))
+    return {"images_per_s": round(rate, 2), "version": ort.__version__, **_close(out, reference)}
+
+
+def openvino_rate(
+    path: Path, x: np.ndarray, threads: int, hint: str, reference: np.ndarray
+) -> dict[str, Any]:
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(
+        core.read_model(str(path)),
+        "CPU",
+        {
+            "PERFORMANCE_HINT": "THROUGHPUT",
+            "INFERENCE_PRECISION_HINT": hint,
+            "INFERENCE_NUM_THREADS": str(threads),
+        },
+    )
+    requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    queue = ov.AsyncInferQueue(compiled, requests)
+    chunks = np.array_split(x, requests)  # one slice per stream, as the throughput hint intends
+
+    def run() -> None:
+        for chunk in chunks:
+            queue.start_async({0: chunk})
+        queue.wait_all()
+
+    out = compiled.create_infer_request().infer({0: x})[0]
+    rate = best_rate(run, len(x))
+    return {
+        "images_per_s": round(rate, 2),
+        "version": ov.__version__,
+        "precision_hint": hint,
+        "streams": requests,
+        "bf16_supported": "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"),
+        **_close(out, reference),
+    }
+
+
+def _close(out: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    a = out / np.linalg.norm(out, axis=1, keepdims=True)
+    b = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    return {"min_cosine_to_torch_fp32": round(float(np.einsum("nd,nd->n", a, b).min()), 6)}
+
+
+def model_only(lm32: LoadedModel, fast: LoadedModel, x: torch.Tensor, threads: int) -> dict[str, Any]:
+    """Images/s of each backend on the same preprocessed batch ``x`` (no decoding)."""
+    plan32, plan_fast = engine_plan(lm32), engine_plan(fast)
+    copy_fast = inference_model(fast)
+    layout = torch.channels_last if plan_fast.channels_last else torch.contiguous_format
+    xf = x.to(fast.dtype).contiguous(memory_format=layout)
+    with torch.inference_mode():
+        torch.set_num_threads(plan32.threads or threads)
+        reference = lm32.model.encode_image(x).numpy()
+        out: dict[str, Any] = {
+            "batch": len(x),
+            "torch_fp32": {"images_per_s": round(best_rate(lambda: lm32.model.encode_image(x), len(x)), 2)},
+        }
+        torch.set_num_threads(plan_fast.threads or threads)
+        fast_out = copy_fast.encode_image(xf).float().numpy()
+        out["torch_fast"] = {
+            "images_per_s": round(best_rate(lambda: copy_fast.encode_image(xf), len(x)), 2),
+            "format": fast.precision,
+            **_close(fast_out, reference),
+        }
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        try:
+            path = export_onnx(lm32, x, Path(tmp))
+        except Exception as exc:  # a tower the exporter cannot trace: report it, keep the torch figures
+            for name in ("onnxruntime_fp32", "openvino_fp32", "openvino_bf16"):
+                out[name] = {"skipped": f"ONNX export failed: {type(exc).__name__}: {str(exc)[:200]}"}
+            return out
+        out["onnx_export_s"] = round(time.perf_counter() - t0, 1)
+        xn = x.numpy()
+        for name, run in (
+            ("onnxruntime_fp32", lambda: onnxruntime_rate(path, xn, threads, reference)),
+            ("openvino_fp32", lambda: openvino_rate(path, xn, threads, "f32", reference)),
+            ("openvino_bf16", lambda: openvino_rate(path, xn, threads, "bf16", reference)),
+        ):
+            try:
+                out[name] = run()
+            except ImportError as exc:
+                out[name] = {"skipped": f"not installed ({exc.name}); pip install capsearch[bench]"}
+    out["onnxruntime_fast"] = {
+        "skipped": "ONNX Runtime's CPU provider has no bf16 GEMM kernels on x86 (its bf16 fast-math is "
+        "for Arm); int8 quantisation would change the model, so it is not a like-for-like fast mode"
+    }
+    return out
+
+
+def end_to_end(lm32: LoadedModel, fast: LoadedModel, paths: list[Path]) -> dict[str, Any]:
+    """Naive fp32 loop, engine fp32 and engine fast on the same files, in the order ABCCBA."""
+    runs: dict[str, list[tuple[float, float]]] = {"naive_fp32": [], "engine_fp32": [], "engine_fast": []}
+    sides = {
+        "naive_fp32": lambda: naive_images(lm32, paths, 32)[0],
+        "engine_fp32": lambda: encode_images(lm32, paths)[0],
+        "engine_fast": lambda: encode_images(fast, paths)[0],
+    }
+    naive_images(lm32, paths[:8], 32), encode_images(lm32, paths[:8]), encode_images(fast, paths[:8])  # warm
+    embeddings: dict[str, np.ndarray] = {}
+    for name in [*sides, *reversed(sides)]:
+        embeddings[name], wall, cpu = clock(sides[name])
+        runs[name].append((wall, cpu))
+    out: dict[str, Any] = {"images": len(paths)}
+    for name, timings in runs.items():
+        wall = sum(t[0] for t in timings) / len(timings)
+        out[name] = {
+            "images_per_s": round(len(paths) / wall, 2),
+            "seconds": [round(t[0], 2) for t in timings],
+            "cpu_seconds": [round(t[1], 2) for t in timings],
+        }
+    naive = out["naive_fp32"]["images_per_s"]
+    out["ratios_to_naive"] = {
+        k: round(out[k]["images_per_s"] / naive, 2) for k in ("engine_fp32", "engine_fast")
+    }
+    out["engine_fast_vs_naive"] = agreement(embeddings["engine_fast"], embeddings["naive_fp32"])
+    out["engine_fp32_vs_naive"] = agreement(embeddings["engine_fp32"], embeddings["naive_fp32"])
+    return out
+
+
+def workers(fast: LoadedModel, paths: list[Path], counts: tuple[int, ...]) -> dict[str, Any]:
+    """The fast engine with each number of spawned decode workers (0: a background thread)."""
+    out = {}
+    for n in counts:
+        _, wall, cpu = clock(lambda n=n: encode_images(fast, paths, workers=n))
+        out[str(n)] = {
+            "images_per_s": round(len(paths) / wall, 2),
+            "seconds": round(wall, 2),
+            "cpu_s": round(cpu, 2),
+        }
+    return out
+
+
+def captions(lm32: LoadedModel, fast: LoadedModel, texts: list[str]) -> dict[str, Any]:
+    naive, naive_s, _ = clock(lambda: naive_texts(lm32, texts, 128))
+    exact, exact_s, _ = clock(lambda: encode_texts(lm32, texts, 128))
+    quick, fast_s, _ = clock(lambda: encode_texts(fast, texts, 128))
+    n = len(texts)
+    return {
+        "captions": n,
+        "naive_fp32_per_s": round(n / naive_s, 2),
+        "engine_fp32_per_s": round(n / exact_s, 2),
+        "engine_fast_per_s": round(n / fast_s, 2),
+        "ratios_to_naive": {
+            "engine_fp32": round(naive_s / exact_s, 2),
+            "engine_fast": round(naive_s / fast_s, 2),
+        },
+        "engine_fast_vs_naive": agreement(quick, naive),
+        "engine_fp32_vs_naive": agreement(exact, naive),
+    }
+
+
+def roofline(result: dict[str, Any], gflop: float, peaks: dict[str, float]) -> dict[str, Any]:
+    """Achieved GFLOP/s of each path against the measured matmul peak of its precision."""
+    rows = {}
+    e2e, mo = result["end_to_end"], result["model_only"]
+    fast_peak = peaks["bf16"] if result["fast_format"] == "bf16" else peaks["fp32"]
+    for name, rate, peak in (
+        ("naive_fp32 (end to end)", e2e["naive_fp32"]["images_per_s"], peaks["fp32"]),
+        ("engine_fp32 (end to end)", e2e["engine_fp32"]["images_per_s"], peaks["fp32"]),
+        ("engine_fast (end to end)", e2e["engine_fast"]["images_per_s"], fast_peak),
+        ("torch_fp32 (model only)", mo["torch_fp32"]["images_per_s"], peaks["fp32"]),
+        ("torch_fast (model only)", mo["torch_fast"]["images_per_s"], fast_peak),
+    ):
+        achieved = rate * gflop
+        rows[name] = {"gflop_per_s": round(achieved, 1), "of_peak": round(achieved / peak, 3)}
+    return {"gflop_per_image": round(gflop, 3), "matmul_peak_gflop_per_s": peaks, "paths": rows}
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="ViT-B-32", help="open_clip/capsearch config or checkpoint dir")
+    parser.add_argument("--label", help="the entry's name in the results (default: the model's name)")
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--captions", type=int, default=0, help="captions to time (0: skip)")
+    parser.add_argument("--batch", type=int, default=32, help="the model-only batch")
+    parser.add_argument("--workers", type=int, nargs="*", default=[0, 1], help="decode workers to time")
+    parser.add_argument("--flickr8k", type=Path, default=FLICKR8K)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
+    threads = torch.get_num_threads()
+    info, load_start, cpu_start = machine_info(), os.getloadavg()[0], time.process_time()
+    t_start = time.perf_counter()
+    paths, texts = flickr8k_test(args.flickr8k, args.images, args.captions)
+    lm32 = load_model(args.model, device="cpu", precision="fp32")
+    fast = load_model(args.model, device="cpu", precision="fast")
+    plans = {"fp32": engine_plan(lm32).__dict__, "fast": engine_plan(fast).__dict__}
+    print(f"{args.model}: plans {plans}", file=sys.stderr)
+    x = torch.stack([lm32.preprocess(load_rgb(p)) for p in paths[: args.batch]])
+    peaks = {"fp32": round(matmul_peak(torch.float32), 1), "bf16": round(matmul_peak(torch.bfloat16), 1)}
+    result: dict[str, Any] = {
+        "model": args.model,
+        "model_id": lm32.model_id,
+        "fast_format": fast.precision,
+        "input_shape": list(x.shape[1:]),
+        "threads": threads,
+        "engine_plans": plans,
+        "probe_cache": str(probe_file().name),
+        "end_to_end": end_to_end(lm32, fast, paths),
+    }
+    result["model_only"] = model_only(lm32, fast, x, threads)
+    result["roofline"] = roofline(result, gflop_per_image(lm32, x), peaks)
+    result["decode_alone"] = decode_alone(lm32, paths, max(x.shape[2:]))
+    result["decode_workers"] = workers(fast, paths, tuple(args.workers))
+    if texts:
+        result["captions"] = captions(lm32, fast, texts)
+    result["machine"] = {
+        **info,
+        "cpu_flags_bf16": {
+            "avx512_bf16": torch.cpu._is_avx512_bf16_supported(),
+            "amx": torch.cpu._is_amx_tile_supported(),
+        },
+    }
+    result["load_average_1min"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
+    result["wall_s"] = round(time.perf_counter() - t_start, 1)
+    result["cpu_s"] = round(time.process_time() - cpu_start, 1)
+    result["commit"] = commit()
+    result["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    save(args.label or args.model.rstrip("/").split("/")[-1], result)
+
+
+def save(label: str, result: dict[str, Any]) -> None:
+    out = results_dir() / RESULTS
+    try:
+        everything = json.loads(out.read_text())
+    except (OSError, ValueError):
+        everything = {}
+    everything.setdefault("benchmark", __doc__.splitlines()[0])
+    everything.setdefault("models", {})[label] = result
+    e2e, mo = result["end_to_end"], result["model_only"]
+    everything.setdefault("history", []).append(  # every run's headline, the latest in full under models
+        {
+            "model": label,
+            "timestamp": result["timestamp"],
+            "commit": result["commit"],
+            "cpu": result["machine"]["cpu"],
+            "load_average_1min": result["load_average_1min"],
+            "images_per_s": {k: e2e[k]["images_per_s"] for k in ("naive_fp32", "engine_fp32", "engine_fast")},
+            "model_only_images_per_s": {
+                k: v["images_per_s"] for k, v in mo.items() if isinstance(v, dict) and "images_per_s" in v
+            },
+        }
+    )
+    write_json(out, everything)
+    plot(everything, reports_dir() / "throughput.png")
+    e2e = result["end_to_end"]
+    print(
+        f"{label} on {result['machine']['cpu']}: naive {e2e['naive_fp32']['images_per_s']}/s, engine fp32 "
+        f"{e2e['engine_fp32']['images_per_s']}/s, fast {e2e['engine_fast']['images_per_s']}/s "
+        f"({e2e['ratios_to_naive']['engine_fast']}x) -> {out}"
+    )
+
+
+def plot(everything: dict[str, Any], target: Path) -> None:
+    """One panel per model: images/s of every path (end to end and model only)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = everything["models"]
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.5), squeeze=False)
+    for ax, (label, r) in zip(axes[0], models.items(), strict=True):
+        bars = {
+            f"{k} e2e": v["images_per_s"]
+            for k, v in r["end_to_end"].items()
+            if isinstance(v, dict) and "images_per_s" in v
+        }
+        bars |= {
+            f"{k}": v["images_per_s"]
+            for k, v in r["model_only"].items()
+            if isinstance(v, dict) and "images_per_s" in v
+        }
+        ax.barh(list(bars), list(bars.values()), color=["#888" if "e2e" in k else "#3a7" for k in bars])
+        ax.set_title(
+            f"{label} ({r['fast_format']} fast)\n{r['machine']['cpu']}, load {r['load_average_1min'][0]}",
+            fontsize=9,
+        )
+        ax.set_xlabel("images/s")
+        ax.invert_yaxis()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from core.atomic import write_bytes
+
+    write_bytes(target, buffer.getvalue())
+
+
+if __name__ == "__main__":
+    main()

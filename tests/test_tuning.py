@@ -1,0 +1,131 @@
+"""The per-machine engine plan (probe, atomic cache, reuse), the fast image path and JPEG draft decoding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.data.images import draft_size, load_rgb
+from core.embed import tuning
+from core.embed.engine import decode_min_side, encode_images, engine_plan
+from core.models.loading import LoadedModel, load_model
+
+
+@pytest.fixture(scope="module")
+def tiny32() -> LoadedModel:
+    return load_model("capsearch-tiny", device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def tiny_bf16() -> LoadedModel:
+    return load_model("capsearch-tiny", device="cpu", precision="bf16")
+
+
+def _photos(folder: Path, n: int, size: tuple[int, int]) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        small = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)  # smooth content, like a photo
+        path = folder / f"photo{i}.jpg"
+        Image.fromarray(small).resize(size, Image.Resampling.BILINEAR).save(path, quality=92)
+        paths.append(path)
+    return paths
+
+
+def test_probe_is_cached_atomically_and_reused(
+    artifacts: Path, tiny_bf16: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = engine_plan(tiny_bf16)
+    assert plan.probed and plan.batch_size in tuning.BATCH_SIZES and plan.threads >= 1
+    cache = tuning.probe_file()
+    assert cache.is_relative_to(artifacts)
+    stored = json.loads(cache.read_text())["plans"]
+    assert len(stored) == 1 and next(iter(stored.values()))["batch_size"] == plan.batch_size
+    assert [p.name for p in cache.parent.iterdir()] == [cache.name]  # no temporary file left behind
+
+    def no_probe(*args: object, **kwargs: object) -> tuning.ImagePlan:
+        raise AssertionError("the cached plan should have been reused")
+
+    monkeypatch.setattr(tuning, "probe_images", no_probe)
+    again = engine_plan(tiny_bf16)
+    assert (again.batch_size, again.threads, again.channels_last) == (
+        plan.batch_size,
+        plan.threads,
+        plan.channels_last,
+    )
+
+
+def test_unreadable_cache_is_probed_again_and_probe_can_be_turned_off(
+    artifacts: Path, tiny32: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tuning.probe_file()
+    cache.parent.mkdir(parents=True)
+    cache.write_text("{not json")
+    assert engine_plan(tiny32).probed
+    assert json.loads(cache.read_text())["plans"]  # rewritten whole
+    monkeypatch.setattr(tuning, "probe_images", None)  # a cached plan or the default: never a probe
+    assert tuning.image_plan("another model", torch.nn.Identity(), (3, 8, 8), torch.float32, probe=False) == (
+        tuning.DEFAULT_PLAN
+    )
+    monkeypatch.setenv(tuning.PROBE_ENV, "0")
+    assert engine_plan(tiny32) == tuning.DEFAULT_PLAN
+
+
+def test_probe_keeps_fp32_layout_and_picks_a_measured_setting() -> None:
+    calls: list[tuple[int, bool]] = []
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        calls.append((x.shape[0], x.is_contiguous(memory_format=torch.channels_last)))
+        return x.flatten(1).sum(1)
+
+    plan = tuning.probe_images(encode, (3, 8, 8), torch.float32, layouts=False)
+    assert not plan.channels_last and plan.images_per_s > 0
+    assert not any(cl for n, cl in calls if n > 1)  # fp32 never tries another layout
+
+
+def test_fast_path_matches_fp32_within_tolerance(
+    artifacts: Path, tmp_path: Path, tiny32: LoadedModel, tiny_bf16: LoadedModel
+) -> None:
+    # 1200x900 JPEGs: the fast path decodes them at a reduced scale and runs a bf16, channels-last copy
+    paths = _photos(tmp_path, 5, (1200, 900))
+    engine_plan(tiny32), engine_plan(tiny_bf16)  # probed now: 5 images alone would not start a probe
+    exact, failed = encode_images(tiny32, paths)
+    fast, failed_fast = encode_images(tiny_bf16, paths)
+    assert not failed and not failed_fast
+    cosine = np.einsum("nd,nd->n", exact, fast)
+    assert cosine.min() > 0.99  # stated tolerance: bf16 weights and activations plus DCT-scaled decoding
+    same, _ = encode_images(tiny32, paths, batch_size=2)
+    assert np.abs(same - exact).max() < 1e-5  # the exact mode does not depend on the batch size
+
+
+def test_draft_decode_keeps_the_output_size(tmp_path: Path, tiny32: LoadedModel) -> None:
+    (path,) = _photos(tmp_path, 1, (2000, 1500))
+    full = load_rgb(path)
+    drafted = load_rgb(path, min_side=224)
+    assert full.size == (2000, 1500)
+    assert min(drafted.size) >= 224 and drafted.size[0] < 1000  # decoded at 1/4 scale: 500x375
+    a, b = tiny32.preprocess(full), tiny32.preprocess(drafted)
+    assert a.shape == b.shape
+    assert (a - b).abs().mean() < 0.05
+    assert load_rgb(path, min_side=1000).size == (2000, 1500)  # no reduction below the short side asked
+    assert draft_size((4032, 3024), 224) == (299, 224)
+
+
+def test_draft_only_in_the_fast_formats(tiny32: LoadedModel, tiny_bf16: LoadedModel) -> None:
+    assert decode_min_side(tiny32, (3, 64, 64)) is None
+    assert decode_min_side(tiny_bf16, (3, 64, 64)) == 64
+
+
+def test_split_preprocessing_is_bit_identical(tmp_path: Path, tiny32: LoadedModel) -> None:
+    from core.embed.engine import _SplitPreprocess
+
+    split = _SplitPreprocess(tiny32.preprocess)
+    assert split.split  # open_clip's Compose ends in ToTensor + Normalize
+    images = [load_rgb(p) for p in _photos(tmp_path, 3, (300, 200))]
+    batch = split.finish(torch.stack([split(im) for im in images]))
+    assert torch.equal(batch, torch.stack([tiny32.preprocess(im) for im in images]))
