@@ -82,6 +82,15 @@ def fill(
             index.add_with_ids(batch, ids[start : start + len(batch)])
 
 
+def _drop_own(rows: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` of each row of ``rows`` other than that query's own row ``own[i]``."""
+    out = np.full((len(rows), k), -1, np.int64)
+    for i, (row, me) in enumerate(zip(rows, own, strict=True)):
+        kept = row[row != me][:k]
+        out[i, : len(kept)] = kept
+    return out
+
+
 def neighbour_recall(found: np.ndarray, truth: np.ndarray) -> float:
     """Share of the true neighbours (rows of ``truth``) that ``found`` holds, over all queries."""
     if truth.size == 0:
@@ -204,40 +213,55 @@ class VectorIndex:
         return scores, indices
 
     # -- auto -----------------------------------------------------------------------------------------
-    def measure(self, knob: int, queries: np.ndarray, truth: np.ndarray) -> Trial:
-        """Recall@k against ``truth`` and median single-query latency (ms) with the knob at ``knob``."""
+    def measure(
+        self, knob: int, queries: np.ndarray, truth: np.ndarray, own: np.ndarray | None = None
+    ) -> Trial:
+        """Recall against ``truth`` (rows [q, k]) and median single-query latency (ms) with the knob at
+        ``knob``. ``own``: each query's own row (queries drawn from the index), left out of the results."""
         self.set_knob(knob)
-        found = self.search(queries, truth.shape[1])[1]
+        k = truth.shape[1]
+        found = self.search(queries, k + (own is not None))[1]
+        if own is not None:
+            found = _drop_own(found, own, k)
         times = []
         for q in queries[:LATENCY_QUERIES]:
             start = time.perf_counter()
-            self.search(q, truth.shape[1])
+            self.search(q, k)
             times.append(1000 * (time.perf_counter() - start))
         return Trial(knob, round(neighbour_recall(found, truth), 6), round(float(np.median(times)), 4))
 
     def tune(
         self, auto: AutoSpec, vectors: np.ndarray | VectorSource, queries: np.ndarray | None, seed: int = 0
     ) -> None:
-        """Set the knob for ``auto``'s aim on held-out ``queries`` (default: a seeded sample of the
-        vectors, truth by exact search over them); record the choice and trade-off in ``meta["auto"]``."""
+        """Set the knob for ``auto``'s aim on held-out queries (a seeded sample of ``queries``, else of the
+        vectors themselves, each query's own row then left out of truth and results); record the choice
+        and the measured trade-off in ``meta["auto"]``."""
         source = source_of(vectors)
         record: dict[str, Any] = {**auto.tuning(), "max_memory": auto.budget(), "chosen": self.kind}
         record["estimated_bytes"] = self.spec.memory_bytes(source.count, source.dim)
         knob = self.spec.knob()
-        if knob is not None and self.count:
-            held = (
-                queries
-                if queries is not None
-                else source.take(sample_rows(source.count, TUNE_QUERIES, seed + 1))
-            )
-            held = as_matrix(held, "queries")
-            truth = exact_top_k(source, held, min(TUNE_K, self.count))
+        if knob is not None and self.count > TUNE_K:
+            own = None
+            if queries is None:
+                own = sample_rows(source.count, TUNE_QUERIES, seed + 1)
+                held = source.take(own)
+            else:
+                held = as_matrix(queries, "queries")
+                held = held[sample_rows(len(held), TUNE_QUERIES, seed + 1)]
+            truth = exact_top_k(source, held, TUNE_K + (own is not None))
+            if own is not None:
+                truth = _drop_own(truth, own, TUNE_K)
             low, high = self.spec.knob_range()
             value, trials = bisect_knob(
-                low, high, lambda v: self.measure(v, held, truth), auto.target_recall, auto.latency_budget_ms
+                low,
+                high,
+                lambda v: self.measure(v, held, truth, own),
+                auto.target_recall,
+                auto.latency_budget_ms,
             )
             self.set_knob(value)
-            record.update(knob=knob.name, value=value, queries=len(held), k=truth.shape[1])
+            record.update(knob=knob.name, value=value, queries=len(held), k=TUNE_K)
+            record["queries_from"] = "index vectors (self left out)" if own is not None else "given queries"
             record["tradeoff"] = [t.to_dict() for t in trials]
         self.meta["auto"] = record
 
