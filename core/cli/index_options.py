@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable
 
 from core.cli.numbers import number
 from core.index.auto import DEFAULT_MEMORY_FRACTION
@@ -24,7 +25,7 @@ def memory_size(text: str) -> int:
     return int(float(found.group(1)) * _UNITS[found.group(2)])
 
 
-def _bounded(low: int, high: int, name: str) -> object:
+def _bounded(low: int, high: int, name: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)

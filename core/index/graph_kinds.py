@@ -92,7 +92,8 @@ class HNSWSQSpec(HNSWSpec):
     title: ClassVar[str] = "HNSW over 8-bit scalar quantisation (IndexHNSWSQ)"
 
     def make(self, dim: int) -> faiss.Index:
-        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, self.m, faiss.METRIC_INNER_PRODUCT)
+        api: Any = faiss  # the stubs type the quantiser argument as a class, FAISS takes its enum value
+        index = api.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, self.m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = self.ef_construction
         index.hnsw.efSearch = self.ef_search
         return index

@@ -126,7 +126,9 @@ class IVFPQSpec(IVFFlatSpec):
         ivf.nprobe = self.nprobe
         ivf.pq.cp.niter = PQ_NITER
         if self.opq:
-            faiss.downcast_VectorTransform(faiss.downcast_index(index).chain.at(0)).niter = OPQ_NITER
+            wrapper: Any = faiss.downcast_index(index)
+            rotation: Any = faiss.downcast_VectorTransform(wrapper.chain.at(0))
+            rotation.niter = OPQ_NITER
         return index
 
     def train_count(self, count: int) -> int:

@@ -73,7 +73,8 @@ class IndexSpec(ABC):
         out = []
         for f in fields(cls):
             if "range" in f.metadata and (with_knob or f.name != cls.knob_name):
-                out.append(Param(f.name, *f.metadata["range"], f.metadata["help"]))
+                low, high = f.metadata["range"]
+                out.append(Param(f.name, low, high, f.metadata["help"]))
         return tuple(out)
 
     @classmethod

@@ -55,7 +55,8 @@ def _empty_faiss(dim: int, spec: IndexSpec) -> faiss.Index:
     if not spec.native_ids:
         return faiss.IndexIDMap2(spec.make(dim))
     index = spec.make(dim)
-    faiss.extract_index_ivf(index).set_direct_map_type(faiss.DirectMap.Hashtable)
+    api: Any = faiss  # the stubs lack DirectMap
+    faiss.extract_index_ivf(index).set_direct_map_type(api.DirectMap.Hashtable)
     return index
 
 
@@ -169,7 +170,10 @@ class MutableIndex:
         if not len(ids):
             return
         if self.spec.updates == "remove":
-            self.index.remove_ids(faiss.IDSelectorBatch(ids))
+            if self.spec.native_ids:  # an IVF hash-table direct map removes only through an id array
+                self.index.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)))
+            else:
+                self.index.remove_ids(faiss.IDSelectorBatch(ids))
             return
         present = set(self.stored_ids().tolist())
         self.tombstones.update(i for i in ids.tolist() if i in present)
@@ -238,7 +242,7 @@ class MutableIndex:
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(_ids(sorted(self.tombstones))))
         if selector is None:
             return None
-        params = self.spec.search_parameters(selector)
+        params: Any = self.spec.search_parameters(selector)
         params.sel_ref = selector  # keep the selector alive as long as the parameters
         return params
 
