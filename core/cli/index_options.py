@@ -50,13 +50,13 @@ def add_index_options(parser: argparse.ArgumentParser) -> None:
             dest=name,
             type=_bounded(p.low, p.high, name),
             default=None,
-            help=f"{p.help} [{', '.join(users)}; {p.low}-{p.high}]",
+            help=f"{p.help} ({', '.join(users)}; {p.low}-{p.high})",
         )
     parser.add_argument(
         "--max-index-memory",
         type=memory_size,
         default=None,
-        help=f"auto: memory budget of an index, e.g. 2G (default {DEFAULT_MEMORY_FRACTION:.0%} of RAM)",
+        help=f"auto: memory budget of an index, e.g. 2G (default {DEFAULT_MEMORY_FRACTION * 100:.0f}%% of physical RAM)",
     )
     parser.add_argument(
         "--target-recall",
