@@ -25,10 +25,11 @@ OPQ_HELP = "1: learn an OPQ rotation before PQ (better recall), 0: plain PQ"
 MIN_PER_LIST = 39
 TRAIN_PER_LIST = 64
 TRAIN_MAX = 200_000
-# Fewer k-means / OPQ iterations than FAISS's defaults (25 and 50): on this shared 2-vCPU machine the
-# defaults made OPQ16,IVF512,PQ16 train for minutes on 20k vectors; the codebooks barely move after these.
+# Fewer k-means / OPQ iterations than FAISS's defaults (25 for PQ, 50 for OPQ with a first PQ fit of 40):
+# on this shared 2-vCPU machine the defaults made OPQ16,IVF512,PQ16 train for minutes on 20k vectors
+# (k-means over 2-4-dimensional sub-vectors is slow in FAISS); see artifacts/results/index_kinds.json.
 PQ_NITER = 10
-OPQ_NITER = 10
+OPQ_NITER = 5
 
 
 def auto_nlist(count: int) -> int:
@@ -125,10 +126,12 @@ class IVFPQSpec(IVFFlatSpec):
         ivf = ivf_of(index)
         ivf.nprobe = self.nprobe
         ivf.pq.cp.niter = PQ_NITER
+        ivf.do_polysemous_training = False  # the factory turns it on; we never search with Hamming filtering
         if self.opq:
             wrapper: Any = faiss.downcast_index(index)
             rotation: Any = faiss.downcast_VectorTransform(wrapper.chain.at(0))
             rotation.niter = OPQ_NITER
+            rotation.niter_pq_0 = PQ_NITER  # the first PQ fit inside OPQ (FAISS default 40)
         return index
 
     def train_count(self, count: int) -> int:
