@@ -56,7 +56,7 @@ def test_every_registered_kind_has_a_case() -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", [pytest.param(k, marks=pytest.mark.slow) if k in ("ivf-pq", "hnsw-sq") else k for k in CASES]
+    "kind", [pytest.param(k, marks=pytest.mark.slow) if k == "ivf-pq" else k for k in CASES]
 )
 def test_kind_builds_saves_loads_mmapped_and_searches(tmp_path: Path, data, kind: str) -> None:
     x, q, truth = data
