@@ -174,3 +174,20 @@ def test_bad_kinds_and_knobs_are_clear_errors() -> None:
         make_spec("ivf-pq", nlist=4, nprobe=4, pq_m=7).make(32)
     with pytest.raises(IndexSpecError, match="target recall"):
         AutoSpec(target_recall=1.5)
+
+
+def _rss_mib() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/statm").exists(), reason="needs /proc (Linux) to read resident memory"
+)
+def test_a_saved_index_opens_memory_mapped(tmp_path: Path) -> None:
+    x = _clustered(N, 1, d=512)  # 40 MB of vectors
+    VectorIndex.build(x, "exact", _ids(N), "m@t").save(tmp_path)
+    del x
+    before = _rss_mib()
+    index = VectorIndex.load(tmp_path, mmap=True)
+    assert _rss_mib() - before < 15, "the vectors stay in the page cache, not copied into the process"
+    assert index.count == N

@@ -27,7 +27,6 @@ class ExactSpec(IndexSpec):
 
     kind: ClassVar[str] = "exact"
     title: ClassVar[str] = "exact (IndexFlatIP)"
-    mmap: ClassVar[bool] = True
 
     def make(self, dim: int) -> faiss.Index:
         return faiss.IndexFlatIP(dim)

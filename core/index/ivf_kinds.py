@@ -50,7 +50,6 @@ class IVFFlatSpec(IndexSpec):
     title: ClassVar[str] = "IVF-Flat (IndexIVFFlat)"
     knob_name: ClassVar[str | None] = "nprobe"
     native_ids: ClassVar[bool] = True
-    mmap: ClassVar[bool] = True
 
     nlist: int = param(0, 0, 1 << 20, NLIST_HELP)
     nprobe: int = param(16, 1, 1 << 20, NPROBE_HELP)

@@ -55,7 +55,7 @@ class IndexSpec(ABC):
     knob_name: ClassVar[str | None] = None  # the search-time field (efSearch, nprobe), or None
     native_ids: ClassVar[bool] = False  # False: wrapped in IndexIDMap2 to hold caller ids
     updates: ClassVar[Updates] = "remove"
-    mmap: ClassVar[bool] = False  # a saved index may be opened with IO_FLAG_MMAP
+    mmap: ClassVar[bool] = True  # a saved index may be opened memory-mapped (IO_FLAG_MMAP_IFC)
 
     def __post_init__(self) -> None:
         for p in self.param_specs(with_knob=True):
