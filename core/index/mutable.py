@@ -142,7 +142,9 @@ class MutableIndex:
         if self.spec.native_ids:
             return ids, self.vectors_of(ids)
         stored: Any = inner(self.index)
-        storage = stored if self.kind == "exact" else faiss.downcast_index(stored.storage)
+        storage = (
+            faiss.downcast_index(stored.storage) if hasattr(stored, "storage") else stored
+        )  # graph kinds
         vectors = (
             storage.reconstruct_n(0, self.stored) if self.stored else np.zeros((0, self.dim), np.float32)
         )
@@ -187,6 +189,8 @@ class MutableIndex:
         ids, vectors = self.all_vectors()
         fresh = _empty_faiss(self.dim, self.spec)
         if len(ids):
+            if not fresh.is_trained:  # HNSW-SQ: the quantiser trains on the live vectors
+                fresh.train(vectors)
             fresh.add_with_ids(vectors, ids)
         self.index, self.tombstones = fresh, set()
 
