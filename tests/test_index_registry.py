@@ -194,3 +194,17 @@ def test_a_saved_index_opens_memory_mapped(tmp_path: Path) -> None:
     index = VectorIndex.load(tmp_path, mmap=True)
     assert _rss_mib() - before < 15, "the vectors stay in the page cache, not copied into the process"
     assert index.count == N
+
+
+def test_build_from_embedding_cache_chunks(tmp_path: Path, data) -> None:
+    from core.embed.cache import chunk_file, save_keyed_chunk
+
+    x, q, truth = data
+    for k in range(4):
+        rows = x[k * 5000 : (k + 1) * 5000]
+        save_keyed_chunk(chunk_file(tmp_path, k), [str(i) for i in range(len(rows))], rows)
+    source = ShardSource.of_folder(tmp_path)
+    assert (source.count, source.dim) == (N, D)
+    index = VectorIndex.build(source, "exact", _ids(N), "m@t")
+    assert neighbour_recall(index.search(q, 10)[1], truth) == 1.0
+    assert source.rows_read == 2 * N  # added once, checksummed once
