@@ -82,6 +82,8 @@ def test_auto_picks_by_count_and_budget() -> None:
     assert pq.kind == "ivf-pq" and pq.params()["pq_m"] <= 64
     with pytest.raises(IndexSpecError, match="no index kind fits"):
         choose(5_000_000, 512, 1_000_000)
+    with pytest.raises(IndexSpecError, match="no index kind fits 150 vectors"):
+        choose(150, 64, 1_000)  # few vectors: few lists, the hint must still be computable
 
 
 def test_auto_tunes_nprobe_to_the_target_on_fresh_queries(data) -> None:
@@ -90,7 +92,9 @@ def test_auto_tunes_nprobe_to_the_target_on_fresh_queries(data) -> None:
     auto = AutoSpec(max_memory=budget, target_recall=0.9)
     index = VectorIndex.build(x, auto, _ids(N), "m@t", queries=_clustered(400, 7))
     record = index.meta["auto"]
-    assert record["chosen"] == "ivf-flat" and record["knob"] == "nprobe"
+    assert (
+        record["chosen"] == "ivf-flat" and record["knob"] == "nprobe" and "IVF-Flat fits" in record["reason"]
+    )
     knobs = [t["knob"] for t in record["tradeoff"]]
     assert knobs == sorted(knobs) and record["value"] in knobs
     fresh = neighbour_recall(index.search(q, 10)[1], truth)

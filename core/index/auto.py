@@ -128,7 +128,7 @@ def choose(count: int, dim: int | None, max_memory: int) -> tuple[IndexSpec, str
     raise IndexSpecError(
         f"no index kind fits {count} vectors of dimension {dim} in {max_memory / 2**20:.1f} MiB",
         hint="raise --max-index-memory (the smallest, 4-byte IVF-PQ codes, need "
-        f"{IVFPQSpec(nlist=auto_nlist(count), pq_m=4).memory_bytes(count, dim) / 2**20:.1f} MiB)",
+        f"{IVFPQSpec(nlist=auto_nlist(count), nprobe=1, pq_m=4).memory_bytes(count, dim) / 2**20:.1f} MiB)",
     )
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from core.atomic import atomic_path, file_sha256, write_json
 from core.errors import IndexMismatchError
-from core.index.auto import AUTO_EXACT_MAX, TUNE_K, TUNE_QUERIES, AutoSpec, Trial, bisect_knob
+from core.index.auto import AUTO_EXACT_MAX, TUNE_K, TUNE_QUERIES, AutoSpec, Trial, bisect_knob, choose
 from core.index.kind_base import IndexSpec, IndexSpecError
 from core.index.registry import CHOICES, kind_class, make_spec
 from core.index.sources import VectorSource, as_matrix, exact_top_k, sample_rows, source_of
@@ -240,6 +240,7 @@ class VectorIndex:
         source = source_of(vectors)
         record: dict[str, Any] = {**auto.tuning(), "max_memory": auto.budget(), "chosen": self.kind}
         record["estimated_bytes"] = self.spec.memory_bytes(source.count, source.dim)
+        record["reason"] = choose(source.count, source.dim, auto.budget())[1]
         knob = self.spec.knob()
         if knob is not None and self.count > TUNE_K:
             own = None
