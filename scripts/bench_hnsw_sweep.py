@@ -31,7 +31,9 @@ from core.embed.cache import split_embeddings
 from core.evaluation.latency import percentile, percentiles
 from core.evaluation.recall import neighbour_recall
 from core.evaluation.runner import library_versions
-from core.index.vector_index import AUTO_EXACT_MAX, IndexSpec, VectorIndex
+from core.index.auto import AUTO_EXACT_MAX
+from core.index.graph_kinds import ExactSpec, HNSWSpec
+from core.index.vector_index import VectorIndex
 from core.models.loading import LoadedModel, load_model
 from core.paths import reports_dir, results_dir, safe_name
 
@@ -90,9 +92,7 @@ def sweep_gallery(
         "hnsw": [],
     }
     for m in ms:
-        index = VectorIndex.build(
-            gallery, IndexSpec("hnsw", m=m, ef_construction=ef_construction), ids, "bench"
-        )
+        index = VectorIndex.build(gallery, HNSWSpec(m=m, ef_construction=ef_construction), ids, "bench")
         for ef in efs:
             index.set_ef_search(ef)
             _, found = index.search(queries, K)
@@ -131,7 +131,7 @@ def crossover(dim: int, sizes: list[int], hnsw_max: int, timed: int, seed: int =
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((2000, dim)) / np.sqrt(dim)
     queries = clustered(timed, dim, rng, centres)
-    spec = IndexSpec("hnsw")
+    spec = HNSWSpec()
     flat = faiss.IndexFlatIP(dim)
     hnsw = faiss.IndexHNSWFlat(dim, spec.m, faiss.METRIC_INNER_PRODUCT)
     hnsw.hnsw.efConstruction = spec.ef_construction
@@ -140,7 +140,7 @@ def crossover(dim: int, sizes: list[int], hnsw_max: int, timed: int, seed: int =
     for n in sizes:
         new = clustered(n - flat.ntotal, dim, rng, centres)
         flat.add(new)
-        exact = VectorIndex(flat, IndexSpec("exact"), {"model_id": "bench", "ids": []})
+        exact = VectorIndex(flat, ExactSpec(), {"model_id": "bench", "ids": []})
         row: dict = {"vectors": n}
         if n <= hnsw_max:
             start = time.perf_counter()

@@ -353,8 +353,8 @@ def tombstone_steps(bench: Bench, work: Path) -> None:
     import faiss
 
     from core.index import mutable
+    from core.index.graph_kinds import HNSWSpec
     from core.index.mutable import MutableIndex
-    from core.index.vector_index import IndexSpec
     from core.library.library import Library
 
     os.environ["CAPSEARCH_ARTIFACTS"] = str(work / "artifacts")
@@ -370,7 +370,7 @@ def tombstone_steps(bench: Bench, work: Path) -> None:
     mutable.REBUILD_TOMBSTONES = 1.0  # measure without the automatic rebuild
     rows = []
     try:
-        index = MutableIndex.build(ids, vectors, IndexSpec("hnsw"))
+        index = MutableIndex.build(ids, vectors, HNSWSpec())
         order = rng.permutation(len(ids))
         removed = 0
         for fraction in (0.0, 0.05, 0.1, 0.2, 0.3, 0.5):

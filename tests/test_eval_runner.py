@@ -6,7 +6,7 @@ from typing import Any
 
 from core.evaluation.results import save_result
 from core.evaluation.runner import run_eval
-from core.index.vector_index import IndexSpec
+from core.index.graph_kinds import HNSWSpec
 from core.progress import Reporter
 
 
@@ -22,7 +22,7 @@ class Updates(Reporter):
 def test_metrics_of_each_index_are_reported_live(synthetic_small, tiny_model, artifacts) -> None:
     rec = Updates()
     result = run_eval(
-        synthetic_small, "test", tiny_model, index="both", hnsw=IndexSpec("hnsw", ef_search=4),
+        synthetic_small, "test", tiny_model, index="both", hnsw=HNSWSpec(ef_search=4),
         reporter=rec, latency_queries=3,
     )  # fmt: skip
     live = {info["index"]: info["metrics"] for stage, info in rec.seen if stage == "evaluate"}

@@ -10,8 +10,12 @@ import pytest
 
 from core.errors import IndexMismatchError
 from core.evaluation.recall import neighbour_recall
+from core.index.auto import AUTO_EXACT_MAX
+from core.index.graph_kinds import ExactSpec, HNSWSpec
+from core.index.kind_base import IndexSpec, IndexSpecError
+from core.index.registry import make_spec
 from core.index.store import IndexKey, cached_index
-from core.index.vector_index import AUTO_EXACT_MAX, IndexSpec, IndexSpecError, VectorIndex
+from core.index.vector_index import VectorIndex
 
 
 def _clustered(n: int, d: int = 32, clusters: int = 20, seed: int = 0) -> np.ndarray:
@@ -43,10 +47,8 @@ def test_exact_search_matches_numpy() -> None:
 def test_hnsw_agrees_with_exact_on_easy_data() -> None:
     x = _clustered(2000)
     queries = _clustered(200, seed=1)
-    exact = VectorIndex.build(x, IndexSpec("exact"), _ids(2000), "m@random")
-    hnsw = VectorIndex.build(
-        x, IndexSpec("hnsw", m=16, ef_construction=100, ef_search=64), _ids(2000), "m@random"
-    )
+    exact = VectorIndex.build(x, ExactSpec(), _ids(2000), "m@random")
+    hnsw = VectorIndex.build(x, HNSWSpec(m=16, ef_construction=100, ef_search=64), _ids(2000), "m@random")
     assert hnsw.kind == "hnsw" and hnsw.index.hnsw.efSearch == 64
     approx_scores, approx = hnsw.search(queries, 10)
     _, truth = exact.search(queries, 10)
@@ -55,20 +57,23 @@ def test_hnsw_agrees_with_exact_on_easy_data() -> None:
 
 
 def test_auto_resolves_by_size() -> None:
-    assert IndexSpec("auto").resolve(AUTO_EXACT_MAX).kind == "exact"
-    assert IndexSpec("auto", m=32).resolve(AUTO_EXACT_MAX + 1) == IndexSpec("hnsw", m=32)
-    assert IndexSpec("hnsw").resolve(10).kind == "hnsw"
-    with pytest.raises(IndexSpecError, match="unknown index kind"):
-        IndexSpec("ivf")  # type: ignore[arg-type]
-    with pytest.raises(IndexSpecError, match="m must be"):
-        IndexSpec("hnsw", m=1)
+    assert IndexSpec.parse("auto").resolve(AUTO_EXACT_MAX).kind == "exact"
+    assert IndexSpec.parse("auto").resolve(AUTO_EXACT_MAX + 1) == HNSWSpec()
+    assert IndexSpec.parse("hnsw").resolve(10).kind == "hnsw"
+    with pytest.raises(IndexSpecError, match="unknown index kind 'ivf'"):
+        IndexSpec.parse("ivf")
+    with pytest.raises(IndexSpecError, match=r"hnsw m must be an integer in \[2, 256\], got 1"):
+        HNSWSpec(m=1)
 
 
 @pytest.mark.parametrize("kind", ["exact", "hnsw"])
 def test_save_load_round_trip(tmp_path: Path, kind: str) -> None:
     x = _clustered(500)
     built = VectorIndex.build(
-        x, IndexSpec(kind, m=8, ef_construction=40, ef_search=32), _ids(500), "tiny@random"
+        x,
+        make_spec(kind) if kind == "exact" else HNSWSpec(m=8, ef_construction=40, ef_search=32),
+        _ids(500),
+        "tiny@random",
     )
     built.save(tmp_path / "ix")
     meta = json.loads((tmp_path / "ix" / "index.json").read_text())
@@ -108,7 +113,7 @@ def test_cache_reuses_and_rebuilds(artifacts: Path) -> None:
     key = IndexKey("m@random", "ds", "test", "images")
     first, reused = cached_index(x, _ids(200), key, "exact")
     assert not reused
-    assert key.folder(IndexSpec("exact")).is_relative_to(artifacts)
+    assert key.folder(ExactSpec()).is_relative_to(artifacts)
     again, reused = cached_index(x, _ids(200), key, "exact")
     assert reused and again.ids == first.ids
     changed = x.copy()
@@ -117,9 +122,9 @@ def test_cache_reuses_and_rebuilds(artifacts: Path) -> None:
     assert not reused, "same model and count but other vectors: stale"
     _, reused = cached_index(x[:150], _ids(150), key, "exact")
     assert not reused
-    hnsw, reused = cached_index(x, _ids(200), key, IndexSpec("hnsw", ef_search=20))
+    hnsw, reused = cached_index(x, _ids(200), key, HNSWSpec(ef_search=20))
     assert not reused and hnsw.kind == "hnsw"
-    hnsw, reused = cached_index(x, _ids(200), key, IndexSpec("hnsw", ef_search=77))
+    hnsw, reused = cached_index(x, _ids(200), key, HNSWSpec(ef_search=77))
     assert reused and hnsw.index.hnsw.efSearch == 77
 
 
@@ -131,4 +136,4 @@ def test_each_precision_keeps_its_own_index(artifacts: Path) -> None:
     assert not cached_index(x, _ids(200), key, "exact")[1]
     assert not cached_index(bf16, _ids(200), bf16_key, "exact")[1]
     assert cached_index(x, _ids(200), key, "exact")[1], "the bf16 index must not replace the fp32 one"
-    assert bf16_key.folder(IndexSpec("exact")).parent.name == "test.bf16"
+    assert bf16_key.folder(ExactSpec()).parent.name == "test.bf16"

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from library_helpers import bump_mtime, key_of, library_of, make_folder, write_photo
 
+from core.index.kind_base import IndexSpec
 from core.index.mutable import MutableIndex
-from core.index.vector_index import IndexSpec
 from core.library.update import update
 from core.search.library_search import LibrarySearcher
 
@@ -43,7 +43,7 @@ def test_index_after_random_adds_and_removes_equals_a_fresh_build(kind, seed):
     rng = np.random.default_rng(seed)
     d = 32
     live: dict[int, np.ndarray] = {}
-    index = MutableIndex.empty(d, IndexSpec(kind).resolve(0) if kind == "exact" else IndexSpec("hnsw"))
+    index = MutableIndex.empty(d, IndexSpec.parse(kind))
     next_id = 0
     for _ in range(30):
         if live and rng.random() < 0.4:
@@ -79,7 +79,7 @@ def test_filtered_search_returns_k_when_k_match():
     rng = np.random.default_rng(3)
     vectors = _unit(rng, 1500, 16)
     for kind in ("exact", "hnsw"):
-        index = MutableIndex.build(np.arange(1500), vectors, IndexSpec(kind).resolve(1500))
+        index = MutableIndex.build(np.arange(1500), vectors, IndexSpec.parse(kind).resolve(1500))
         index.remove(np.arange(0, 1500, 7))
         allowed = np.arange(1, 1500, 5)  # some of them removed
         scores, ids = index.search(vectors[0], 10, allowed)
@@ -132,7 +132,7 @@ def test_library_after_random_changes_equals_one_built_from_scratch(tmp_path, ar
     inc, ref, approx = (LibrarySearcher.open(n, device="cpu") for n in ("inc", "scratch", "inc-hnsw"))
     assert inc.size == ref.size == approx.size == len(list(photos.rglob("*.jpg")))
     ids, vectors = inc.index.all_vectors()
-    fresh = MutableIndex.build(ids, vectors, IndexSpec("exact").resolve(0))
+    fresh = MutableIndex.build(ids, vectors, IndexSpec.parse("exact"))
     queries = [inc.query_vector(q) for q in ("a dog", "red", "snow + night")]
     queries += [ref.image_vector(p) for p in sorted(photos.rglob("*.jpg"))[:5]]
     found = wanted = 0

@@ -216,11 +216,12 @@ def test_any_dataset_manifest_loads_or_fails_cleanly(tmp_path_factory, meta):
 
 @pytest.fixture(scope="module")
 def saved_index(tmp_path_factory):
-    from core.index.vector_index import IndexSpec, VectorIndex
+    from core.index.graph_kinds import HNSWSpec
+    from core.index.vector_index import VectorIndex
 
     folder = tmp_path_factory.mktemp("index")
     vectors = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32)
-    VectorIndex.build(vectors, IndexSpec("hnsw"), [str(i) for i in range(20)], "m@1").save(folder)
+    VectorIndex.build(vectors, HNSWSpec(), [str(i) for i in range(20)], "m@1").save(folder)
     return folder
 
 

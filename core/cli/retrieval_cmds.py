@@ -11,12 +11,14 @@ from rich.table import Table
 
 from core.cli.console import Handler, RichReporter, add_command, console
 from core.cli.embed_cmd import register_embed
+from core.cli.index_options import add_index_options, index_spec
 from core.cli.library_cmds import add_library_search_options, library_requested, search_library
 from core.cli.numbers import count
 from core.cli.options import add_common_options, dataset_of, model_of
 from core.directions import EVALUATED, Direction
 from core.errors import CapsearchError
-from core.index.vector_index import KINDS, IndexSpec, parse_kind
+from core.index.kind_base import IndexSpec
+from core.index.registry import CHOICES as KINDS
 from core.safe_text import markup_safe
 
 if TYPE_CHECKING:
@@ -41,23 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # -- shared options ---------------------------------------------------------------------------------------
-def _add_hnsw(parser: argparse.ArgumentParser) -> None:
-    default = IndexSpec()
-    parser.add_argument("--m", type=count(2), default=default.m, help=f"HNSW M (default {default.m})")
-    parser.add_argument(
-        "--ef-construction",
-        type=count(1),
-        default=default.ef_construction,
-        help=f"HNSW efConstruction (default {default.ef_construction})",
-    )
-    parser.add_argument(
-        "--ef-search",
-        type=count(1),
-        default=default.ef_search,
-        help=f"HNSW efSearch (default {default.ef_search})",
-    )
-
-
 def _split_command(
     sub: argparse._SubParsersAction,
     name: str,
@@ -72,9 +57,7 @@ def _split_command(
 
 
 def _spec(args: argparse.Namespace, kind: str) -> IndexSpec:
-    return IndexSpec(
-        parse_kind(kind), m=args.m, ef_construction=args.ef_construction, ef_search=args.ef_search
-    )
+    return index_spec(args, kind)
 
 
 # -- index --------------------------------------------------------------------------------------------------
@@ -86,9 +69,10 @@ def _register_index(sub: argparse._SubParsersAction) -> None:
         "--kind",
         choices=KINDS,
         default="auto",
-        help="exact (IndexFlatIP), hnsw (IndexHNSWFlat) or auto (exact for small collections)",
+        help="index kind (default auto: chosen by vector count and --max-index-memory, knob tuned to "
+        "--target-recall); see the README's 'Index kinds'",
     )
-    _add_hnsw(parser)
+    add_index_options(parser)
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -133,9 +117,11 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--index",
-        choices=("exact", "hnsw", "both", "auto"),
+        "--kind",
+        dest="index",
+        choices=("both", *KINDS),
         default="exact",
-        help="search through the exact index, HNSW, or both (default exact)",
+        help="search through this index kind, or both (exact and hnsw) (default exact)",
     )
     parser.add_argument(
         "-k", type=count(1), nargs="+", default=[1, 5, 10], metavar="K", help="K values (default 1 5 10)"
@@ -146,7 +132,7 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print the results JSON (without per-query ranks) to stdout"
     )
-    _add_hnsw(parser)
+    add_index_options(parser)
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -166,7 +152,7 @@ def _eval(args: argparse.Namespace) -> int:
             index=args.index,
             ks=args.k,
             reporter=reporter,
-            hnsw=_spec(args, "hnsw"),
+            hnsw=_spec(args, "hnsw" if args.index == "both" else args.index),
             latency_queries=args.latency_queries,
             device=args.device,
         )

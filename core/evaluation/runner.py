@@ -1,4 +1,5 @@
-"""``run_eval``: Recall@K of a model on a dataset split through exact and/or HNSW search, with timings.
+"""``run_eval``: Recall@K of a model on a dataset split through any registered index kind (exact, HNSW,
+HNSW-SQ, IVF-Flat, IVF-PQ, auto) or exact and HNSW both, with timings and recall@10 against exact.
 
 It computes and returns an :class:`~core.evaluation.results.EvalResult`; saving it is the caller's choice
 (:func:`core.evaluation.results.save_result`).
@@ -41,13 +42,16 @@ from core.evaluation.results import (
     SideBuild,
     Timings,
 )
+from core.index.graph_kinds import ExactSpec, HNSWSpec
+from core.index.kind_base import IndexSpec
+from core.index.registry import CHOICES
 from core.index.split_indexes import SideIndex, SplitIndexes, index_embeddings
-from core.index.vector_index import IndexSpec, VectorIndex
+from core.index.vector_index import VectorIndex
 from core.models.loading import LoadedModel, load_model
 from core.progress import Reporter, ensure
 
 NEIGHBOUR_K = 10
-EVAL_INDEXES = ("exact", "hnsw", "both", "auto")
+EVAL_INDEXES = ("both", *CHOICES)
 T = TypeVar("T")
 
 
@@ -61,19 +65,18 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _variants(index: IndexSpec | str, hnsw: IndexSpec) -> dict[str, IndexSpec]:
-    """Name -> spec of each index to evaluate."""
+def _variants(index: IndexSpec | str, approx: IndexSpec | None) -> dict[str, IndexSpec]:
+    """Name -> spec of each index to evaluate; ``approx`` overrides the default spec of its own kind."""
     if isinstance(index, IndexSpec):
         return {index.kind: index}
     if index not in EVAL_INDEXES:
         raise CapsearchError(f"unknown index choice {index!r}", hint=f"use one of: {', '.join(EVAL_INDEXES)}")
     if index == "both":
-        return {"exact": IndexSpec("exact"), "hnsw": hnsw}
-    if index == "hnsw":
-        return {"hnsw": hnsw}
-    if index == "auto":
-        return {"auto": IndexSpec("auto", hnsw.m, hnsw.ef_construction, hnsw.ef_search)}
-    return {"exact": IndexSpec("exact")}
+        return {
+            "exact": ExactSpec(),
+            "hnsw": approx if approx is not None and approx.kind == "hnsw" else HNSWSpec(),
+        }
+    return {index: approx if approx is not None and approx.kind == index else IndexSpec.parse(index)}
 
 
 def _checked_ks(ks: Sequence[int]) -> tuple[int, ...]:
@@ -167,11 +170,11 @@ class _Evaluation:
         )
 
     def recall_vs_exact(self) -> dict[str, NeighbourRecall]:
-        """HNSW recall@10 against exact search for every approximate index that ran."""
+        """Recall@10 against exact search for every approximate index that ran."""
         approximate = [name for name, built in self.built.items() if _approximate(built)]
         if not approximate:
             return {}
-        exact = _both(self.built.get("exact") or self.indexes(IndexSpec("exact")))
+        exact = _both(self.built.get("exact") or self.indexes(ExactSpec()))
         return {name: self._neighbour_recall(_both(self.built[name]), exact) for name in approximate}
 
     def _neighbour_recall(
@@ -202,15 +205,17 @@ def run_eval(
     device: str | None = None,
     seed: int = 0,
 ) -> EvalResult:
-    """Evaluate ``model`` on ``split`` of ``dataset``; ``index`` is exact, hnsw, both, auto or an IndexSpec.
+    """Evaluate ``model`` on ``split`` of ``dataset``; ``index`` is a kind name (``registry.CHOICES``),
+    ``both`` (exact and HNSW) or an IndexSpec.
 
-    ``hnsw`` sets the HNSW parameters for ``hnsw``/``both``/``auto``. Latency is measured on
+    ``hnsw``: the spec used for its kind (HNSW for ``both``), e.g. with parameters from the command line.
+    Latency is measured on
     ``latency_queries`` captions of the split (seeded sample), with encoding and search timed apart.
     Nothing is written but the embedding and index caches: save the result with ``save_result``.
     """
     reporter = ensure(reporter)
     ks = _checked_ks(ks)
-    variants = _variants(index, hnsw or IndexSpec("hnsw"))
+    variants = _variants(index, hnsw)
     total_start = time.perf_counter()
 
     data = dataset if isinstance(dataset, PreparedDataset) else load_dataset(dataset)

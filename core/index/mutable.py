@@ -1,12 +1,14 @@
 """FAISS indexes updated in place: vectors added and removed by a caller's int64 id, never rebuilt for it.
 
-Both kinds are a ``faiss.IndexIDMap2`` (ids kept beside the vectors, ``reconstruct`` by id):
+Any registered kind (:mod:`core.index.registry`); how it takes updates is the kind's ``updates``:
 
-- exact: over ``IndexFlatIP``; additions are appended, removals are ``remove_ids`` (the flat storage is
-  compacted), so the index always equals one built from scratch on the live vectors;
-- hnsw: over ``IndexHNSWFlat``, which cannot delete: a removed id becomes a tombstone, filtered out at query
-  time by an ``IDSelector``; once tombstones pass :data:`REBUILD_TOMBSTONES` of the stored vectors the
-  graph is rebuilt from the live ones (:meth:`MutableIndex.compacted`).
+- ``remove`` (exact, IVF-Flat, IVF-PQ): removals are ``remove_ids``, so the index always equals one built
+  from scratch on the live vectors (for IVF: with the same trained centroids). Exact is wrapped in a
+  ``faiss.IndexIDMap2``; IVF kinds keep ids themselves, with a hash-table direct map for lookups by id.
+  An IVF index trains on its first additions;
+- ``tombstones`` (HNSW, HNSW-SQ, in an ``IndexIDMap2``): a graph cannot delete, so a removed id becomes a
+  tombstone, filtered out at query time by an ``IDSelector``; once tombstones pass
+  :data:`REBUILD_TOMBSTONES` of the stored vectors the graph is rebuilt from the live ones.
 
 Searches return the best ``k`` live ids, ties broken by id, optionally only among ``allowed`` ids (a
 filter); a saved index is ``index.faiss`` plus ``index.json`` (kind, parameters, tombstones, the faiss
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,11 @@ import numpy as np
 
 from core.atomic import write_bytes, write_json
 from core.errors import IndexMismatchError
-from core.index.vector_index import (
-    FAISS_FILE,
-    META_FILE,
-    SINGLE_THREAD_QUERIES,
-    IndexSpec,
-    _as_matrix,
-    _faiss_threads,
-)
+from core.index.kind_base import IndexSpec, IndexSpecError, inner
+from core.index.registry import make_spec
+from core.index.sources import as_matrix as _as_matrix
+from core.index.vector_index import FAISS_FILE, META_FILE, SINGLE_THREAD_QUERIES
+from core.index.vector_index import faiss_threads as _faiss_threads
 
 # Rebuild an HNSW graph once tombstones pass this fraction of its stored vectors. Measured by
 # scripts/bench_library.py (artifacts/results/bench_library.json, "hnsw_tombstones"; 19,200 vectors, d=64,
@@ -53,21 +51,21 @@ def _ids(values: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(values, dtype=np.int64).reshape(-1))
 
 
-def _empty_faiss(dim: int, spec: IndexSpec) -> faiss.IndexIDMap2:
-    if spec.kind == "exact":
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-    inner = faiss.IndexHNSWFlat(dim, spec.m, faiss.METRIC_INNER_PRODUCT)
-    inner.hnsw.efConstruction = spec.ef_construction
-    inner.hnsw.efSearch = spec.ef_search
-    return faiss.IndexIDMap2(inner)
+def _empty_faiss(dim: int, spec: IndexSpec) -> faiss.Index:
+    if not spec.native_ids:
+        return faiss.IndexIDMap2(spec.make(dim))
+    index = spec.make(dim)
+    api: Any = faiss  # the stubs lack DirectMap
+    faiss.extract_index_ivf(index).set_direct_map_type(api.DirectMap.Hashtable)
+    return index
 
 
 class MutableIndex:
-    """An id-keyed exact or HNSW index with add/remove; see the module docstring."""
+    """An id-keyed index of any registered kind with add/remove; see the module docstring."""
 
-    def __init__(self, index: faiss.IndexIDMap2, spec: IndexSpec, tombstones: set[int] | None = None) -> None:
-        if spec.kind not in ("exact", "hnsw"):
-            raise ValueError(f"resolve the index spec first, got {spec.kind!r}")
+    def __init__(self, index: faiss.Index, spec: IndexSpec, tombstones: set[int] | None = None) -> None:
+        if spec.kind == "auto":
+            raise IndexSpecError("resolve the index spec first, got 'auto'")
         self.index = index
         self.spec = spec
         self.tombstones: set[int] = set(tombstones or ())
@@ -103,7 +101,17 @@ class MutableIndex:
         return self.stored - len(self.tombstones)
 
     def stored_ids(self) -> np.ndarray:
-        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        if self.spec.native_ids:  # IVF: the ids of every inverted list
+            ivf: Any = faiss.extract_index_ivf(self.index)
+            lists = ivf.invlists
+            parts = [
+                faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                for i in range(ivf.nlist)
+                if lists.list_size(i)
+            ]
+            return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+        index: Any = self.index
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
 
     def live_ids(self) -> np.ndarray:
         ids = self.stored_ids()
@@ -131,8 +139,12 @@ class MutableIndex:
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(live ids, their vectors), read from the storage in one pass."""
         ids = self.stored_ids()
-        inner: Any = faiss.downcast_index(self.index.index)
-        storage = inner if self.kind == "exact" else faiss.downcast_index(inner.storage)
+        if self.spec.native_ids:
+            return ids, self.vectors_of(ids)
+        stored: Any = inner(self.index)
+        storage = (
+            faiss.downcast_index(stored.storage) if hasattr(stored, "storage") else stored
+        )  # graph kinds
         vectors = (
             storage.reconstruct_n(0, self.stored) if self.stored else np.zeros((0, self.dim), np.float32)
         )
@@ -150,15 +162,20 @@ class MutableIndex:
         back = self.tombstones.intersection(ids.tolist())
         if back:  # an HNSW id coming back: compact first, so that each stored id is unique
             self.remove_tombstoned()
+        if not self.index.is_trained:  # an IVF index trains on its first additions
+            self.index.train(matrix)
         self.index.add_with_ids(matrix, ids)
 
     def remove(self, ids: np.ndarray) -> None:
-        """Remove ``ids`` (unknown ids are ignored): at once for exact, as tombstones for HNSW."""
+        """Remove ``ids`` (unknown ids are ignored): at once for exact and IVF, as tombstones for HNSW."""
         ids = _ids(ids)
         if not len(ids):
             return
-        if self.kind == "exact":
-            self.index.remove_ids(faiss.IDSelectorBatch(ids))
+        if self.spec.updates == "remove":
+            if self.spec.native_ids:  # an IVF hash-table direct map removes only through an id array
+                self.index.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)))
+            else:
+                self.index.remove_ids(faiss.IDSelectorBatch(ids))
             return
         present = set(self.stored_ids().tolist())
         self.tombstones.update(i for i in ids.tolist() if i in present)
@@ -172,14 +189,19 @@ class MutableIndex:
         ids, vectors = self.all_vectors()
         fresh = _empty_faiss(self.dim, self.spec)
         if len(ids):
+            if not fresh.is_trained:  # HNSW-SQ: the quantiser trains on the live vectors
+                fresh.train(vectors)
             fresh.add_with_ids(vectors, ids)
         self.index, self.tombstones = fresh, set()
 
+    def set_knob(self, value: int) -> None:
+        """Set the search-time knob (efSearch, nprobe); no-op for exact."""
+        self.spec = self.spec.with_knob(value)
+        self.spec.apply_knob(self.index)
+
     def set_ef_search(self, ef_search: int) -> None:
-        if self.kind == "hnsw":
-            self.spec = replace(self.spec, ef_search=ef_search)
-            inner: Any = faiss.downcast_index(self.index.index)
-            inner.hnsw.efSearch = ef_search
+        if self.spec.knob_name == "ef_search":
+            self.set_knob(ef_search)
 
     # -- search -----------------------------------------------------------------------------------------
     def search(
@@ -200,7 +222,11 @@ class MutableIndex:
         pool = self.count if allowed is None else len(allowed)
         if k <= 0 or pool <= 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        if allowed is not None and self.kind == "hnsw" and len(allowed) < HNSW_SCAN_BELOW * self.count:
+        if (
+            allowed is not None
+            and self.spec.updates == "tombstones"
+            and len(allowed) < HNSW_SCAN_BELOW * self.count
+        ):
             return self._scan(vector[0], allowed, k)
         fetch = min(k + TIE_SLACK, pool)
         params = self._params(allowed)
@@ -220,11 +246,7 @@ class MutableIndex:
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(_ids(sorted(self.tombstones))))
         if selector is None:
             return None
-        api: Any = faiss  # the stubs lack the search-parameter classes' keyword arguments
-        if self.kind == "hnsw":
-            params = api.SearchParametersHNSW(sel=selector, efSearch=self.spec.ef_search)
-        else:
-            params = api.SearchParameters(sel=selector)
+        params: Any = self.spec.search_parameters(selector)
         params.sel_ref = selector  # keep the selector alive as long as the parameters
         return params
 
@@ -260,17 +282,18 @@ class MutableIndex:
         if not isinstance(meta, dict) or hashlib.sha256(blob).hexdigest() != meta.get("faiss_sha256"):
             raise IndexMismatchError(f"{folder / FAISS_FILE} does not match its metadata")
         try:
-            spec = IndexSpec(kind=meta["kind"], **(meta.get("params") or {}))
+            spec = make_spec(meta["kind"], **(meta.get("params") or {}))
             tombstones = {int(i) for i in meta.get("tombstones", [])}
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, IndexSpecError) as exc:
             raise IndexMismatchError(f"{folder / META_FILE} is not a mutable index description") from exc
         index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
-        if not isinstance(index, faiss.IndexIDMap2) or index.ntotal != meta.get("stored"):
+        id_mapped = spec.native_ids or isinstance(index, faiss.IndexIDMap2)
+        if not id_mapped or index.ntotal != meta.get("stored"):
             raise IndexMismatchError(
                 f"{folder} does not hold an id-mapped index of {meta.get('stored')} vectors"
             )
         mutable = cls(index, spec, tombstones)
-        mutable.set_ef_search(spec.ef_search)
+        spec.apply_knob(index)
         return mutable, meta
 
 

@@ -13,8 +13,9 @@ import numpy as np
 
 from core.data.records import ImageRecord, PreparedDataset
 from core.embed.cache import SplitEmbeddings, split_embeddings
+from core.index.kind_base import IndexSpec
 from core.index.store import IndexKey, Side, cached_index
-from core.index.vector_index import IndexSpec, VectorIndex
+from core.index.vector_index import VectorIndex
 from core.models.loading import LoadedModel
 from core.progress import Reporter, ensure
 
@@ -61,10 +62,15 @@ class SplitIndexes:
 
 
 def _side_index(
-    vectors: np.ndarray, ids: list[str], key: IndexKey, spec: IndexSpec | str, reporter: Reporter
+    vectors: np.ndarray,
+    ids: list[str],
+    key: IndexKey,
+    spec: IndexSpec | str,
+    reporter: Reporter,
+    queries: np.ndarray | None,
 ) -> SideIndex:
     start = time.perf_counter()
-    index, reused = cached_index(vectors, ids, key, spec, reporter)
+    index, reused = cached_index(vectors, ids, key, spec, reporter, queries)
     return SideIndex(index, reused, round(time.perf_counter() - start, 4))
 
 
@@ -76,17 +82,21 @@ def index_embeddings(
     spec: IndexSpec | str = "auto",
     reporter: Reporter | None = None,
 ) -> SplitIndexes:
-    """The cached (or built) image and caption indexes of ``emb``, the embeddings of ``dataset``'s ``split``."""
+    """The cached (or built) image and caption indexes of ``emb``, the embeddings of ``dataset``'s ``split``.
+
+    ``auto`` tunes each side's knob on the other side's vectors: the queries each index answers.
+    """
     reporter = ensure(reporter)
 
     def key(side: Side) -> IndexKey:
         return IndexKey(lm.model_id, dataset, split, side, lm.precision)
 
-    images = _side_index(emb.image_emb, [r.id for r in emb.records], key("images"), spec, reporter)
+    texts = emb.caption_emb if len(emb.captions) else None
+    images = _side_index(emb.image_emb, [r.id for r in emb.records], key("images"), spec, reporter, texts)
     captions = None
     if len(emb.captions):
         ids = caption_ids(emb.records, emb.caption_image)
-        captions = _side_index(emb.caption_emb, ids, key("captions"), spec, reporter)
+        captions = _side_index(emb.caption_emb, ids, key("captions"), spec, reporter, emb.image_emb)
     return SplitIndexes(emb, images, captions)
 
 

@@ -90,3 +90,41 @@ def test_parse_ints() -> None:
     assert parse_ints("1, 5 10", "K values") == [1, 5, 10]
     with pytest.raises(Exception, match="K values"):
         parse_ints("0", "K values")
+
+
+@pytest.mark.asyncio
+async def test_every_registry_kind_is_offered_and_runs_with_its_knob(make_app, retriever, artifacts) -> None:
+    from textual.widgets import Select
+
+    from core.index.registry import CHOICES
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f4")
+        select = app.screen.query_one("#eval-index", Select)
+        assert [value for _, value in select._options if value != Select.BLANK] == [*CHOICES, "both"]
+        select.value = "ivf-flat"
+        app.screen.query_one("#eval-params", Input).value = "nlist=2, nprobe=2"
+        await pilot.press("ctrl+g")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, EvaluateScreen) and screen.result is not None, notifications(app)
+        saved = json.loads(screen.result_path.read_text(encoding="utf-8"))
+        assert list(saved["metrics"]) == ["ivf-flat"]
+        assert saved["index"]["ivf-flat"]["images"]["params"] == {"nlist": 2, "nprobe": 2}
+        app.screen.query_one("#eval-params", Input).value = "nlist=2 nprobe=5"
+        await pilot.press("ctrl+g")
+        await settle(pilot)
+        assert any("nprobe 5 exceeds nlist 2" in n for n in notifications(app)), notifications(app)
+
+
+def test_parse_params() -> None:
+    from tui.screens.evaluate import parse_params
+
+    assert parse_params("ef_search=64, nprobe=8 target_recall=0.9") == {
+        "ef_search": 64,
+        "nprobe": 8,
+        "target_recall": 0.9,
+    }
+    with pytest.raises(Exception, match="not name=number"):
+        parse_params("ef_search")

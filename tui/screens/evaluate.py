@@ -1,5 +1,6 @@
 """Evaluate: pick a dataset, split, model, index and Ks; run ``run_eval`` in a worker with live progress;
 see the metrics, the worst queries (openable in Search), the history of runs and an HNSW efSearch sweep.
+Index kinds and their parameters come from the index registry (:mod:`core.index.registry`).
 A run is saved (results file and history line); a sweep's evaluations are only shown."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Vertical
 from textual.widgets import Button, DataTable, Input, Label, Select, TabbedContent, TabPane
 
 from core.data.records import SPLITS
@@ -37,9 +38,35 @@ from tui.workers import TuiReporter, run_task
 if TYPE_CHECKING:
     from core.data.records import ImageRecord
     from core.evaluation.results import EvalResult
-    from core.index.vector_index import IndexSpec
+    from core.index.kind_base import IndexSpec
 
-INDEX_CHOICES = [("exact", "exact"), ("HNSW", "hnsw"), ("exact + HNSW", "both")]
+
+def index_choices() -> list[tuple[str, str]]:
+    """Every kind the registry lists (auto first), then exact and HNSW both."""
+    from core.index.registry import CHOICES, kind_class
+
+    return [(kind_class(k).title, k) for k in CHOICES] + [("exact + HNSW", "both")]
+
+
+def parse_params(text: str) -> dict[str, float]:
+    """``name=value`` pairs (``ef_search=64 nprobe=32``) as a dict; CapsearchError for a malformed one."""
+    from core.errors import CapsearchError
+
+    out: dict[str, float] = {}
+    for item in text.replace(",", " ").split():
+        name, sep, raw = item.partition("=")
+        try:
+            number = float(raw)
+        except ValueError:
+            number = float("nan")
+        if not sep or not name or number != number:
+            raise CapsearchError(
+                f"index parameter {item!r} is not name=number", hint="e.g. ef_search=64 nprobe=32"
+            )
+        out[name] = int(number) if number.is_integer() and name != "target_recall" else number
+    return out
+
+
 SWEEP_EF = (8, 16, 32, 64, 128, 256)
 WORST_SHOWN = 25  # per direction
 
@@ -50,7 +77,7 @@ class EvalSettings:
 
     source: Source
     """The dataset (None: the demo's), model (None: the default), weights, split and index kind."""
-    hnsw: IndexSpec
+    spec: IndexSpec
     ks: tuple[int, ...]
 
 
@@ -89,12 +116,9 @@ class EvaluateScreen(RunFormScreen[EvalSettings]):
         yield Label("Weights (optional)")
         yield Input(placeholder="open_clip tag or file", classes="compact", id="eval-pretrained")
         yield Label("Index")
-        yield Select(INDEX_CHOICES, value="exact", allow_blank=False, compact=True, id="eval-index")
-        yield Label("HNSW M · efConstr. · efSearch")
-        with Horizontal(classes="hnsw-params"):
-            yield Input("16", classes="compact", id="eval-m", type="integer")
-            yield Input("200", classes="compact", id="eval-efc", type="integer")
-            yield Input("100", classes="compact", id="eval-ef", type="integer")
+        yield Select(index_choices(), value="exact", allow_blank=False, compact=True, id="eval-index")
+        yield Label("Index parameters (name=value)")
+        yield Input(placeholder="e.g. ef_search=64, nprobe=32", classes="compact", id="eval-params")
         yield Label("K values")
         yield Input("1 5 10", classes="compact", id="eval-ks")
 
@@ -121,15 +145,13 @@ class EvaluateScreen(RunFormScreen[EvalSettings]):
     # -- settings ------------------------------------------------------------------------------------
     def settings(self) -> EvalSettings:
         """The form as run_eval arguments (raises CapsearchError for malformed numbers)."""
-        from core.index.vector_index import IndexSpec
+        from core.index.registry import make_spec
 
         def value(selector: str) -> str:
             return str(self.query_one(selector, Select).value)
 
-        m, efc, ef = (
-            parse_ints(self.query_one(f"#eval-{name}", Input).value, label)[0]
-            for name, label in (("m", "HNSW M"), ("efc", "efConstruction"), ("ef", "efSearch"))
-        )
+        kind = value("#eval-index")
+        params = parse_params(self.query_one("#eval-params", Input).value)
         source = Source(
             dataset=chosen(self.query_one("#eval-dataset", Select)),
             model=chosen(self.query_one("#eval-model", Select)),
@@ -139,7 +161,7 @@ class EvaluateScreen(RunFormScreen[EvalSettings]):
         )
         return EvalSettings(
             source=source,
-            hnsw=IndexSpec("hnsw", m=m, ef_construction=efc, ef_search=ef),
+            spec=make_spec("hnsw" if kind == "both" else kind, **params),
             ks=tuple(parse_ints(self.query_one("#eval-ks", Input).value, "K values")),
         )
 
@@ -172,7 +194,7 @@ class EvaluateScreen(RunFormScreen[EvalSettings]):
                 pretrained=settings.source.pretrained,
                 index=settings.source.index,
                 ks=settings.ks,
-                hnsw=settings.hnsw,
+                hnsw=settings.spec,
                 reporter=reporter,
             )
             path = save_result(result)
@@ -192,16 +214,16 @@ class EvaluateScreen(RunFormScreen[EvalSettings]):
     @work(thread=True, exclusive=True, group="evaluate")
     def _sweep(self, settings: EvalSettings, reporter: TuiReporter) -> None:
         def call() -> SweepFinished:
-            from dataclasses import replace
-
             from core.evaluation.runner import run_eval
+            from core.index.graph_kinds import HNSWSpec
             from core.models.loading import load_model
 
             dataset, model = resolve(settings.source, reporter)
             lm = load_model(model, settings.source.pretrained)
             for i, ef in enumerate(SWEEP_EF):
                 reporter.check_cancelled()
-                spec = replace(settings.hnsw, ef_search=ef)
+                base = settings.spec if settings.spec.kind == "hnsw" else HNSWSpec()
+                spec = base.with_knob(ef)
                 result = run_eval(
                     dataset,
                     settings.source.split,
