@@ -584,6 +584,9 @@ def stage_report(p: dict[str, Path], args: argparse.Namespace) -> None:
         a = result["auto"]
         pt = {"recall": a["recall_at_10_fresh"], "p50": a["single_ms_fresh"]["cpu_p50"]}
         a["on_pareto_front_cpu_p50"] = on_front(pt, points(kinds, "cpu_p50"))
+        a["recall_0.95_p50_1ms"] = bool(
+            a["recall_at_10_fresh"] >= 0.95 and a["single_ms_fresh"]["p50"] <= 1.0
+        )
     write_json(p["result"], result)
     plot(result, p["plot"])
     if realism:
