@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.atomic import write_json  # noqa: E402
 from core.data.records import load_dataset  # noqa: E402
+from core.embed.tuning import cpu_model  # noqa: E402
 from core.evaluation.recall import mean_recall, recall_metrics  # noqa: E402
 from core.models.checkpoint import build_model  # noqa: E402
 from core.models.loading import load_model  # noqa: E402
@@ -47,13 +48,6 @@ R10_TOLERANCE = 0.3
 class Log(Reporter):
     def log(self, message: str) -> None:
         print(time.strftime("%H:%M:%S"), message, flush=True)
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def _timed_split(model: Any, cfg: dict[str, Any], args: argparse.Namespace, split: str, precision: str):
@@ -98,7 +92,7 @@ def _args() -> argparse.Namespace:
 
 def _machine() -> dict[str, Any]:
     return {
-        "cpu": cpu_name(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "loadavg": os.getloadavg(),

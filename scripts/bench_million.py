@@ -45,7 +45,7 @@ from core.evaluation.recall import neighbour_recall
 from core.index.auto import choose
 from core.index.registry import AutoSpec, IndexSpec, IVFPQSpec, make_spec
 from core.index.sources import ShardSource, VectorSource
-from core.index.vector_index import VectorIndex
+from core.index.vector_index import VectorIndex, faiss_threads
 
 REPO = Path(__file__).resolve().parents[1]
 K = 10
@@ -113,16 +113,6 @@ def run_header() -> dict[str, Any]:
         "load_average_1m": round(os.getloadavg()[0], 2),
         "shared_machine": "2 vCPUs shared with other work; wall times include their load, CPU seconds do not",
     }
-
-
-@contextmanager
-def faiss_threads(n: int) -> Iterator[None]:
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
 
 
 def exact_top(db: np.ndarray, queries: np.ndarray, k: int = K, chunk: int = 50_000) -> np.ndarray:

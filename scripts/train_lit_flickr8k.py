@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.atomic import write_json  # noqa: E402
 from core.data.records import load_dataset  # noqa: E402
+from core.embed.tuning import cpu_model  # noqa: E402
 from core.models.checkpoint import build_model, save_checkpoint_dir  # noqa: E402
 from core.paths import models_dir, results_dir  # noqa: E402
 from core.progress import Reporter  # noqa: E402
@@ -66,16 +66,6 @@ TOWER_KEYS = {"head_dropout", "head_hidden", "embed_dim"}
 class Log(Reporter):
     def log(self, message: str) -> None:
         print(time.strftime("%H:%M:%S"), message, flush=True)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 REPORTER = Log()
@@ -146,7 +136,7 @@ def _try(
         "train_seconds": round(result.train_seconds, 1),
         "train_cpu_seconds": round(cpu_seconds, 1),
         "loadavg": os.getloadavg(),
-        "cpu": cpu_name(),
+        "cpu": cpu_model(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     log_path = results_dir() / "lit-search-log.json"
@@ -211,7 +201,7 @@ def main() -> int:
     REPORTER.log(
         f"train images {train.images.shape}, captions {train.captions.shape}; val {val.images.shape}"
     )
-    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_start": os.getloadavg()}
+    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "loadavg_start": os.getloadavg()}
     search_t0 = time.perf_counter()
     grid = json.loads(args.settings) if args.settings else GRIDS[args.grid]
     tried = [_try(args, settings, train, val) for settings in grid]

@@ -39,7 +39,9 @@ from core.train.lit import LitConfig, val_metrics  # noqa: E402
 from core.train.lit_unlock import stem_features, train_unlocked, with_rows  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_lit_flickr8k import REPORTER, cpu_name  # noqa: E402
+from train_lit_flickr8k import REPORTER  # noqa: E402
+
+from core.embed.tuning import cpu_model  # noqa: E402
 
 
 def _args() -> argparse.Namespace:
@@ -94,7 +96,7 @@ def _entry(
         "better_on_val": result.best_val["mean_recall"] > baseline["mean_recall"],
         "val_curve": result.curve,
         "loadavg": os.getloadavg(),
-        "cpu": cpu_name(),
+        "cpu": cpu_model(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 

@@ -55,7 +55,8 @@ class ImagePlan:
 DEFAULT_PLAN = ImagePlan(batch_size=64, threads=0, channels_last=False)  # threads 0: leave torch's
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else what the platform says)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -68,7 +69,7 @@ def _cpu_model() -> str:
 def machine_key() -> str:
     """What a probe result depends on besides the model: CPU model, cores, bf16 support, torch."""
     parts = [
-        _cpu_model(),
+        cpu_model(),
         str(os.cpu_count()),
         str(torch.get_num_threads()),
         str(torch.cpu._is_avx512_bf16_supported()),
@@ -178,5 +179,5 @@ def image_plan(
     with exclusive(path.parent):
         plans = _read_plans(path)
         plans[key] = {k: v for k, v in asdict(plan).items() if k != "probed"}
-        write_json(path, {"machine": _cpu_model(), "torch": torch.__version__, "plans": plans})
+        write_json(path, {"machine": cpu_model(), "torch": torch.__version__, "plans": plans})
     return plan

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import faiss
 
-from core.index.kind_base import IndexSpec, Updates, inner, param
+from core.index.kind_base import IndexSpec, Updates, inner, param, with_selector
 
 M_HELP = "HNSW M: graph links per node (more: better recall, more memory)"
 EFC_HELP = "HNSW efConstruction: candidate list size while building (more: better graph, slower build)"
@@ -39,7 +39,7 @@ class ExactSpec(IndexSpec):
 
     def search_parameters(self, selector: faiss.IDSelector | None) -> faiss.SearchParameters:
         api: Any = faiss
-        return api.SearchParameters(sel=selector) if selector is not None else api.SearchParameters()
+        return with_selector(api.SearchParameters(), selector)
 
 
 @dataclass(frozen=True)
@@ -77,10 +77,7 @@ class HNSWSpec(IndexSpec):
 
     def search_parameters(self, selector: faiss.IDSelector | None) -> faiss.SearchParameters:
         api: Any = faiss
-        params = api.SearchParametersHNSW(efSearch=self.ef_search)
-        if selector is not None:
-            params.sel = selector
-        return params
+        return with_selector(api.SearchParametersHNSW(efSearch=self.ef_search), selector)
 
 
 @dataclass(frozen=True)

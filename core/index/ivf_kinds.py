@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import faiss
 
-from core.index.kind_base import IndexSpec, IndexSpecError, inner, param
+from core.index.kind_base import IndexSpec, IndexSpecError, inner, param, with_selector
 
 NLIST_HELP = "IVF lists (0: about 4*sqrt(vectors), at least 39 training vectors per list)"
 NPROBE_HELP = "IVF nprobe: lists scanned per query (more: better recall, slower queries)"
@@ -93,10 +93,7 @@ class IVFFlatSpec(IndexSpec):
 
     def search_parameters(self, selector: faiss.IDSelector | None) -> faiss.SearchParameters:
         api: Any = faiss
-        params = api.SearchParametersIVF(nprobe=self.nprobe)
-        if selector is not None:
-            params.sel = selector
-        return params
+        return with_selector(api.SearchParametersIVF(nprobe=self.nprobe), selector)
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,13 @@ class IndexSpec(ABC):
         """Per-call search parameters: this spec's knob and ``selector`` (ids to keep)."""
 
 
+def with_selector(params: Any, selector: faiss.IDSelector | None) -> faiss.SearchParameters:
+    """``params`` restricted to the ids ``selector`` keeps (all ids when None)."""
+    if selector is not None:
+        params.sel = selector
+    return params
+
+
 def inner(index: faiss.Index) -> Any:
     """The index inside an ``IndexIDMap2`` (or ``index`` itself), downcast to its class."""
     index = faiss.downcast_index(index)
