@@ -30,7 +30,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from core.atomic import atomic_path, write_json
 from core.evaluation.latency import percentiles
 from core.evaluation.recall import neighbour_recall
 from core.index.auto import choose
-from core.index.registry import AutoSpec, IndexSpec, IVFPQSpec, make_spec
+from core.index.registry import AutoSpec, IndexSpec, make_spec
 from core.index.sources import ShardSource, VectorSource
 from core.index.vector_index import VectorIndex, faiss_threads
 
@@ -155,22 +154,17 @@ SWEEP: dict[str, tuple[dict[str, int], tuple[int, ...]]] = {
     "ivf-flat": ({"nlist": 0}, (4, 8, 16, 32, 64, 128)),
     "ivf-pq": ({"nlist": 0, "pq_m": 64, "opq": 0}, (4, 8, 16, 32, 64, 128)),
 }
-MILLION: dict[str, dict[str, int]] = {"ivf-flat": {"nlist": 1024}, "ivf-pq": {"nlist": 1024}}
-
-
-@dataclass(frozen=True)
-class IVFPQWithoutPolysemous(IVFPQSpec):
-    """The registry's ivf-pq, less FAISS's polysemous training (its factory string ends ``PQ<m>x8``, which
-    turns on a code-reordering anneal that took minutes at pq_m=64 even on 20,000 rows, and is not used by
-    IVF-PQ search). Saved indexes load as the registry's ivf-pq."""
-
-    def factory(self, dim: int) -> str:
-        return super().factory(dim) + "np"
+MILLION: dict[str, dict[str, int]] = {
+    "ivf-flat": {"nlist": 1024},
+    "ivf-pq": {"nlist": 1024},
+    "hnsw-sq": {"ef_construction": 200},  # 40 (the realism runs') capped its recall at 0.853 at 1M
+}
+MILLION_KNOBS: dict[str, tuple[int, ...]] = {"hnsw-sq": (16, 32, 64, 128, 256, 512)}
 
 
 def spec_of(kind: str, overrides: dict[str, int] | None = None) -> IndexSpec:
     params = {**SWEEP[kind][0], **(overrides or {})}
-    return IVFPQWithoutPolysemous(**params) if kind == "ivf-pq" else make_spec(kind, **params)
+    return make_spec(kind, **params)
 
 
 def build(kind: str, db: np.ndarray | VectorSource, overrides: dict[str, int] | None = None) -> VectorIndex:
@@ -431,7 +425,8 @@ def stage_serve(p: dict[str, Path], args: argparse.Namespace) -> None:
         )
         timed = min(args.timed, 50) if kind == "exact" else args.timed
         part["knobs"] = [
-            measure_knob(index, v, {"tune": tune_q, "fresh": fresh_q}, truth, timed) for v in SWEEP[kind][1]
+            measure_knob(index, v, {"tune": tune_q, "fresh": fresh_q}, truth, timed)
+            for v in MILLION_KNOBS.get(kind, SWEEP[kind][1])
         ]
     part["serve"].update(peak_rss_mb=rss_mb()["peak_rss_mb"])
     for row in part["knobs"]:
