@@ -150,16 +150,11 @@ def latency(search: Callable[[np.ndarray], object], queries: np.ndarray, batch: 
 SWEEP: dict[str, tuple[dict[str, int], tuple[int, ...]]] = {
     "exact": ({}, (0,)),
     "hnsw": ({"m": 16, "ef_construction": 200}, (16, 32, 64, 128, 256)),
-    "hnsw-sq": ({"m": 16, "ef_construction": 40}, (16, 32, 64, 128, 256)),
+    "hnsw-sq": ({"m": 16, "ef_construction": 200}, (16, 32, 64, 128, 256, 512)),
     "ivf-flat": ({"nlist": 0}, (4, 8, 16, 32, 64, 128)),
     "ivf-pq": ({"nlist": 0, "pq_m": 64, "opq": 0}, (4, 8, 16, 32, 64, 128)),
 }
-MILLION: dict[str, dict[str, int]] = {
-    "ivf-flat": {"nlist": 1024},
-    "ivf-pq": {"nlist": 1024},
-    "hnsw-sq": {"ef_construction": 200},  # 40 (the realism runs') capped its recall at 0.853 at 1M
-}
-MILLION_KNOBS: dict[str, tuple[int, ...]] = {"hnsw-sq": (16, 32, 64, 128, 256, 512)}
+MILLION: dict[str, dict[str, int]] = {"ivf-flat": {"nlist": 1024}, "ivf-pq": {"nlist": 1024}}
 
 
 def spec_of(kind: str, overrides: dict[str, int] | None = None) -> IndexSpec:
@@ -300,8 +295,11 @@ def stage_realism(p: dict[str, Path], args: argparse.Namespace) -> None:
     db_real, queries, _ = real_sets(load_real(p))
     result: dict[str, Any] = {"benchmark": "million_realism", **run_header()}
     with measured(result):
-        mix = fit(db_real, args.clusters)
-        save_mixture(p["mixture"], mix)
+        if p["mixture"].exists():  # the million was sampled from this one: keep it
+            mix = load_mixture(p["mixture"])
+        else:
+            mix = fit(db_real, args.clusters)
+            save_mixture(p["mixture"], mix)
         db_fake = sample(mix, len(db_real), seed=SEED + 1)
         result["mixture"] = mix.summary()
         sets = {}
@@ -425,8 +423,7 @@ def stage_serve(p: dict[str, Path], args: argparse.Namespace) -> None:
         )
         timed = min(args.timed, 50) if kind == "exact" else args.timed
         part["knobs"] = [
-            measure_knob(index, v, {"tune": tune_q, "fresh": fresh_q}, truth, timed)
-            for v in MILLION_KNOBS.get(kind, SWEEP[kind][1])
+            measure_knob(index, v, {"tune": tune_q, "fresh": fresh_q}, truth, timed) for v in SWEEP[kind][1]
         ]
     part["serve"].update(peak_rss_mb=rss_mb()["peak_rss_mb"])
     for row in part["knobs"]:

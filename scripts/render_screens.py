@@ -22,6 +22,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -127,11 +128,25 @@ async def render(source: Source, retriever, name: str, step: Step, size: tuple[i
     return svg
 
 
+def _open(args: argparse.Namespace, reporter: RichReporter) -> tuple[Source, Any]:
+    """The source the screens show and its retriever: a library, else a dataset split."""
+    if args.library:
+        from tui.library_session import open_library
+
+        return Source(library=args.library), open_library(args.library, reporter)
+    from tui.session import resolve
+
+    dataset, model = resolve(Source(dataset=args.dataset, model=args.model), reporter)
+    source = Source(dataset=dataset, model=model, pretrained=args.pretrained, split=args.split)
+    return source, open_retriever(source, reporter)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dataset", help="prepared dataset name or folder (default: the demo)")
+    parser.add_argument("--library", help="a photo library to open instead of a dataset")
     parser.add_argument("--model", help="model name or checkpoint folder (default: the demo model)")
     parser.add_argument("--pretrained")
     parser.add_argument("--split", default="test")
@@ -153,14 +168,10 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     with RichReporter() as reporter:
-        from tui.session import resolve
-
-        dataset, model = resolve(Source(dataset=args.dataset, model=args.model), reporter)
-        source = Source(dataset=dataset, model=model, pretrained=args.pretrained, split=args.split)
-        retriever = open_retriever(source, reporter)
+        source, retriever = _open(args, reporter)
     records = retriever.records
-    query = args.query or next(c for r in records[len(records) // 3 :] for c in r.captions)
-    image_id = records[len(records) // 2].id
+    query = args.query or next((c for r in records[len(records) // 3 :] for c in r.captions), "a dog")
+    image_id = records[len(records) // 2].id if records else ""
 
     for name, step in scenes(query, image_id, args.threshold).items():
         if args.only and name not in args.only:

@@ -17,6 +17,7 @@ from tui.library_filters import SearchFilters
 
 if TYPE_CHECKING:
     from core.library.catalogue import FileRow, ModelKey
+    from core.library.duplicates import LibraryDuplicates
     from core.library.library import Library
     from core.library.update import UpdateStats
     from core.models.loading import LoadedModel
@@ -92,6 +93,13 @@ class LibraryRetriever:
 
     def _search(self, vector: np.ndarray, k: int, options: SearchFilters) -> list[LibraryHit]:
         return self.searcher.search_vector(vector, k, options.filters)
+
+    def duplicates(self, threshold: float, reporter: Reporter) -> LibraryDuplicates:
+        """The library's near-duplicate groups under the default rule with embedding ``threshold``."""
+        from core.index.duplicates import DuplicateRule
+        from core.library.duplicates import library_duplicates
+
+        return library_duplicates(self.searcher.lib, DuplicateRule(threshold=threshold), True, reporter)
 
     def image_to_text(self, image: str, k: int = 10) -> list[Hit]:
         raise CapsearchError("a library has no captions to search", hint="use text→image or image→image")

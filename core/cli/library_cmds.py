@@ -237,34 +237,22 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _duplicates(args: argparse.Namespace) -> int:
-    from core.index.duplicates import find_duplicate_groups
+    from core.library.duplicates import library_duplicates
     from core.library.home import resolve_library
     from core.library.library import Library
-    from core.library.update import hash_missing
-    from core.locks import exclusive
 
     rule, hashed = rule_of(args), not args.embeddings_only
     with Library.open(resolve_library(args.name)) as lib, RichReporter() as reporter:
-        model = lib.active
-        if model is None:
-            raise CapsearchError(f"library {lib.name!r} has nothing embedded yet")
-        if hashed and lib.catalogue.unhashed():
-            with exclusive(lib.folder, reporter.log):  # a catalogue made before perceptual hashes
-                hash_missing(lib, reporter)
-        ids, vectors = lib.index(model, lib.store(model)).all_vectors()
-        rows = lib.catalogue.files_by_id(ids.tolist())
-        files = [rows[i] for i in ids.tolist()]
-        hashes = [f.phash for f in files] if hashed else None
-        groups = find_duplicate_groups(vectors, [f.path for f in files], rule, hashes)
+        found = library_duplicates(lib, rule, hashed, reporter)
+    groups = found.groups
     if args.json:
-        payload = {"library": lib.name, "rule": rule.to_dict(), "pixel_hashes": hashed, "photos": len(ids)}
-        print(json.dumps({**payload, "groups": [g.to_dict() for g in groups]}, indent=2))
+        print(json.dumps(found.to_dict(), indent=2))
         return 0
     out = Console()
     grouped = sum(len(g.ids) for g in groups)
     out.print(
         f"library {markup_safe(lib.name)}: {len(groups):,} groups of near-duplicates ({grouped:,} of "
-        f"{len(ids):,} photos): " + describe_rule(rule, hashed),
+        f"{found.images:,} photos): " + describe_rule(rule, hashed),
         soft_wrap=True,
         highlight=False,
     )

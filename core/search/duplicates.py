@@ -40,6 +40,9 @@ class DatasetDuplicates:
     def path(self, image_id: str) -> Path:
         return self.dataset.image_path(self.records[image_id])
 
+    def label(self, image_id: str) -> str:
+        return image_id
+
     def to_dict(self) -> dict[str, object]:
         return {
             "dataset": self.dataset.name,

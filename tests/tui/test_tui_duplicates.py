@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from pilot_helpers import settle
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Label
 
 from core.data.phash import file_phash
 from core.embed.cache import split_embeddings
@@ -69,3 +69,25 @@ async def test_duplicates_screen_refuses_a_bad_threshold(make_app) -> None:
         await pilot.press("enter")
         await settle(pilot)
         assert any("not a similarity" in n.message for n in app._notifications)
+
+
+async def test_duplicates_screen_on_a_library_shows_its_copies(photo_library) -> None:
+    from tui.app import CapsearchApp
+    from tui.session import Source
+
+    app = CapsearchApp(Source(library="mine"), retriever=photo_library.retriever)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("f6")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, DuplicatesScreen)
+        found = screen.found
+        assert found is not None and found.images == 8
+        copies = {str(photo_library.path("2020/b0.jpg")), str(photo_library.path("2020/b0 copy.jpg"))}
+        assert [set(g.ids) for g in found.groups] == [copies]
+        assert screen.query_one("#dup-table", DataTable).row_count == 1
+        shown = [screen.query_one(f"#dup-preview-{k}", ImagePreview).path for k in range(2)]
+        assert {str(p) for p in shown} == copies
+        labels = {str(screen.query_one(f"#dup-label-{k}", Label).render()) for k in range(2)}
+        assert labels == {"2020/b0.jpg", "2020/b0 copy.jpg"}  # relative to the library's folder

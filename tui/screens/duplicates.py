@@ -1,8 +1,10 @@
-"""Duplicates: groups of near-identical images of the open split, a group at a time with previews.
+"""Duplicates: groups of near-identical images of the open split or library, a group at a time with previews.
 
 The groups come from :func:`core.search.duplicates.dataset_duplicates` over the split the app searches
 (the open model's cached image embeddings and the images' perceptual hashes; every two members of a group
-near-duplicates under the default rule at the threshold entered), computed in a thread worker.
+near-duplicates under the default rule at the threshold entered), or for a library from
+:func:`core.library.duplicates.library_duplicates` (its stored vectors and catalogued hashes), computed in a
+thread worker.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from textual.widgets import Button, DataTable, Input, Label
 
 from core.near_duplicates import DEFAULT_THRESHOLD
 from core.safe_text import markup_safe
+from tui.library_session import LibraryRetriever
 from tui.messages import DuplicatesFound, Task, TaskFailed, TaskProgress
 from tui.screens.base import CapsearchScreen
 from tui.widgets.image_preview import ImagePreview
@@ -26,10 +29,19 @@ PREVIEWS = 6
 
 
 def compute_duplicates(retriever: Any, threshold: float, reporter: TuiReporter) -> Any:
-    """The near-duplicate groups of the retriever's split by its model."""
+    """The near-duplicate groups of the retriever's split by its model, or of the open library's photos."""
+    if isinstance(retriever, LibraryRetriever):
+        return retriever.duplicates(threshold, reporter)
     from core.search.duplicates import dataset_duplicates
 
     return dataset_duplicates(retriever.lm, retriever.data, [retriever.split], threshold, reporter)
+
+
+def _what(retriever: Any) -> str:
+    """What the groups are looked for in: a library, or a dataset's split."""
+    if isinstance(retriever, LibraryRetriever):
+        return markup_safe(retriever.dataset)
+    return f"{markup_safe(retriever.data.name)}/{retriever.split}"
 
 
 class DuplicatesScreen(CapsearchScreen):
@@ -101,7 +113,7 @@ class DuplicatesScreen(CapsearchScreen):
         if retriever is None or threshold is None:
             return
         self._for = retriever
-        self._status(f"grouping {markup_safe(retriever.data.name)}/{retriever.split} at {threshold:g}…")
+        self._status(f"grouping {_what(retriever)} at {threshold:g}…")
         self._find(retriever, threshold, TuiReporter(self, Task.DUPLICATES))
 
     @work(thread=True, exclusive=True, group="duplicates")
@@ -125,7 +137,9 @@ class DuplicatesScreen(CapsearchScreen):
         table.clear()
         for n, group in enumerate(self.found.groups, 1):
             span = f"{group.min_similarity:.3f}–{group.max_similarity:.3f}"
-            table.add_row(str(n), str(len(group.ids)), span, markup_safe(group.ids[0]), key=str(n))
+            table.add_row(
+                str(n), str(len(group.ids)), span, markup_safe(self.found.label(group.ids[0])), key=str(n)
+            )
         self._show_group()
 
     @property
@@ -140,7 +154,7 @@ class DuplicatesScreen(CapsearchScreen):
         for k in range(PREVIEWS):
             image_id = members[k] if k < len(members) else None
             self.query_one(f"#dup-preview-{k}", ImagePreview).show(found.path(image_id) if image_id else None)
-            label = markup_safe(image_id) if image_id else ""
+            label = markup_safe(found.label(image_id)) if image_id else ""
             if k == PREVIEWS - 1 and len(members) > PREVIEWS:
                 label += f" (+{len(members) - PREVIEWS} more)"
             self.query_one(f"#dup-label-{k}", Label).update(label)
