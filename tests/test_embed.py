@@ -13,6 +13,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from recorder import Recorder
 
 from core.data.images import load_rgb
 from core.data.prepare import prepare_synthetic
@@ -33,24 +34,6 @@ CAPTIONS = [
     " ".join(["surfer"] * 90),  # longer than the 77-token context: cut by the tokenizer
     "people",
 ]
-
-
-class Recorder(Reporter):
-    """Keeps every log line and update; optionally cancels once ``cancel_after_chunks`` chunks are saved."""
-
-    def __init__(self, cancel_after_chunks: int | None = None) -> None:
-        super().__init__()
-        self.logs: list[str] = []
-        self.updates: list[tuple[str, int, int | None]] = []
-        self.cancel_after_chunks = cancel_after_chunks
-
-    def log(self, message: str) -> None:
-        self.logs.append(message)
-
-    def update(self, stage: str, done: int, total: int | None = None, **info: Any) -> None:
-        self.updates.append((stage, done, total))
-        if stage == "embed chunks" and done == self.cancel_after_chunks:
-            self.cancel()
 
 
 @pytest.fixture(scope="module")

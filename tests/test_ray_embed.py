@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from recorder import Recorder
 
 from core.data.prepare import prepare_synthetic
 from core.data.records import PreparedDataset
@@ -28,22 +29,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 # 28 train images in chunks of 10; image batches of 4 cross no chunk edge, batches of 6 do.
 OPTIONS = RayOptions(batch_size=6, chunk_size=10)
-
-
-class Recorder(Reporter):
-    def __init__(self, cancel_after_chunks: int | None = None) -> None:
-        super().__init__()
-        self.logs: list[str] = []
-        self.updates: list[tuple[str, int, int | None]] = []
-        self.cancel_after_chunks = cancel_after_chunks
-
-    def log(self, message: str) -> None:
-        self.logs.append(message)
-
-    def update(self, stage: str, done: int, total: int | None = None, **info: Any) -> None:
-        self.updates.append((stage, done, total))
-        if stage == "embed chunks" and done == self.cancel_after_chunks:
-            self.cancel()
 
 
 @pytest.fixture(scope="module")
