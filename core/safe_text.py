@@ -39,9 +39,19 @@ def visible(text: object) -> str:
     return _UNSAFE.sub(lambda m: " " if m.group() == "\t" else _escape_char(m.group()), str(text))
 
 
+# Rich reads "\\[" as an escaped bracket even where no tag follows, and backslashes at the end of a string
+# as escapes of whatever tag comes after it: both need one more backslash than rich.markup.escape adds.
+_BEFORE_PLAIN_BRACKET = re.compile(r"(\\+)(?=\[(?![a-z#/@][^[]*?\]))")
+_TRAILING_BACKSLASHES = re.compile(r"(\\+)$")
+
+
 def markup_safe(text: object) -> str:
-    """:func:`visible`, then Rich markup escaped: safe to embed in a Rich/Textual markup string."""
-    return escape(visible(text))
+    """:func:`visible`, then Rich markup escaped: safe to embed in a Rich/Textual markup string (followed by
+    a tag it shows exactly; a trailing backslash, doubled so that it cannot escape that tag, shows twice
+    when nothing follows)."""
+    shown = _BEFORE_PLAIN_BRACKET.sub(lambda m: m.group(1) + "\\", visible(text))
+    shown = _TRAILING_BACKSLASHES.sub(lambda m: m.group(1) * 2, shown)
+    return escape(shown)
 
 
 def is_clean(text: str) -> bool:
