@@ -7,16 +7,19 @@
 
 1. The library comes from ``scripts/make_photo_library.py`` (its manifest lists the planted pairs). Every
    planted image and ``--distractors`` other images drawn at random (0: all) are hard-linked into a
-   subset folder beside it, prepared as an uncaptioned folder dataset, embedded (cached) and perceptually
-   hashed (:mod:`core.data.phash`).
+   subset folder beside it, prepared as an uncaptioned folder dataset, embedded (cached), perceptually
+   hashed and thumbnailed (:mod:`core.data.phash`).
 2. The planted pairs are split at random into two halves, and so are the distractors: half A (tuning) and
    half B (report), each grouped on its own. A pair is found when both its images are in one group; a
    group is impure when it holds an image that is not the planted duplicate of the others (any group other
    than exactly one planted pair). Candidate pairs are found once per half (similarity at least the lowest
-   threshold tried, or hash distance <= 16); every :class:`core.index.duplicates.DuplicateRule` of a grid (embedding threshold,
-   hash distance alone, hash distance and similarity together) then filters them and groups cliques. The
-   rule is chosen on A (the highest recall with at most 0.5% impure groups, a margin under the 1% goal;
-   then the strictest) and reported on B, beside the best embedding-only and hash-only rules (also chosen on A).
+   threshold tried, or hash distance <= 16, pixel-checked: :mod:`core.data.pixel_match`); every
+   :class:`core.index.duplicates.DuplicateRule` of two grids then filters them and groups cliques: with
+   the pixel check (embedding threshold, check distance, pixel threshold) and without thumbnails
+   (embedding threshold, hash distance alone, hash distance and similarity together). A rule is chosen
+   on A (the highest recall with at most 0.5% impure groups, a margin under the 1% goal; then the
+   strictest) and reported on B, for the pixel-checked grid, for the grid without thumbnails, and for
+   its embedding-only and hash-only rules.
 3. With ``--flickr8k-library NAME``: ``capsearch library duplicates``'s computation on that library (made
    from Flickr8k's images) with the default rule: group counts and sizes, added to the results.
 
@@ -44,7 +47,7 @@ from benchlib import commit, machine_info  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
 from core.cli.console import RichReporter  # noqa: E402
-from core.data.phash import file_phash  # noqa: E402
+from core.data.phash import Fingerprint, file_fingerprint  # noqa: E402
 from core.data.prepare import prepare_folder  # noqa: E402
 from core.data.records import PreparedDataset, load_dataset  # noqa: E402
 from core.embed.cache import split_embeddings  # noqa: E402
@@ -65,6 +68,8 @@ THRESHOLDS = [round(t, 3) for t in np.arange(0.9, 0.9951, 0.01)] + [1.0]  # 1.0:
 HASH_DISTANCES = [-1, 0, 2, 4, 6, 8, 10, 12]  # -1: hashes alone off
 LOOSE_DISTANCES = (8, 10, 12, 14, 16)
 LOOSE_THRESHOLDS = (0.8, 0.84, 0.88, 0.92)  # with --thresholds: those too
+PIXEL_THRESHOLDS = (0.9, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97)
+PIXEL_DISTANCES = (10, 12, 14, 16)
 WIDEST_DISTANCE = 16  # with the lowest threshold tried: every rule's pairs are among these candidates
 MAX_IMPURE = 0.01  # the goal, on the report half
 CHOICE_IMPURE = 0.005  # the choice on half A keeps a margin under it: ~250 groups a half, so 1% is 2-3 groups
@@ -148,6 +153,7 @@ def score(groups: list[DuplicateGroup], ids: list[str], pairs: list[dict[str, An
 
 
 def rules(thresholds: list[float], loose_thresholds: list[float]) -> list[DuplicateRule]:
+    """The grid without thumbnails: embedding threshold, hash distance, loose clause."""
     loose = [(-1, 1.0)] + [(d, t) for d in LOOSE_DISTANCES for t in loose_thresholds]
     return [
         DuplicateRule(float(t), h, ld, float(lt))
@@ -158,16 +164,35 @@ def rules(thresholds: list[float], loose_thresholds: list[float]) -> list[Duplic
     ]
 
 
+def pixel_rules(thresholds: list[float]) -> list[DuplicateRule]:
+    """The grid with thumbnails: embedding threshold, pixel-check distance and threshold."""
+    return [
+        DuplicateRule(float(t), pixel_threshold=p, pixel_hash_distance=d)
+        for t in thresholds
+        for d in PIXEL_DISTANCES
+        for p in PIXEL_THRESHOLDS
+    ]
+
+
 def evaluate(
-    pairs: Pairs, ids: list[str], rule: DuplicateRule, planted: list[dict[str, Any]]
+    pairs: Pairs, ids: list[str], rule: DuplicateRule, planted: list[dict[str, Any]], checked: bool
 ) -> dict[str, Any]:
-    groups = group_pairs(pairs.where(rule.accepts(pairs.similarity, pairs.distance)), ids)
+    """``rule``'s groups scored; ``checked``: with the pixel check (else hashes alone, no thumbnails)."""
+    pixel = pairs.pixel if checked else None
+    groups = group_pairs(pairs.where(rule.accepts(pairs.similarity, pairs.distance, pixel)), ids)
     return {**rule.to_dict(), **score(groups, ids, planted)}
 
 
 def strictness(r: dict[str, Any]) -> tuple[float, ...]:
     """Higher is stricter (fewer pairs accepted): the tie-break among rules that find as many pairs."""
-    return (r["threshold"], -r["hash_distance"], -r["loose_hash_distance"], r["loose_threshold"])
+    return (
+        r["threshold"],
+        -r["hash_distance"],
+        -r["loose_hash_distance"],
+        r["loose_threshold"],
+        r["pixel_threshold"],
+        -r["pixel_hash_distance"],
+    )
 
 
 def choose(rows: list[dict[str, Any]], cap: float = CHOICE_IMPURE) -> dict[str, Any]:
@@ -179,71 +204,72 @@ def choose(rows: list[dict[str, Any]], cap: float = CHOICE_IMPURE) -> dict[str, 
 
 
 def as_rule(row: dict[str, Any]) -> DuplicateRule:
-    return DuplicateRule(
-        row["threshold"], row["hash_distance"], row["loose_hash_distance"], row["loose_threshold"]
-    )
+    return DuplicateRule(*(row[k] for k in DuplicateRule().to_dict()))
 
 
 def half_pairs(
-    vectors: np.ndarray, hashes: list[str | None], ids: list[str], rows: list[int], widest: float
+    vectors: np.ndarray, prints: list[Fingerprint | None], ids: list[str], rows: list[int], widest: float
 ) -> tuple[Pairs, list[str]]:
-    sub = [hashes[r] for r in rows]
-    return candidate_pairs(vectors[rows], sub, widest, WIDEST_DISTANCE), [ids[r] for r in rows]
+    """The candidate pairs of ``rows``, pixel-checked within WIDEST_DISTANCE."""
+    hashes = [prints[r].phash if prints[r] else None for r in rows]  # type: ignore[union-attr]
+    thumbs = [prints[r].thumb if prints[r] else None for r in rows]  # type: ignore[union-attr]
+    pairs = candidate_pairs(vectors[rows], hashes, widest, WIDEST_DISTANCE, thumbs, WIDEST_DISTANCE)
+    return pairs, [ids[r] for r in rows]
 
 
 def only(rule: DuplicateRule, kind: str) -> bool:
     embedding_only = rule.hash_distance < 0 and rule.loose_hash_distance < 0
     hash_only = rule.threshold == 1.0 and rule.loose_hash_distance < 0
-    return {"embedding": embedding_only, "hash": hash_only, "combined": True}[kind]
+    return {"embedding": embedding_only, "hash": hash_only, "hash_and_embedding": True}[kind]
 
 
 def tune_and_report(
     vectors: np.ndarray,
-    hashes: list[str | None],
+    prints: list[Fingerprint | None],
     ids: list[str],
     pairs: list[dict[str, Any]],
     seed: int,
     thresholds: list[float],
     loose_thresholds: list[float],
 ) -> dict[str, Any]:
-    """Choose a rule on half A (combined, embedding-only, hash-only) and report each on half B."""
+    """Choose a rule on half A (pixel-checked; and without thumbnails: hash and embedding, embedding-only,
+    hash-only) and report each on half B."""
     rows_a, rows_b, (pairs_a, pairs_b) = halves(pairs, ids, seed)
     widest = min(thresholds)
-    cand_a, ids_a = half_pairs(vectors, hashes, ids, rows_a, widest)
-    cand_b, ids_b = half_pairs(vectors, hashes, ids, rows_b, widest)
+    cand_a, ids_a = half_pairs(vectors, prints, ids, rows_a, widest)
+    cand_b, ids_b = half_pairs(vectors, prints, ids, rows_b, widest)
     planted_a, planted_b = [pairs[k] for k in pairs_a], [pairs[k] for k in pairs_b]
-    grid = rules(thresholds, loose_thresholds)
-    tuned = [evaluate(cand_a, ids_a, rule, planted_a) for rule in grid]
-    out: dict[str, Any] = {"rules_tried": len(grid), "candidate_pairs": {"A": len(cand_a), "B": len(cand_b)}}
-    for kind in ("combined", "embedding", "hash"):
+    grid, checked_grid = rules(thresholds, loose_thresholds), pixel_rules(thresholds)
+    tuned = [evaluate(cand_a, ids_a, rule, planted_a, False) for rule in grid]
+    out: dict[str, Any] = {
+        "rules_tried": len(grid) + len(checked_grid),
+        "candidate_pairs": {"A": len(cand_a), "B": len(cand_b)},
+    }
+    chosen = choose([evaluate(cand_a, ids_a, rule, planted_a, True) for rule in checked_grid])
+    report = evaluate(cand_b, ids_b, as_rule(chosen), planted_b, True)
+    out["pixel_checked"] = {"rule": as_rule(chosen).to_dict(), "tuning_half": chosen, "report_half": report}
+    for kind in ("hash_and_embedding", "embedding", "hash"):
         chosen = choose([t for t, rule in zip(tuned, grid, strict=True) if only(rule, kind)])
         rule = as_rule(chosen)
-        report = evaluate(cand_b, ids_b, rule, planted_b)
+        report = evaluate(cand_b, ids_b, rule, planted_b, False)
         out[kind] = {"rule": rule.to_dict(), "tuning_half": chosen, "report_half": report}
-    edge = choose(tuned, MAX_IMPURE)  # the first protocol (no margin), kept for comparison
-    report = evaluate(cand_b, ids_b, as_rule(edge), planted_b)
-    out["combined_chosen_at_1pct_on_A (no margin)"] = {
-        "rule": as_rule(edge).to_dict(),
-        "tuning_half": edge,
-        "report_half": report,
-    }
     return out
 
 
-def image_hashes(data: PreparedDataset, reporter: RichReporter) -> tuple[list[str | None], float]:
+def fingerprints(data: PreparedDataset, reporter: RichReporter) -> tuple[list[Fingerprint | None], float]:
     records = data.split("test")
     start = time.perf_counter()
     out = []
     for k, rec in enumerate(records):
-        out.append(file_phash(data.image_path(rec)))
+        out.append(file_fingerprint(data.image_path(rec)))
         if k % 500 == 0:
-            reporter.update("perceptual hashes", k, len(records))
+            reporter.update("perceptual hashes and thumbnails", k, len(records))
     return out, time.perf_counter() - start
 
 
 def flickr8k_library(name: str) -> dict[str, Any]:
-    """``capsearch library duplicates NAME`` (the default rule), its groups counted, and the groups by pixels
-    alone (hash distance within the default, embeddings only for identical content)."""
+    """``capsearch library duplicates NAME`` (the default rule), its groups counted, and the groups the same
+    rule makes without the thumbnails' pixel check (hashes alone)."""
     from core.library.library import Library
     from core.library.update import hash_missing
     from core.locks import exclusive
@@ -259,6 +285,8 @@ def flickr8k_library(name: str) -> dict[str, Any]:
         rows = lib.catalogue.files_by_id(ids.tolist())
         files = [rows[i] for i in ids.tolist()]
         paths, hashes = [f.path for f in files], [f.phash for f in files]
+        stored = lib.catalogue.thumbs_by_id(ids.tolist())
+        thumbs = [stored.get(f.id) for f in files]
         roots = lib.catalogue.roots()
     out: dict[str, Any] = {
         "library": name,
@@ -266,12 +294,12 @@ def flickr8k_library(name: str) -> dict[str, Any]:
         "model_id": model.model_id,
         "precision": model.precision,
         "photos": len(ids),
-        "hashed_on_open (catalogue migrated from format 1)": hashed_now,
+        "hashed_on_open (catalogue migrated from an older format)": hashed_now,
     }
-    pixels = DuplicateRule(1.0, DuplicateRule().hash_distance, -1, 1.0)
-    for label, rule in (("default_rule", DuplicateRule()), ("pixels_only", pixels)):
+    rule = DuplicateRule()
+    for label, checked in (("default_rule", thumbs), ("default_rule_without_thumbnails", None)):
         try:
-            groups = find_duplicate_groups(vectors, paths, rule, hashes)
+            groups = find_duplicate_groups(vectors, paths, rule, hashes, checked)
         except CapsearchError as exc:
             out[label] = {"rule": rule.to_dict(), "refused": str(exc)}
             continue
@@ -324,14 +352,14 @@ def planted_run(args: argparse.Namespace) -> dict[str, Any]:
         embed_seconds = time.perf_counter() - start
         if args.embed_only:
             raise SystemExit(0)
-        hashes, hash_seconds = image_hashes(data, reporter)
+        prints, hash_seconds = fingerprints(data, reporter)
     ids = [r.id for r in emb.records]
     t0 = time.perf_counter()
     thresholds = (
         sorted({*(float(t) for t in args.thresholds.split(",")), 1.0}) if args.thresholds else THRESHOLDS
     )
     loose = sorted({*LOOSE_THRESHOLDS, *thresholds[:-1]}) if args.thresholds else list(LOOSE_THRESHOLDS)
-    result = tune_and_report(emb.image_emb, hashes, ids, pairs, args.seed, thresholds, loose)
+    result = tune_and_report(emb.image_emb, prints, ids, pairs, args.seed, thresholds, loose)
     return {
         "commit": commit(),
         "machine": machine,
@@ -346,7 +374,7 @@ def planted_run(args: argparse.Namespace) -> dict[str, Any]:
             "reused_cache": emb.reused,
             "images_per_s": round(len(ids) / emb.encode_seconds, 2) if emb.encode_seconds else None,
             "hash_seconds": round(hash_seconds, 1),
-            "unhashable": sum(h is None for h in hashes),
+            "unhashable": sum(p is None for p in prints),
         },
         "rule": f"on half A: the highest share of pairs found with at most {CHOICE_IMPURE:.1%} impure groups "
         f"(a margin under the {MAX_IMPURE:.0%} goal; ties: the stricter rule); reported on half B. The first "
@@ -400,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_json(out, payload)
     print(
-        json.dumps({k: payload[k] for k in ("combined", "flickr8k_library") if k in payload}, indent=1)[:3000]
+        json.dumps({k: payload[k] for k in ("pixel_checked", "flickr8k_library") if k in payload}, indent=1)[
+            :3000
+        ]
     )
     print(f"written to {out}")
     return 0

@@ -123,9 +123,11 @@ def test_cli_groups_a_dataset_and_is_consistent_with_the_core(
     strict = json.loads(capsys.readouterr().out)
     assert main([*args, "--threshold", "0.99", "--json", "--embeddings-only"]) == 0
     loose = json.loads(capsys.readouterr().out)
-    assert main([*args, "--threshold", "0.99", "--json", "--hash-distance", "64"]) == 0
-    by_pixels = json.loads(capsys.readouterr().out)  # every two images within 64 bits: one group of all
+    wide = ["--hash-distance", "64", "--pixel-threshold", "0.01"]  # (nearly) any pixel match, or any hash
+    assert main([*args, "--threshold", "0.99", "--json", *wide]) == 0
+    by_pixels = json.loads(capsys.readouterr().out)  # every two images accepted: one group of all
     assert by_pixels["pixel_hashes"] and by_pixels["rule"]["hash_distance"] == 64
+    assert by_pixels["rule"]["pixel_threshold"] == 0.01
     assert [len(g["ids"]) for g in by_pixels["groups"]] == [by_pixels["images"]]
     assert loose["images"] == strict["images"] == len(synthetic_small.split("test"))
     for found, threshold in ((strict, 0.999), (loose, 0.99)):

@@ -1,5 +1,6 @@
-"""Near-duplicates by pixels as well as embeddings: perceptual hashes of real (tiny, generated) JPEG copies,
-the combined rule, the catalogue's perceptual-hash column (and its migration from format 1), and HEIC."""
+"""Near-duplicates by pixels as well as embeddings: perceptual hashes and thumbnails of real (tiny,
+generated) JPEG copies, the combined rule, the pixel check, the catalogue's perceptual-hash and thumbnail
+columns (and their migration from format 1), and HEIC."""
 
 from __future__ import annotations
 
@@ -11,14 +12,22 @@ import pytest
 from library_helpers import key_of, library_of, scene
 from PIL import Image, ImageEnhance
 
-from core.data.phash import file_phash, hash_matrix
+from core.data.phash import Fingerprint, file_fingerprint, hash_matrix
+from core.data.pixel_match import pixel_scores
 from core.index.duplicates import DuplicateRule, find_duplicate_groups
 from core.library.catalogue import FORMAT, Catalogue
 from core.library.home import LibraryError
-from core.library.scan import heic_available, read_file, with_phashes
+from core.library.scan import heic_available, read_file, with_fingerprints
 from core.library.update import hash_missing, vectors_by_path
 
 RULE = DuplicateRule(threshold=0.95, hash_distance=4, loose_hash_distance=12, loose_threshold=0.9)
+COPIES = ["half", "quality", "crop", "brightness", "crop+half"]
+
+
+def _recoloured(image: Image.Image) -> Image.Image:
+    """The same luminance (so the same greyscale perceptual hash) in opposite colours."""
+    y, cb, cr = image.convert("YCbCr").split()
+    return Image.merge("YCbCr", (y, *(c.point(lambda v: 255 - v) for c in (cb, cr)))).convert("RGB")
 
 
 def _copies(original: Image.Image) -> dict[str, Image.Image]:
@@ -31,16 +40,27 @@ def _copies(original: Image.Image) -> dict[str, Image.Image]:
         "quality": Image.open(io.BytesIO(buf.getvalue())),
         "crop": original.crop((dw, dh, w - dw, h - dh)),
         "brightness": ImageEnhance.Brightness(original).enhance(1.2),
+        "crop+half": original.crop((0, 0, w - 2 * dw, h - 2 * dh)).resize((w // 2, h // 2)),
+        "recoloured": _recoloured(original),
     }
 
 
 @pytest.fixture(scope="module")
-def photo_hashes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
+def photo_prints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Fingerprint]:
     folder = tmp_path_factory.mktemp("copies")
     images = {"original": scene(1), "unrelated": scene(2), **_copies(scene(1))}
+    out = {}
     for name, image in images.items():
         image.save(folder / f"{name}.jpg", quality=90)
-    return {name: file_phash(folder / f"{name}.jpg") for name in images}
+        found = file_fingerprint(folder / f"{name}.jpg")
+        assert found is not None
+        out[name] = found
+    return out
+
+
+@pytest.fixture(scope="module")
+def photo_hashes(photo_prints: dict[str, Fingerprint]) -> dict[str, str | None]:
+    return {name: found.phash for name, found in photo_prints.items()}
 
 
 def _distance(a: str | None, b: str | None) -> int:
@@ -53,6 +73,42 @@ def test_a_copy_hashes_close_to_its_original_and_far_from_another_photo(photo_ha
     assert _distance(photo_hashes["original"], photo_hashes[kind]) <= 12
     assert _distance(photo_hashes["original"], photo_hashes["unrelated"]) > 16
     assert _distance(photo_hashes["unrelated"], photo_hashes[kind]) > 16
+
+
+def _pixel_match(prints: dict[str, Fingerprint], a: str, b: str) -> float:
+    return float(pixel_scores([prints[a].thumb, prints[b].thumb], np.array([0]), np.array([1]))[0])
+
+
+@pytest.mark.parametrize("kind", COPIES)
+def test_a_copy_matches_its_original_in_pixels_and_another_photo_does_not(photo_prints, kind):
+    threshold = DuplicateRule().pixel_threshold
+    assert _pixel_match(photo_prints, "original", kind) >= threshold
+    assert _pixel_match(photo_prints, kind, "original") == _pixel_match(photo_prints, "original", kind)
+    assert _pixel_match(photo_prints, "unrelated", kind) < 0.5
+
+
+def test_a_recoloured_photo_hashes_like_its_original_but_fails_the_pixel_check(photo_prints):
+    ids = ["original", "recoloured"]
+    hashes, thumbs = [photo_prints[i].phash for i in ids], [photo_prints[i].thumb for i in ids]
+    assert _distance(*hashes) <= DuplicateRule().hash_distance  # a collision for hashes alone
+    assert _pixel_match(photo_prints, *ids) < DuplicateRule().pixel_threshold
+    far = _vectors(0.5)
+    assert len(find_duplicate_groups(far, ids, DuplicateRule(), hashes)) == 1
+    assert find_duplicate_groups(far, ids, DuplicateRule(), hashes, thumbs) == []
+
+
+def test_the_pixel_check_finds_copies_beyond_the_hash_distance(photo_prints):
+    ids = ["original", *COPIES, "unrelated", "recoloured"]
+    hashes, thumbs = [photo_prints[i].phash for i in ids], [photo_prints[i].thumb for i in ids]
+    vectors = np.eye(len(ids), dtype=np.float32)  # embeddings tell nothing
+    strict = DuplicateRule(hash_distance=-1, loose_hash_distance=-1)  # hashes alone accept nothing
+    assert find_duplicate_groups(vectors, ids, strict, hashes) == []
+    (group,) = find_duplicate_groups(vectors, ids, strict, hashes, thumbs)
+    assert sorted(group.ids) == sorted(["original", *COPIES])
+    missing = [*thumbs[:-2], None, None]  # rows without a thumbnail fall back to the hash clauses
+    assert find_duplicate_groups(vectors, ids, strict, hashes, missing) == [group]
+    with pytest.raises(ValueError, match="thumbnails"):
+        find_duplicate_groups(vectors, ids, strict, hashes, thumbs[:2])
 
 
 def _vectors(*similarities: float) -> np.ndarray:
@@ -108,16 +164,18 @@ def test_bad_rules_are_refused():
         find_duplicate_groups(_vectors(0.5), ["a", "b"], RULE, ["0" * 16])
 
 
-def test_scan_takes_a_perceptual_hash_once_per_content(tmp_path):
+def test_scan_fingerprints_once_per_content(tmp_path):
     scene(3).save(tmp_path / "a.jpg", quality=90)
     (tmp_path / "b.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     rows = [read_file(str(tmp_path / n), 1, 1) for n in ("a.jpg", "b.jpg")]
-    a, b = with_phashes(rows, {})
-    assert a.phash == file_phash(tmp_path / "a.jpg") and a.phash is not None and len(a.phash) == 16
-    assert b.failed is not None and b.phash is None
+    a, b = with_fingerprints(rows, {})
+    assert (a.phash, a.thumb) == file_fingerprint(tmp_path / "a.jpg") and a.phash and len(a.phash) == 16
+    assert a.thumb is not None and len(a.thumb) == 32 * 32 * 3
+    assert b.failed is not None and b.phash is None and b.thumb is None
     assert rows[0].hash is not None
-    (moved,) = with_phashes(rows[:1], {rows[0].hash: "0" * 16})  # a known content is not decoded again
-    assert moved.phash == "0" * 16
+    known = {rows[0].hash: Fingerprint("0" * 16, bytes(3072))}
+    (moved,) = with_fingerprints(rows[:1], known)  # a known content is not decoded again
+    assert (moved.phash, moved.thumb) == ("0" * 16, bytes(3072))
 
 
 _FORMAT_1 = """
@@ -140,16 +198,21 @@ def test_a_format_1_catalogue_is_migrated_in_place_and_hashed(tmp_path, artifact
     lib.catalogue.db.execute("UPDATE files SET phash = NULL")  # as format 1 left them
     lib.catalogue.db.execute("UPDATE meta SET value = '1' WHERE key = 'format'")
     lib.catalogue.db.execute("ALTER TABLE files DROP COLUMN phash")
+    lib.catalogue.db.execute("ALTER TABLE files DROP COLUMN thumb")
     lib.close()
 
     with Catalogue(path) as cat:  # migrated on open: column added, rows and generation kept
         assert cat.get_meta("format") == str(FORMAT) and cat.generation > 0
         assert {f.path for f in cat.files()} == {str(photos / "a.jpg"), str(photos / "a-half.jpg")}
         assert all(f.phash is None for f in cat.files()) and len(cat.unhashed()) == 2
-    lib, stats = library_of("old", [photos], tiny_model)  # an update fills the hashes, embeds nothing
+        assert cat.thumbs_by_id(f.id for f in cat.files()) == {}
+    lib, stats = library_of("old", [photos], tiny_model)  # an update fills the columns, embeds nothing
     assert stats.embedded == 0 and lib.catalogue.unhashed() == []
-    hashes = {f.path: f.phash for f in lib.catalogue.files()}
-    assert _distance(hashes[str(photos / "a.jpg")], hashes[str(photos / "a-half.jpg")]) <= 4
+    files = {f.path: f for f in lib.catalogue.files()}
+    a, half = files[str(photos / "a.jpg")], files[str(photos / "a-half.jpg")]
+    assert _distance(a.phash, half.phash) <= 4
+    thumbs = lib.catalogue.thumbs_by_id([a.id, half.id])
+    assert pixel_scores([thumbs[a.id], thumbs[half.id]], np.array([0]), np.array([1]))[0] > 0.95
     assert hash_missing(lib, _NoReport()) == 0
     lib.close()
 

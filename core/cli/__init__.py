@@ -61,8 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["app"]:
         from core.cli.app_cmd import app_parser, open_app
+        from core.errors import CapsearchError
 
-        return open_app(app_parser().parse_args(argv[1:]))
+        args = app_parser().parse_args(argv[1:])
+        try:
+            return open_app(args)
+        except CapsearchError as err:
+            from core.cli.console import report_error
+
+            return report_error(err)
     from core.cli.console import main as run_cli
 
     return run_cli(build_parser(), argv)

@@ -1,14 +1,23 @@
-"""``capsearch app``: its options, and the one place the core's CLI opens the terminal app (lazily).
+"""``capsearch app``: its options, and the seam through which the core's CLI opens the terminal app.
 
-Parsing these options imports neither the other commands' modules (numpy, faiss, ...) nor Textual, so
-``capsearch app`` starts as fast as the app itself can.
+The core never imports the app: the app registers its launcher as the ``capsearch.app`` entry point
+(pyproject's ``[project.entry-points]``) and ``capsearch app`` runs whatever is registered there, so another
+front end could take its place and an install without one says so. Parsing these options imports neither
+the other commands' modules (numpy, faiss, ...) nor Textual, so ``capsearch app`` starts as fast as the app
+itself can.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from importlib.metadata import entry_points
 
 from rich_argparse import RawDescriptionRichHelpFormatter
+
+from core.errors import CapsearchError
+
+APP_ENTRY_POINTS = "capsearch.app"  # group of the terminal app's launcher: run(args) -> exit status
 
 APP_HELP = "open the terminal app (default: the built-in demo)"
 APP_DESCRIPTION = """\
@@ -95,8 +104,18 @@ def app_parser() -> argparse.ArgumentParser:
     return app
 
 
+def launcher() -> Callable[[argparse.Namespace], int]:
+    """The terminal app's launcher, from its ``capsearch.app`` entry point."""
+    found = list(entry_points(group=APP_ENTRY_POINTS))
+    if not found:
+        raise CapsearchError(
+            "no terminal app is installed (nothing registers the capsearch.app entry point)",
+            hint="reinstall capsearch from its checkout: `pip install -e .`",
+        )
+    run: Callable[[argparse.Namespace], int] = found[0].load()
+    return run
+
+
 def open_app(args: argparse.Namespace) -> int:
     """Run the terminal app until the user quits."""
-    from tui.launch import run_app  # the core's only import of the terminal app (see pyproject's contracts)
-
-    return run_app(args)
+    return launcher()(args)

@@ -17,6 +17,8 @@ from core.near_duplicates import (
     DEFAULT_THRESHOLD,
     LOOSE_HASH_DISTANCE,
     LOOSE_THRESHOLD,
+    PIXEL_HASH_DISTANCE,
+    PIXEL_THRESHOLD,
 )
 from core.safe_text import markup_safe
 
@@ -51,7 +53,8 @@ def _hash_bits(text: str) -> int:
 
 
 def add_rule_options(p: argparse.ArgumentParser) -> None:
-    """``--threshold``, ``--hash-distance`` and ``--embeddings-only`` (shared with ``library duplicates``)."""
+    """``--threshold``, ``--hash-distance``, ``--pixel-threshold`` and ``--embeddings-only`` (shared with
+    ``library duplicates``)."""
     p.add_argument(
         "--threshold",
         type=SIMILARITY,
@@ -63,9 +66,16 @@ def add_rule_options(p: argparse.ArgumentParser) -> None:
         "--hash-distance",
         type=_hash_bits,
         default=DEFAULT_HASH_DISTANCE,
-        help="perceptual-hash bits (of 64) within which two images are near-duplicates on that alone "
-        f"(default: {DEFAULT_HASH_DISTANCE}; also: within {LOOSE_HASH_DISTANCE} bits and similarity "
-        f"{LOOSE_THRESHOLD})",
+        help="perceptual-hash bits (of 64) within which two images without thumbnails are near-duplicates "
+        f"on that alone (default: {DEFAULT_HASH_DISTANCE}; also: within {LOOSE_HASH_DISTANCE} bits and "
+        f"similarity {LOOSE_THRESHOLD})",
+    )
+    p.add_argument(
+        "--pixel-threshold",
+        type=SIMILARITY,
+        default=PIXEL_THRESHOLD,
+        help="the pixel match (thumbnails compared under small crops, -1 to 1) at which two images whose "
+        f"hashes are within {PIXEL_HASH_DISTANCE} bits are near-duplicates (default: {PIXEL_THRESHOLD})",
     )
     p.add_argument(
         "--embeddings-only",
@@ -79,7 +89,9 @@ def rule_of(args: argparse.Namespace) -> DuplicateRule:
     """The near-duplicate rule the options ask for."""
     from core.index.duplicates import DuplicateRule
 
-    return DuplicateRule(threshold=args.threshold, hash_distance=args.hash_distance)
+    return DuplicateRule(
+        threshold=args.threshold, hash_distance=args.hash_distance, pixel_threshold=args.pixel_threshold
+    )
 
 
 def describe_rule(rule: DuplicateRule, hashed: bool) -> str:
@@ -87,8 +99,9 @@ def describe_rule(rule: DuplicateRule, hashed: bool) -> str:
     if not hashed:
         return f"embedding similarity ≥ {rule.threshold:g}"
     return (
-        f"similarity ≥ {rule.threshold:g}, or hash distance ≤ {rule.hash_distance}, or both "
-        f"≤ {rule.loose_hash_distance} and ≥ {rule.loose_threshold:g}"
+        f"similarity ≥ {rule.threshold:g}, or hash distance ≤ {rule.pixel_hash_distance} and pixel match "
+        f"≥ {rule.pixel_threshold:g} (without thumbnails: hash distance ≤ {rule.hash_distance}, or "
+        f"≤ {rule.loose_hash_distance} and similarity ≥ {rule.loose_threshold:g})"
     )
 
 

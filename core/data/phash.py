@@ -1,4 +1,5 @@
-"""Perceptual hashes: a 64-bit DCT hash of an image's low frequencies (``imagehash.phash``).
+"""Perceptual hashes: a 64-bit DCT hash of an image's low frequencies (``imagehash.phash``), taken with
+the image's pixel-check thumbnail (:mod:`core.data.pixel_match`) from one reduced decode.
 
 Two images whose hashes differ in few bits look alike pixel for pixel, whatever their size or JPEG
 quality: the hash is taken on a 32x32 greyscale thumbnail, so a half-size or re-encoded copy hashes like its
@@ -11,10 +12,13 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import imagehash
 import numpy as np
 from PIL import Image, ImageOps
+
+from core.data.pixel_match import thumbnail
 
 HASH_BITS = 64
 _THUMB = 64  # JPEGs decode at the smallest DCT scale at least this big (phash resizes to 32x32 anyway)
@@ -25,16 +29,24 @@ def image_phash(image: Image.Image) -> str:
     return str(imagehash.phash(image))
 
 
-def file_phash(path: str | os.PathLike[str]) -> str | None:
-    """The perceptual hash of an image file (EXIF-oriented; JPEGs decoded at a reduced DCT scale), or None
-    when it cannot be decoded (the embedding reports why)."""
+class Fingerprint(NamedTuple):
+    """What near-duplicate search keeps of an image's pixels: its perceptual hash and its thumbnail."""
+
+    phash: str
+    thumb: bytes
+
+
+def file_fingerprint(path: str | os.PathLike[str]) -> Fingerprint | None:
+    """The perceptual hash and thumbnail of an image file (EXIF-oriented; JPEGs decoded at a reduced DCT
+    scale), or None when it cannot be decoded (the embedding reports why)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 im.draft("RGB", (_THUMB, _THUMB))
                 im.load()
-                return image_phash(ImageOps.exif_transpose(im))
+                oriented = ImageOps.exif_transpose(im)
+                return Fingerprint(image_phash(oriented), thumbnail(oriented))
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError, Warning):
         return None
 

@@ -4,8 +4,11 @@ Two signals find candidate pairs. Embeddings: ``IndexFlatIP.range_search`` (exac
 cosine similarities of unit vectors). Pixels: 64-bit perceptual hashes (:mod:`core.data.phash`) and
 ``IndexBinaryFlat.range_search`` (exact Hamming distances). Embeddings tolerate crops and tone shifts but
 are texture-sensitive: a half-size or low-quality JPEG copy of a small photo can fall well below any safe
-threshold. Perceptual hashes are the reverse: blind to scale and compression, moved by crops. A
-:class:`DuplicateRule` says which (similarity, distance) pairs are near-duplicates.
+threshold. Perceptual hashes are the reverse: blind to scale and compression, moved by crops, and colour-
+blind, so unrelated photos with one layout collide. Where thumbnails are at hand, a pixel check
+(:mod:`core.data.pixel_match`) settles every pair within a wide hash distance: it tolerates crops and tells
+colours apart. A :class:`DuplicateRule` says which (similarity, distance, pixel match) pairs are
+near-duplicates.
 
 clip-retrieval groups pairs by connected components, which chains: A~B and B~C put A and C together even
 when A and C are unrelated (a photo, its crop, a different photo framed like the crop...). Here a group is a
@@ -25,12 +28,15 @@ import faiss
 import numpy as np
 
 from core.data.phash import HASH_BITS, hash_matrix
+from core.data.pixel_match import pixel_scores
 from core.errors import CapsearchError
 from core.near_duplicates import (
     DEFAULT_HASH_DISTANCE,
     DEFAULT_THRESHOLD,
     LOOSE_HASH_DISTANCE,
     LOOSE_THRESHOLD,
+    PIXEL_HASH_DISTANCE,
+    PIXEL_THRESHOLD,
 )
 
 QUERY_BATCH = 4096
@@ -48,33 +54,43 @@ class TooManyPairsError(CapsearchError):
 class DuplicateRule:
     """A pair is a near-duplicate when its cosine similarity reaches ``threshold``, or its hashes are at most
     ``hash_distance`` bits apart, or both hold loosely (``loose_hash_distance`` and ``loose_threshold``).
-    A negative distance turns its clause off; without hashes only ``threshold`` applies."""
+    When both images have thumbnails, the hash clauses give way to a pixel check: hashes at most
+    ``pixel_hash_distance`` bits apart and a pixel match of at least ``pixel_threshold``. A negative
+    distance turns its clause off; without hashes only ``threshold`` applies."""
 
     threshold: float = DEFAULT_THRESHOLD
     hash_distance: int = DEFAULT_HASH_DISTANCE
     loose_hash_distance: int = LOOSE_HASH_DISTANCE
     loose_threshold: float = LOOSE_THRESHOLD
+    pixel_threshold: float = PIXEL_THRESHOLD
+    pixel_hash_distance: int = PIXEL_HASH_DISTANCE
 
     def __post_init__(self) -> None:
-        for sim in (self.threshold, self.loose_threshold):
+        for sim in (self.threshold, self.loose_threshold, self.pixel_threshold):
             if not -1.0 <= sim <= 1.0:
                 raise ValueError(f"threshold {sim} is not a cosine similarity in [-1, 1]")
-        for bits in (self.hash_distance, self.loose_hash_distance):
+        for bits in (self.hash_distance, self.loose_hash_distance, self.pixel_hash_distance):
             if bits > HASH_BITS:
                 raise ValueError(f"hash distance {bits} is more than the hash's {HASH_BITS} bits")
 
     @property
     def max_distance(self) -> int:
         """The largest hash distance any clause accepts (-1: none)."""
-        return max(self.hash_distance, self.loose_hash_distance)
+        return max(self.hash_distance, self.loose_hash_distance, self.pixel_hash_distance)
 
-    def accepts(self, similarity: np.ndarray, distance: np.ndarray) -> np.ndarray:
-        """A mask of the pairs (their similarities and hash distances) that are near-duplicates."""
-        return (
-            (similarity >= self.threshold)
-            | (distance <= self.hash_distance)
-            | ((distance <= self.loose_hash_distance) & (similarity >= self.loose_threshold))
+    def accepts(
+        self, similarity: np.ndarray, distance: np.ndarray, pixel: np.ndarray | None = None
+    ) -> np.ndarray:
+        """A mask of the pairs (their similarities, hash distances and pixel matches, NaN where unchecked)
+        that are near-duplicates."""
+        by_hash = (distance <= self.hash_distance) | (
+            (distance <= self.loose_hash_distance) & (similarity >= self.loose_threshold)
         )
+        if pixel is not None:
+            checked = (distance <= self.pixel_hash_distance) & np.isfinite(pixel)
+            by_pixels = checked & (np.nan_to_num(pixel, nan=-1.0) >= self.pixel_threshold)
+            by_hash = np.where(checked, by_pixels, by_hash)
+        return (similarity >= self.threshold) | by_hash
 
     def to_dict(self) -> dict[str, float | int]:
         return {
@@ -82,20 +98,28 @@ class DuplicateRule:
             "hash_distance": self.hash_distance,
             "loose_hash_distance": self.loose_hash_distance,
             "loose_threshold": self.loose_threshold,
+            "pixel_threshold": self.pixel_threshold,
+            "pixel_hash_distance": self.pixel_hash_distance,
         }
 
 
 @dataclass(frozen=True)
 class Pairs:
-    """Candidate pairs ``i[k] < j[k]`` with their cosine similarity and hash distance (NO_HASH if unknown)."""
+    """Candidate pairs ``i[k] < j[k]`` with their cosine similarity, hash distance (NO_HASH if unknown) and
+    pixel match (NaN where not checked)."""
 
     i: np.ndarray
     j: np.ndarray
     similarity: np.ndarray
     distance: np.ndarray
+    pixel: np.ndarray
 
     def where(self, mask: np.ndarray) -> Pairs:
-        return Pairs(self.i[mask], self.j[mask], self.similarity[mask], self.distance[mask])
+        return Pairs(self.i[mask], self.j[mask], self.similarity[mask], self.distance[mask], self.pixel[mask])
+
+    def accepted(self, rule: DuplicateRule) -> Pairs:
+        """The pairs ``rule`` calls near-duplicates."""
+        return self.where(rule.accepts(self.similarity, self.distance, self.pixel))
 
     def __len__(self) -> int:
         return len(self.i)
@@ -165,10 +189,16 @@ def _close_hashes(
 
 
 def candidate_pairs(
-    vectors: np.ndarray, hashes: Sequence[str | None] | None, min_similarity: float, max_distance: int
+    vectors: np.ndarray,
+    hashes: Sequence[str | None] | None,
+    min_similarity: float,
+    max_distance: int,
+    thumbs: Sequence[bytes | None] | None = None,
+    pixel_distance: int = -1,
 ) -> Pairs:
     """Every pair with similarity at least ``min_similarity`` or hash distance at most ``max_distance``,
-    with both measures (hashes: 16 hex digits or None per row; None for no hashes at all)."""
+    with both measures (hashes: 16 hex digits or None per row; None for no hashes at all), and the pixel
+    match of those within ``pixel_distance`` whose rows both have ``thumbs``."""
     matrix = np.ascontiguousarray(vectors, dtype=np.float32)
     packed, present = hash_matrix(hashes if hashes is not None else [None] * len(matrix))
     ei, ej = _similar_rows(matrix, min_similarity)
@@ -178,12 +208,17 @@ def candidate_pairs(
     similarity = np.einsum("kd,kd->k", matrix[i], matrix[j])
     distance = np.unpackbits(packed[i] ^ packed[j], axis=1).sum(axis=1).astype(np.int64)
     distance[~(present[i] & present[j])] = NO_HASH
-    return Pairs(i, j, similarity, distance)
+    pixel = np.full(len(i), np.nan, np.float32)
+    if thumbs is not None:
+        near = np.flatnonzero(distance <= pixel_distance)
+        pixel[near] = pixel_scores(thumbs, i[near], j[near])
+    return Pairs(i, j, similarity, distance, pixel)
 
 
 def _closeness(pairs: Pairs) -> np.ndarray:
-    """How near-identical each pair is: its similarity plus its hashes' share of equal bits."""
-    return pairs.similarity + np.clip(1.0 - pairs.distance / HASH_BITS, 0.0, 1.0)
+    """How near-identical each pair is: its similarity, its hashes' share of equal bits and its pixel match."""
+    bits = np.clip(1.0 - pairs.distance / HASH_BITS, 0.0, 1.0)
+    return pairs.similarity + bits + np.nan_to_num(pairs.pixel, nan=0.0)
 
 
 def _cliques(pairs: Pairs) -> list[list[int]]:
@@ -243,21 +278,26 @@ def find_duplicate_groups(
     ids: Sequence[str],
     rule: DuplicateRule | float = DEFAULT_THRESHOLD,
     hashes: Sequence[str | None] | None = None,
+    thumbs: Sequence[bytes | None] | None = None,
 ) -> list[DuplicateGroup]:
     """Groups of two or more near-identical items (every two members a near-duplicate pair under
     ``rule``), largest first, then most similar first. ``vectors`` are L2-normalised rows aligned with
-    ``ids``; ``hashes`` their perceptual hashes (or None: embeddings only). A float ``rule`` is a
-    similarity threshold with the default hash clauses."""
+    ``ids``; ``hashes`` their perceptual hashes (or None: embeddings only) and ``thumbs`` their pixel-check
+    thumbnails (or None: hashes unchecked). A float ``rule`` is a similarity threshold with the default
+    hash and pixel clauses."""
+    for name, column in (("hashes", hashes), ("thumbnails", thumbs)):
+        if column is not None and len(column) != len(ids):
+            raise ValueError(f"{len(column)} {name} but {len(ids)} ids")
     if len(vectors) != len(ids):
         raise ValueError(f"{len(vectors)} vectors but {len(ids)} ids")
-    if hashes is not None and len(hashes) != len(ids):
-        raise ValueError(f"{len(hashes)} hashes but {len(ids)} ids")
     if not isinstance(rule, DuplicateRule):
         rule = DuplicateRule(threshold=float(rule))
     if len(vectors) < 2:
         return []
-    pairs = candidate_pairs(vectors, hashes, rule.threshold, rule.max_distance)  # loose pairs: by hash
-    return group_pairs(pairs.where(rule.accepts(pairs.similarity, pairs.distance)), ids)
+    pairs = candidate_pairs(  # loose pairs: by hash
+        vectors, hashes, rule.threshold, rule.max_distance, thumbs, rule.pixel_hash_distance
+    )
+    return group_pairs(pairs.accepted(rule), ids)
 
 
 def _hit_id(hit: Any) -> str:

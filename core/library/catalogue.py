@@ -2,7 +2,7 @@
 
 Tables: ``meta`` (format, generation, active and target vector keys), ``roots`` and ``excludes``,
 ``files`` (one row per image file: path, size, mtime_ns, sha256 of its bytes, EXIF date taken and camera,
-pixel size, 64-bit perceptual hash, and a one-line reason when it cannot be read), ``models`` (each vector key: model name, model
+pixel size, 64-bit perceptual hash and 32x32 pixel-check thumbnail, and a one-line reason when it cannot be read), ``models`` (each vector key: model name, model
 id, precision, dimension), ``chunks`` (each vector chunk file of a key and its sha256) and ``vectors``
 (per key and content hash: the chunk and row of its vector).
 
@@ -10,8 +10,8 @@ A file row's id is the id of its vector in the FAISS index, so a row never chang
 gets a new row (and id); a touched file whose bytes are the same keeps its row. Every write is one
 transaction that bumps ``generation``; an index saved with the generation it reflects is known current.
 
-Format 2 added ``files.phash``; a format-1 catalogue is migrated in place when opened (the column added,
-empty: :func:`core.library.update.hash_missing` fills it).
+Format 2 added ``files.phash``, format 3 ``files.thumb``; an older catalogue is migrated in place when
+opened (the columns added, empty: :func:`core.library.update.hash_missing` fills them).
 """
 
 from __future__ import annotations
@@ -22,10 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.data.phash import Fingerprint
 from core.library.home import LibraryError
 
-FORMAT = 2
-_MIGRATIONS = {1: "ALTER TABLE files ADD COLUMN phash TEXT"}  # from format N to N + 1
+FORMAT = 3
+_MIGRATIONS = {  # from format N to N + 1
+    1: "ALTER TABLE files ADD COLUMN phash TEXT",
+    2: "ALTER TABLE files ADD COLUMN thumb BLOB",
+}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS roots (path TEXT PRIMARY KEY);
@@ -41,7 +45,8 @@ CREATE TABLE IF NOT EXISTS files (
     width INTEGER,
     height INTEGER,
     failed TEXT,
-    phash TEXT
+    phash TEXT,
+    thumb BLOB
 );
 CREATE INDEX IF NOT EXISTS files_hash ON files (hash);
 CREATE TABLE IF NOT EXISTS models (
@@ -94,6 +99,7 @@ class NewFile:
     height: int | None = None
     failed: str | None = None
     phash: str | None = None
+    thumb: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -244,8 +250,9 @@ class Catalogue:
                 "UPDATE files SET size = ?, mtime_ns = ? WHERE id = ?", [(s, m, i) for i, s, m in touched]
             )
             db.executemany(
-                "INSERT INTO files (path, size, mtime_ns, hash, taken, camera, width, height, failed, phash) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO files "
+                "(path, size, mtime_ns, hash, taken, camera, width, height, failed, phash, thumb) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         f.path,
@@ -258,34 +265,52 @@ class Catalogue:
                         f.height,
                         f.failed,
                         f.phash,
+                        f.thumb,
                     )
                     for f in new
                 ],
             )
 
-    def phashes_of(self, hashes: list[str]) -> dict[str, str]:
-        """content hash -> perceptual hash, for the ``hashes`` catalogued with one."""
-        out: dict[str, str] = {}
+    def fingerprints_of(self, hashes: list[str]) -> dict[str, Fingerprint]:
+        """content hash -> perceptual hash and thumbnail, for the ``hashes`` catalogued with both."""
+        out: dict[str, Fingerprint] = {}
         for start in range(0, len(hashes), 900):
             part = hashes[start : start + 900]
             marks = ",".join("?" * len(part))
             sql = (
-                f"SELECT hash, phash FROM files WHERE phash IS NOT NULL AND phash != '' AND hash IN ({marks})"
+                "SELECT hash, phash, thumb FROM files WHERE phash IS NOT NULL AND phash != '' "
+                f"AND thumb IS NOT NULL AND hash IN ({marks})"
             )
-            out.update({h: p for h, p in self.db.execute(sql, part)})
+            out.update({h: Fingerprint(p, bytes(t)) for h, p, t in self.db.execute(sql, part)})
+        return out
+
+    def thumbs_by_id(self, ids: Iterable[int]) -> dict[int, bytes]:
+        """file id -> pixel-check thumbnail (empty where the file could not be decoded), for ``ids``."""
+        wanted, out = list(ids), {}
+        for start in range(0, len(wanted), 900):
+            part = wanted[start : start + 900]
+            sql = (
+                f"SELECT id, thumb FROM files WHERE thumb IS NOT NULL AND id IN ({','.join('?' * len(part))})"
+            )
+            out.update({i: bytes(t) for i, t in self.db.execute(sql, part)})
         return out
 
     def unhashed(self) -> list[tuple[int, str]]:
-        """(id, path) of every readable file without a perceptual hash (catalogued by format 1)."""
+        """(id, path) of every readable file without a perceptual hash or thumbnail (catalogued by an
+        older format)."""
         rows = self.db.execute(
-            "SELECT id, path FROM files WHERE phash IS NULL AND failed IS NULL ORDER BY id"
+            "SELECT id, path FROM files WHERE (phash IS NULL OR thumb IS NULL) AND failed IS NULL ORDER BY id"
         )
         return [(i, p) for i, p in rows]
 
-    def set_phashes(self, found: list[tuple[int, str]]) -> None:
-        """Record perceptual hashes (file id, hash); no generation bump (the index does not depend on them)."""
+    def set_fingerprints(self, found: list[tuple[int, Fingerprint | None]]) -> None:
+        """Record perceptual hashes and thumbnails (file id, fingerprint or None: undecodable, stored
+        empty); no generation bump (the index does not depend on them)."""
         with self.transaction() as db:
-            db.executemany("UPDATE files SET phash = ? WHERE id = ?", [(h, i) for i, h in found])
+            db.executemany(
+                "UPDATE files SET phash = ?, thumb = ? WHERE id = ?",
+                [(f.phash, f.thumb, i) if f else ("", b"", i) for i, f in found],
+            )
 
     # -- vectors ---------------------------------------------------------------------------------------
     def missing_vectors(self, key: str) -> list[tuple[str, str]]:

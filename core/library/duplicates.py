@@ -1,5 +1,5 @@
-"""Near-duplicate groups among a library's photos: its stored vectors and catalogued perceptual hashes
-(hashes a catalogue from before them lacks are taken first), grouped as ``capsearch library duplicates``
+"""Near-duplicate groups among a library's photos: its stored vectors and catalogued perceptual hashes and
+thumbnails (those a catalogue from before them lacks are taken first), grouped as ``capsearch library duplicates``
 and the app's Duplicates view show them."""
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ def library_duplicates(
     ids, vectors = lib.index(model, lib.store(model)).all_vectors()
     rows = lib.catalogue.files_by_id(ids.tolist())
     files = [rows[i] for i in ids.tolist()]
-    hashes = [f.phash for f in files] if hashed else None
-    groups = find_duplicate_groups(vectors, [f.path for f in files], rule, hashes)
+    hashes, thumbs = None, None
+    if hashed:
+        stored = lib.catalogue.thumbs_by_id(ids.tolist())
+        hashes, thumbs = [f.phash for f in files], [stored.get(f.id) for f in files]
+    groups = find_duplicate_groups(vectors, [f.path for f in files], rule, hashes, thumbs)
     return LibraryDuplicates(lib.name, rule, hashed, len(files), groups, tuple(lib.catalogue.roots()))

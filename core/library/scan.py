@@ -4,7 +4,7 @@
 and folders, non-image files and excluded paths are skipped; symlinked folders are not followed (no
 loops). :func:`read_file` hashes one file's bytes (sha256: collision-safe, and at ~1 GB/s it costs far less
 than decoding the image, which the embedding does anyway) and reads its header: pixel size, EXIF date
-taken and camera. :func:`with_phashes` adds perceptual hashes (a reduced decode: JPEGs at 1/8 scale or
+taken and camera. :func:`with_fingerprints` adds perceptual hashes and thumbnails (a reduced decode: JPEGs at 1/8 scale or
 less), reusing the one of a content already catalogued (a moved or copied file is not decoded again). Anything unreadable becomes a one-line reason, never an exception.
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from PIL import Image, UnidentifiedImageError
 
 from core.data.images import IMAGE_EXTENSIONS
-from core.data.phash import file_phash
+from core.data.phash import Fingerprint, file_fingerprint
 from core.library.catalogue import NewFile
 from core.safe_text import visible
 
@@ -153,12 +153,14 @@ def read_file(path: str, size: int, mtime_ns: int) -> NewFile:
     return NewFile(path, size, mtime_ns, digest, taken, camera, width, height)
 
 
-def with_phashes(rows: list[NewFile], known: dict[str, str]) -> list[NewFile]:
-    """``rows`` with their perceptual hashes: ``known`` (by content hash) where the content is catalogued,
-    else taken from the file ("" when it cannot be decoded: the embedding will say why)."""
-    return [
-        row
-        if row.failed is not None or row.hash is None
-        else replace(row, phash=known.get(row.hash) or file_phash(row.path) or "")
-        for row in rows
-    ]
+def with_fingerprints(rows: list[NewFile], known: dict[str, Fingerprint]) -> list[NewFile]:
+    """``rows`` with their perceptual hashes and thumbnails: ``known`` (by content hash) where the content
+    is catalogued, else taken from the file (empty when it cannot be decoded: the embedding will say why)."""
+    out = []
+    for row in rows:
+        if row.failed is not None or row.hash is None:
+            out.append(row)
+            continue
+        found = known.get(row.hash) or file_fingerprint(row.path)
+        out.append(replace(row, phash=found.phash if found else "", thumb=found.thumb if found else b""))
+    return out

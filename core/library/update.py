@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from core.data.phash import file_phash
+from core.data.phash import file_fingerprint
 from core.embed.engine import ImageBatch, iter_image_batches
 from core.index.mutable import MutableIndex
 from core.library.catalogue import ModelKey, NewFile
 from core.library.library import Library
-from core.library.scan import Excludes, image_extensions, read_file, walk, with_phashes
+from core.library.scan import Excludes, image_extensions, read_file, walk, with_fingerprints
 from core.library.vectors import VectorStore
 from core.locks import exclusive
 from core.models.loading import LoadedModel
@@ -96,7 +96,7 @@ def scan(lib: Library, reporter: Reporter, stats: UpdateStats) -> None:
     for lo in range(0, len(todo), HASH_BATCH):
         reporter.check_cancelled()
         rows = [read_file(p, s, m) for p, s, m in todo[lo : lo + HASH_BATCH]]
-        rows = with_phashes(rows, cat.phashes_of([r.hash for r in rows if r.hash]))
+        rows = with_fingerprints(rows, cat.fingerprints_of([r.hash for r in rows if r.hash]))
         _record(lib, rows, known, gone if lo == 0 else [], stats)
         reporter.update("hash new or changed files", min(lo + HASH_BATCH, len(todo)), len(todo))
     stats.hashed, stats.hash_s = len(todo), time.perf_counter() - start
@@ -129,13 +129,13 @@ def _record(
 
 
 def hash_missing(lib: Library, reporter: Reporter) -> int:
-    """Take the perceptual hash of every readable file catalogued without one (by a format-1 catalogue),
+    """Take the perceptual hash and thumbnail of every readable file catalogued without them (by an older format),
     in transactions of HASH_BATCH; the caller holds the library's lock. Returns how many were hashed."""
     todo = lib.catalogue.unhashed()
     for lo in range(0, len(todo), HASH_BATCH):
         reporter.check_cancelled()
         part = todo[lo : lo + HASH_BATCH]
-        lib.catalogue.set_phashes([(i, file_phash(p) or "") for i, p in part])
+        lib.catalogue.set_fingerprints([(i, file_fingerprint(p)) for i, p in part])
         reporter.update("perceptual hashes", min(lo + HASH_BATCH, len(todo)), len(todo))
     return len(todo)
 

@@ -1,5 +1,5 @@
 """Near-duplicate groups among a prepared dataset's images: its cached image embeddings and perceptual
-hashes computed on the fly (a dataset has no catalogue to keep them in)."""
+hashes and thumbnails computed on the fly (a dataset has no catalogue to keep them in)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.phash import file_phash
+from core.data.phash import Fingerprint, file_fingerprint
 from core.data.records import ImageRecord, PreparedDataset
 from core.embed.cache import split_embeddings
 from core.index.duplicates import DuplicateGroup, DuplicateRule, find_duplicate_groups
@@ -79,9 +79,13 @@ def dataset_duplicates(
         records += [emb.records[k] for k in keep]
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, lm.embed_dim), np.float32)
     rule = rule or DuplicateRule(threshold=threshold)
-    hashes = _hashes(dataset, records, reporter) if hashed else None
+    hashes: list[str | None] | None = None
+    thumbs: list[bytes | None] | None = None
+    if hashed:
+        prints = _fingerprints(dataset, records, reporter)
+        hashes, thumbs = [f.phash if f else None for f in prints], [f.thumb if f else None for f in prints]
     reporter.update("group near-duplicates", 0, 1)
-    groups = find_duplicate_groups(matrix, [r.id for r in records], rule, hashes)
+    groups = find_duplicate_groups(matrix, [r.id for r in records], rule, hashes, thumbs)
     reporter.update("group near-duplicates", 1, 1)
     records_by_id = {r.id: r for r in records}
     return DatasetDuplicates(
@@ -89,11 +93,13 @@ def dataset_duplicates(
     )
 
 
-def _hashes(dataset: PreparedDataset, records: list[ImageRecord], reporter: Reporter) -> list[str | None]:
-    """The perceptual hash of every record's image (None where it cannot be decoded)."""
-    out: list[str | None] = []
+def _fingerprints(
+    dataset: PreparedDataset, records: list[ImageRecord], reporter: Reporter
+) -> list[Fingerprint | None]:
+    """The perceptual hash and thumbnail of every record's image (None where it cannot be decoded)."""
+    out: list[Fingerprint | None] = []
     for k, rec in enumerate(records):
-        out.append(file_phash(dataset.image_path(rec)))
+        out.append(file_fingerprint(dataset.image_path(rec)))
         if k % 200 == 0 or k == len(records) - 1:
             reporter.check_cancelled()
             reporter.update("hash images", k + 1, len(records))

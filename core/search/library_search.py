@@ -155,12 +155,14 @@ class LibrarySearcher:
         self, hits: list[LibraryHit], rule: DuplicateRule | None = None
     ) -> list[LibraryHit]:
         """``hits`` less all but the best-scored photo of each near-duplicate group (the grouping of
-        ``capsearch library duplicates``: stored vectors and perceptual hashes, the default rule)."""
+        ``capsearch library duplicates``: stored vectors, perceptual hashes and thumbnails, the default rule)."""
         if len(hits) < 2:
             return hits
         vectors = self.index.vectors_of(np.array([h.file.id for h in hits], np.int64))
         keys = [str(h.file.id) for h in hits]
-        groups = find_duplicate_groups(vectors, keys, rule or DuplicateRule(), [h.file.phash for h in hits])
+        stored = self.lib.catalogue.thumbs_by_id(h.file.id for h in hits)
+        hashes, thumbs = [h.file.phash for h in hits], [stored.get(h.file.id) for h in hits]
+        groups = find_duplicate_groups(vectors, keys, rule or DuplicateRule(), hashes, thumbs)
         return collapse_duplicates(hits, groups, key=lambda h: str(h.file.id), score=lambda h: h.score)
 
     def search_text(self, query: str, k: int = 10, filters: Filters | None = None) -> list[LibraryHit]:

@@ -7,7 +7,7 @@ import pytest
 from pilot_helpers import settle
 from textual.widgets import DataTable, Input, Label
 
-from core.data.phash import file_phash
+from core.data.phash import file_fingerprint
 from core.embed.cache import split_embeddings
 from core.index.duplicates import find_duplicate_groups
 from tui.screens.duplicates import DuplicatesScreen
@@ -27,8 +27,9 @@ def _threshold_for_a_few_groups(retriever) -> float:
 async def test_duplicates_screen_pages_through_the_groups(make_app, retriever) -> None:
     threshold = _threshold_for_a_few_groups(retriever)
     emb = split_embeddings(retriever.lm, retriever.data, retriever.split)
-    hashes = [file_phash(retriever.data.image_path(r)) for r in emb.records]  # the default rule: pixels too
-    expected = find_duplicate_groups(emb.image_emb, [r.id for r in emb.records], threshold, hashes)
+    prints = [file_fingerprint(retriever.data.image_path(r)) for r in emb.records]  # the default rule: pixels
+    hashes, thumbs = [p.phash if p else None for p in prints], [p.thumb if p else None for p in prints]
+    expected = find_duplicate_groups(emb.image_emb, [r.id for r in emb.records], threshold, hashes, thumbs)
     assert len(expected) >= 2
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
