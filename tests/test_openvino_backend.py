@@ -4,6 +4,7 @@ error naming the extra when OpenVINO is missing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -15,6 +16,7 @@ from library_helpers import make_folder
 from core.cli import main
 from core.embed import openvino_backend as ovb
 from core.embed.engine import encode_images
+from core.errors import CapsearchError
 from core.models.loading import load_model
 
 pytest.importorskip("openvino")
@@ -123,3 +125,10 @@ def test_missing_openvino_is_one_clear_line(
     assert main(["library", "list"]) == 0
     assert "photos" not in capsys.readouterr().out  # said before the library was made
     assert encode_images(tiny_model, images[:2])[0].shape == (2, tiny_model.embed_dim)  # torch still works
+
+
+def test_openvino_off_the_cpu_is_refused(tiny_model) -> None:
+    on_gpu = dataclasses.replace(tiny_model, device=torch.device("cuda"))
+    with pytest.raises(CapsearchError, match="--backend openvino runs on the CPU, not on cuda"):
+        ovb.check_backend(on_gpu, "openvino")
+    ovb.check_backend(on_gpu, "torch")
