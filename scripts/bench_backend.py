@@ -11,7 +11,7 @@ process on the same Flickr8k test images, in fp32 and in the fast format:
   + compiling (warm);
 * how far each backend's vectors are from torch's in the same format and from torch fp32;
 * ``--recall DATASET``: Recall@K on the whole split (default test) with the torch and OpenVINO image
-  vectors in fp32 (captions encoded once, by torch).
+  vectors in ``--recall-precision`` (fp32 or fast; captions encoded once, by torch).
 
 Usage: flock /work/bench.lock .venv/bin/python scripts/bench_backend.py --model ViT-B-32 [--images 200]
 Merges the model's entry into artifacts/results/bench_backend.json (CPU, load and CPU seconds included).
@@ -121,23 +121,31 @@ def model_only(lm: LoadedModel, x: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def recall(model: str, dataset: str, split: str) -> dict[str, Any]:
-    """Recall@K (fp32) of the split with torch's and with OpenVINO's image vectors."""
-    lm = load_model(model, device="cpu", precision="fp32")
+def recall(model: str, dataset: str, split: str, fmt: str) -> dict[str, Any]:
+    """Recall@K (in ``fmt``) of the split with torch's and with OpenVINO's image vectors."""
+    lm = load_model(model, device="cpu", precision=fmt)
     data = load_dataset(dataset)
     records = data.split(split)
     paths = [data.image_path(r) for r in records]
     captions = [c for r in records for c in r.captions]
     owner = np.repeat(np.arange(len(records)), [len(r.captions) for r in records])
     texts = encode_texts(lm, captions)
-    out: dict[str, Any] = {"dataset": data.name, "split": split, "images": len(paths)}
+    out: dict[str, Any] = {"dataset": data.name, "split": split, "images": len(paths), "format": lm.precision}
     vectors = {}
     for backend in BACKENDS:
         (vectors[backend], failed), wall, _ = clock(lambda b=backend: encode_images(lm, paths, backend=b))
         out[backend] = {"metrics": recall_metrics(vectors[backend], texts, owner), "seconds": round(wall, 1)}
         out[backend]["failed"] = len(failed)
     out["openvino_vs_torch"] = agreement(vectors["openvino"], vectors["torch"])
-    out["same_metrics"] = out["openvino"]["metrics"] == out["torch"]["metrics"]
+    pairs = [
+        (direction, name, value, out["torch"]["metrics"][direction][name])
+        for direction, values in out["openvino"]["metrics"].items()
+        for name, value in values.items()
+    ]
+    out["same_recall_at_k"] = all(a == b for _, name, a, b in pairs if name.startswith("R@"))
+    out["largest_differences"] = {
+        f"{direction} {name}": round(a - b, 4) for direction, name, a, b in pairs if a != b
+    }
     return out
 
 
@@ -169,6 +177,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--flickr8k", type=Path, default=FLICKR8K)
     parser.add_argument("--recall", metavar="DATASET", help="also Recall@K on this prepared dataset")
     parser.add_argument("--split", default="test", help="with --recall: the split (default test)")
+    parser.add_argument(
+        "--recall-precision", default="fp32", choices=("fp32", "fast"), help="with --recall (default fp32)"
+    )
     parser.add_argument("--skip-speed", action="store_true", help="with --recall: only the recall check")
     return parser.parse_args()
 
@@ -184,7 +195,9 @@ def main() -> None:
         paths, _ = flickr8k_test(args.flickr8k, args.images, 0)
         result["speed"] = one_model(args.model, paths)
     if args.recall:
-        result["recall_fp32"] = recall(args.model, args.recall, args.split)
+        result[f"recall_{args.recall_precision}"] = recall(
+            args.model, args.recall, args.split, args.recall_precision
+        )
     run = {
         "machine": {
             **info,
@@ -230,7 +243,9 @@ def save(label: str, result: dict[str, Any]) -> None:
                 for fmt in ("fp32", "fast")
                 if fmt in speed
             },
-            "recall_same": result.get("recall_fp32", {}).get("same_metrics"),
+            "same_recall_at_k": {
+                k: v["same_recall_at_k"] for k, v in result.items() if k.startswith("recall_")
+            },
         }
     )
     write_json(out, everything)
