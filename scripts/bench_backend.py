@@ -10,6 +10,8 @@ process on the same Flickr8k test images, in fp32 and in the fast format:
 * the first-use cost of OpenVINO: conversion + saving the IR + compiling (cold), and loading the cached IR
   + compiling (warm);
 * how far each backend's vectors are from torch's in the same format and from torch fp32;
+* ``--whole-split DATASET``: ``split_embeddings`` of the whole split (default test; images and captions,
+  what ``capsearch embed`` runs) with each backend, fp32 and fast;
 * ``--recall DATASET``: Recall@K on the whole split (default test) with the torch and OpenVINO image
   vectors in ``--recall-precision`` (fp32 or fast; captions encoded once, by torch).
 
@@ -42,6 +44,7 @@ from core.atomic import write_json  # noqa: E402
 from core.data.images import load_rgb  # noqa: E402
 from core.data.records import load_dataset  # noqa: E402
 from core.embed import openvino_backend as ovb  # noqa: E402
+from core.embed.cache import cache_dir, clear_cache, split_embeddings  # noqa: E402
 from core.embed.engine import encode_images, encode_texts, engine_plan, inference_model  # noqa: E402
 from core.evaluation.recall import recall_metrics  # noqa: E402
 from core.models.loading import LoadedModel, load_model  # noqa: E402
@@ -149,6 +152,31 @@ def recall(model: str, dataset: str, split: str, fmt: str) -> dict[str, Any]:
     return out
 
 
+def whole_split(model: str, dataset: str, split: str, fmt: str) -> dict[str, Any]:
+    """``split_embeddings`` (what ``capsearch embed`` runs: images, then each chunk's captions by torch) of
+    the whole split with each backend, the cache cleared before each run, in the order torch, openvino,
+    openvino, torch (the converted tower is cached by then, as after a first run)."""
+    lm = load_model(model, device="cpu", precision=fmt)
+    data = load_dataset(dataset)
+    ovb.openvino_image_encoder(lm)  # conversion: timed apart, in first_use
+    runs: dict[str, list[float]] = {b: [] for b in BACKENDS}
+    images: dict[str, np.ndarray] = {}
+    n = (0, 0)
+    for backend in [*BACKENDS, *reversed(BACKENDS)]:
+        clear_cache(cache_dir(lm.model_id, data.name, split, lm.precision))
+        emb, wall, _ = clock(lambda b=backend: split_embeddings(lm, data, split, backend=b))
+        runs[backend].append(wall)
+        images[backend], n = emb.image_emb, (len(emb.records), len(emb.captions))
+    out: dict[str, Any] = {"format": lm.precision, "dataset": data.name, "split": split}
+    out.update(images=n[0], captions=n[1])
+    for backend, walls in runs.items():
+        mean = sum(walls) / len(walls)
+        out[backend] = {"seconds": [round(w, 1) for w in walls], "images_per_s": round(n[0] / mean, 2)}
+    out["openvino_vs_torch"] = round(out["openvino"]["images_per_s"] / out["torch"]["images_per_s"], 2)
+    out["image_vectors_openvino_vs_torch"] = agreement(images["openvino"], images["torch"])
+    return out
+
+
 def one_model(model: str, paths: list[Path]) -> dict[str, Any]:
     result: dict[str, Any] = {"model": model, "images": len(paths)}
     reference: np.ndarray | None = None
@@ -180,7 +208,10 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--recall-precision", default="fp32", choices=("fp32", "fast"), help="with --recall (default fp32)"
     )
-    parser.add_argument("--skip-speed", action="store_true", help="with --recall: only the recall check")
+    parser.add_argument(
+        "--whole-split", metavar="DATASET", help="also time split_embeddings of the split (both formats)"
+    )
+    parser.add_argument("--skip-speed", action="store_true", help="only --recall / --whole-split")
     return parser.parse_args()
 
 
@@ -198,6 +229,9 @@ def main() -> None:
         result[f"recall_{args.recall_precision}"] = recall(
             args.model, args.recall, args.split, args.recall_precision
         )
+    if args.whole_split:
+        for fmt in ("fp32", "fast"):
+            result[f"whole_split_{fmt}"] = whole_split(args.model, args.whole_split, args.split, fmt)
     run = {
         "machine": {
             **info,
