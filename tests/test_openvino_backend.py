@@ -132,3 +132,11 @@ def test_openvino_off_the_cpu_is_refused(tiny_model) -> None:
     with pytest.raises(CapsearchError, match="--backend openvino runs on the CPU, not on cuda"):
         ovb.check_backend(on_gpu, "openvino")
     ovb.check_backend(on_gpu, "torch")
+
+
+@pytest.mark.parametrize("command", [["embed"], ["library", "add"], ["library", "update"]])
+def test_help_names_the_extra(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--backend {torch,openvino}" in help_text and "pip install 'capsearch[openvino]'" in help_text

@@ -51,14 +51,14 @@ def register_embed(sub: argparse._SubParsersAction) -> None:
         choices=("local", "ray"),
         default="local",
         help="local: this process (the default); ray: an actor pool on a Ray cluster, one model per actor "
-        "(needs pip install 'capsearch[ray]'; same vectors, same cache)",
+        "(needs pip install 'capsearch\\[ray]'; same vectors, same cache)",
     )
     parser.add_argument(
         "--backend",
         choices=BACKEND_CHOICES,
         default="torch",
         help="image backend of the local engine: torch (the default) or openvino (the image tower converted "
-        "to OpenVINO, faster on some CPUs; needs pip install 'capsearch[openvino]'; same cache)",
+        "to OpenVINO, faster on some CPUs; needs pip install 'capsearch\\[openvino]'; same cache)",
     )
     parser.add_argument(
         "--address",

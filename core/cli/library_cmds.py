@@ -84,14 +84,14 @@ def _embed_options(parser: argparse.ArgumentParser) -> None:
         choices=("local", "ray"),
         default="local",
         help="local: this process (the default); ray: an actor pool on a Ray cluster (same vectors; "
-        "needs pip install 'capsearch[ray]')",
+        "needs pip install 'capsearch\\[ray]')",
     )
     parser.add_argument(
         "--backend",
         choices=BACKEND_CHOICES,
         default="torch",
         help="image backend of the local engine: torch (the default) or openvino (faster on some CPUs; "
-        "needs pip install 'capsearch[openvino]')",
+        "needs pip install 'capsearch\\[openvino]')",
     )
     parser.add_argument(
         "--address", help="with --engine ray: auto (the running cluster) or HOST:PORT (default: a local Ray)"
