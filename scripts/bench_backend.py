@@ -211,6 +211,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--whole-split", metavar="DATASET", help="also time split_embeddings of the split (both formats)"
     )
+    parser.add_argument(
+        "--formats", nargs="+", default=["fp32", "fast"], choices=("fp32", "fast"), help="for --whole-split"
+    )
     parser.add_argument("--skip-speed", action="store_true", help="only --recall / --whole-split")
     return parser.parse_args()
 
@@ -230,7 +233,7 @@ def main() -> None:
             args.model, args.recall, args.split, args.recall_precision
         )
     if args.whole_split:
-        for fmt in ("fp32", "fast"):
+        for fmt in args.formats:
             result[f"whole_split_{fmt}"] = whole_split(args.model, args.whole_split, args.split, fmt)
     run = {
         "machine": {
@@ -276,6 +279,9 @@ def save(label: str, result: dict[str, Any]) -> None:
                 fmt: {b: speed[fmt]["end_to_end"][b]["images_per_s"] for b in BACKENDS}
                 for fmt in ("fp32", "fast")
                 if fmt in speed
+            },
+            "whole_split_openvino_vs_torch": {
+                k: v["openvino_vs_torch"] for k, v in result.items() if k.startswith("whole_split_")
             },
             "same_recall_at_k": {
                 k: v["same_recall_at_k"] for k, v in result.items() if k.startswith("recall_")
