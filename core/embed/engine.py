@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import Normalize, ToTensor
 
 from core.data.images import load_rgb
+from core.embed.exact_parts import image_input_dtype, keep_exact_parts
 from core.embed.packed import pack_for_cpu, packing_available
 from core.embed.tuning import DEFAULT_PLAN, PROBE_MIN_IMAGES, ImagePlan, image_plan
 from core.errors import CapsearchError
@@ -77,7 +78,8 @@ def _weights_key(params: list[nn.Parameter], dtype: torch.dtype) -> tuple[Any, .
 
 def inference_model(lm: LoadedModel) -> ClipModel:
     """``lm.model`` in ``lm.dtype``, in eval mode: the model itself for fp32, else a cached cast copy (on
-    the CPU in bf16, with prepacked linear layers), made again once the weights change in place (optimizer
+    the CPU in bf16, with prepacked linear layers; the parts :mod:`core.embed.exact_parts` names, such as
+    a convolutional timm image tower, stay fp32), made again once the weights change in place (optimizer
     steps, ``load_state_dict``). The parameter list is kept with the copy: walking the module tree for it
     on every call cost a ViT-B-32 text query 0.5 ms."""
     if lm.dtype == torch.float32:
@@ -87,8 +89,10 @@ def inference_model(lm: LoadedModel) -> ClipModel:
         return cached.model
     params = list(lm.model.parameters())
     cast = copy.deepcopy(lm.model).to(lm.dtype).eval()
-    if lm.device.type == "cpu":  # convolutions in oneDNN's preferred layout; changes no value of a linear
+    cpu = lm.device.type == "cpu"
+    if cpu:  # convolutions in oneDNN's preferred layout; changes no value of a linear
         cast = cast.to(memory_format=torch.channels_last)
+    cast = keep_exact_parts(cast, lm.model, channels_last=cpu)
     if PACK_CPU_BF16 and lm.device.type == "cpu" and lm.dtype == torch.bfloat16 and packing_available():
         cast = pack_for_cpu(cast)
     _INFERENCE_COPIES[lm.model] = _InferenceCopy(params, _weights_key(params, lm.dtype), cast)
@@ -373,7 +377,8 @@ def engine_plan(lm: LoadedModel, probe: bool = True) -> ImagePlan:
     model = inference_model(lm)
     shape = _input_shape(lm)
     key = f"{lm.model_id}|{lm.precision}|{'x'.join(map(str, shape))}|packed={PACK_CPU_BF16}"
-    return image_plan(key, model.encode_image, shape, lm.dtype, probe)
+    dtype = image_input_dtype(model, lm.dtype)
+    return image_plan(key, model.encode_image, shape, dtype, probe, layouts=lm.precision != "fp32")
 
 
 def iter_image_batches(
@@ -404,6 +409,7 @@ def iter_image_batches(
         pin_memory=lm.device.type == "cuda",
     )
     model = inference_model(lm)
+    dtype = image_input_dtype(model, lm.dtype)
     batches = iter(loader) if workers else _in_background(loader)
     done = 0
     layout = torch.channels_last if plan.channels_last else torch.contiguous_format
@@ -416,7 +422,7 @@ def iter_image_batches(
                 if ok:
                     x = images if len(ok) == len(reasons) else images[ok]
                     x = preprocess.finish(x.to(lm.device, non_blocking=True))
-                    x = x.to(lm.dtype).contiguous(memory_format=layout)
+                    x = x.to(dtype).contiguous(memory_format=layout)
                     out[ok] = _normalized(model.encode_image(x))
                 failed = [(int(indices[j]), reason) for j, reason in enumerate(reasons) if reason]
                 for index, reason in failed:
@@ -453,6 +459,7 @@ def encode_image_query(lm: LoadedModel, path: str | Path) -> np.ndarray:
 
 def encode_pil_query(lm: LoadedModel, image: Image.Image) -> np.ndarray:
     """One decoded RGB image's L2-normalised embedding ``[d]``."""
-    x = lm.preprocess(image).unsqueeze(0).to(lm.device, dtype=lm.dtype)
+    model = inference_model(lm)
+    x = lm.preprocess(image).unsqueeze(0).to(lm.device, dtype=image_input_dtype(model, lm.dtype))
     with torch.inference_mode():
-        return _normalized(inference_model(lm).encode_image(x))[0]
+        return _normalized(model.encode_image(x))[0]
