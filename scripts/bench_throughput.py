@@ -49,7 +49,7 @@ from benchlib import FLICKR8K, commit, machine_info  # noqa: E402
 from core.atomic import write_json  # noqa: E402
 from core.data.images import load_rgb  # noqa: E402
 from core.embed.engine import _SplitPreprocess, encode_images, encode_texts, engine_plan, inference_model  # noqa: E402
-from core.embed.exact_parts import image_input_dtype  # noqa: E402
+from core.embed.fp32_fast import image_input_dtype  # noqa: E402
 from core.embed.tuning import probe_file  # noqa: E402
 from core.models.loading import LoadedModel, load_model  # noqa: E402
 from core.paths import reports_dir, results_dir  # noqa: E402

@@ -31,7 +31,7 @@ from core.locks import exclusive
 from core.paths import artifacts_root
 
 PROBE_ENV = "CAPSEARCH_PROBE"
-PROBE_VERSION = 2  # 2: convolutional timm image towers stay fp32 in the fast formats (exact_parts)
+PROBE_VERSION = 2  # 2: convolutional timm image towers' fast copy is fp32 (fp32_fast)
 BATCH_SIZES = (16, 32, 64)
 # A batch size is only probed when one batch is predicted to take at most this long.
 MAX_PROBE_BATCH_S = 1.5
