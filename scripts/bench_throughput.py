@@ -6,9 +6,11 @@ process on the same Flickr8k test images:
 * end to end (decode + preprocess + encode): the naive open_clip loop in fp32 (PIL in the main thread,
   ``encode_image`` on batches of 32 under no_grad), the engine in fp32 (exact) and in the fast mode, timed
   in the order naive, fp32, fast, fast, fp32, naive and averaged per side (this machine is shared);
-* model only, on one batch of preprocessed images: torch fp32, torch fast (the engine's copy), ONNX Runtime
+* model only, on one batch of preprocessed images: torch fp32, torch fast (the engine's copy; for a
+  convolutional timm tower, such as lit-lite2's, an fp32 copy: ``fast_computes_in``), ONNX Runtime
   fp32 (all graph optimisations, ``--threads`` intra-op threads), OpenVINO fp32 and bf16 (throughput
-  hint, ``--threads``); the ONNX graph is exported from the loaded model;
+  hint, ``--threads``); the ONNX graph is exported from the loaded model (TorchScript exporter, with
+  the fused MHA path off) and checked against torch (least cosine, largest absolute difference);
 * decode alone: PIL decode, decode + preprocess, simplejpeg where installed, and a 4032x3024 JPEG decoded
   fully against Pillow's ``draft`` (what the fast mode uses);
 * spawned decode workers (0 = one background thread) for the fast engine, start-up included;
@@ -18,12 +20,14 @@ process on the same Flickr8k test images:
 
 Usage: flock /work/bench.lock .venv/bin/python scripts/bench_throughput.py --model ViT-B-32 [--images 200]
 Merges the model's entry into artifacts/results/bench_throughput.json and redraws
-artifacts/reports/throughput.png from every entry in it.
+artifacts/reports/throughput.png from every entry in it. ``--model-only``: only the model-only backends
+(a quick check), written to artifacts/results/bench_throughput_model_only.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import os
@@ -158,8 +162,11 @@ def export_onnx(lm: LoadedModel, x: torch.Tensor, folder: Path) -> Path:
 
 
 def _export(lm: LoadedModel, x: torch.Tensor, path: Path) -> None:
+    # A copy whose weights need no grad: the pretrained-tower models leave their package-supplied trunk out
+    # of state_dict, so the tracer bakes those weights in as constants, which it refuses while they need grad.
+    model = copy.deepcopy(lm.model).eval().requires_grad_(False)
     torch.onnx.export(
-        _ImageOnly(lm.model).eval(),
+        _ImageOnly(model),
         x[:2],
         str(path),
         input_names=["image"],
@@ -249,6 +256,7 @@ def model_only(lm32: LoadedModel, fast: LoadedModel, x: torch.Tensor, threads: i
         out["torch_fast"] = {
             "images_per_s": round(best_rate(lambda: copy_fast.encode_image(xf), len(x)), 2),
             "format": fast.precision,
+            "computes_in": compute_format(fast),
             **_close(fast_out, reference),
         }
     torch.set_num_threads(threads)
@@ -276,6 +284,13 @@ def model_only(lm32: LoadedModel, fast: LoadedModel, x: torch.Tensor, threads: i
         "for Arm); int8 quantisation would change the model, so it is not a like-for-like fast mode"
     }
     return out
+
+
+def compute_format(fast: LoadedModel) -> str:
+    """The number format the fast copy's image tower computes in: ``fast.precision``, except for the model
+    kinds whose fast copy stays fp32 (core.embed.fp32_fast)."""
+    dtype = image_input_dtype(inference_model(fast), fast.dtype)
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def end_to_end(lm32: LoadedModel, fast: LoadedModel, paths: list[Path]) -> dict[str, Any]:
@@ -344,7 +359,9 @@ def roofline(result: dict[str, Any], gflop: float, peaks: dict[str, float]) -> d
     """Achieved GFLOP/s of each path against the measured matmul peak of its precision."""
     rows = {}
     e2e, mo = result["end_to_end"], result["model_only"]
-    fast_peak = peaks["bf16"] if result["fast_format"] == "bf16" else peaks["fp32"]
+    fast_peak = (
+        peaks["bf16"] if result.get("fast_computes_in", result["fast_format"]) == "bf16" else peaks["fp32"]
+    )
     for name, rate, peak in (
         ("naive_fp32 (end to end)", e2e["naive_fp32"]["images_per_s"], peaks["fp32"]),
         ("engine_fp32 (end to end)", e2e["engine_fp32"]["images_per_s"], peaks["fp32"]),
@@ -397,6 +414,7 @@ def main() -> None:
         "model": args.model,
         "model_id": lm32.model_id,
         "fast_format": fast.precision,
+        "fast_computes_in": compute_format(fast),
         "input_shape": list(x.shape[1:]),
         "threads": threads,
         "engine_plans": plans,
@@ -497,7 +515,7 @@ def plot(everything: dict[str, Any], target: Path) -> None:
         }
         ax.barh(list(bars), list(bars.values()), color=["#888" if "e2e" in k else "#3a7" for k in bars])
         ax.set_title(
-            f"{label} ({r['fast_format']} fast)\n{r['machine']['cpu']}, load {r['load_average_1min'][0]}",
+            f"{label} ({r.get('fast_computes_in', r['fast_format'])} fast)\n{r['machine']['cpu']}, load {r['load_average_1min'][0]}",
             fontsize=9,
         )
         ax.set_xlabel("images/s")
