@@ -14,7 +14,7 @@ from rich.table import Table
 
 from core.cli.console import RichReporter, add_command
 from core.cli.numbers import count
-from core.cli.options import PRECISION_CHOICES, add_common_options, dataset_of, model_of
+from core.cli.options import BACKEND_CHOICES, PRECISION_CHOICES, add_common_options, dataset_of, model_of
 from core.errors import CapsearchError
 from core.safe_text import markup_safe
 
@@ -51,7 +51,14 @@ def register_embed(sub: argparse._SubParsersAction) -> None:
         choices=("local", "ray"),
         default="local",
         help="local: this process (the default); ray: an actor pool on a Ray cluster, one model per actor "
-        "(needs pip install 'capsearch[ray]'; same vectors, same cache)",
+        "(needs pip install 'capsearch\\[ray]'; same vectors, same cache)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default="torch",
+        help="image backend of the local engine: torch (the default) or openvino (the image tower converted "
+        "to OpenVINO, faster on some CPUs; needs pip install 'capsearch\\[openvino]'; same cache)",
     )
     parser.add_argument(
         "--address",
@@ -72,13 +79,23 @@ def _embed(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from core.embed.ray_engine import import_ray
 
+        if args.backend != "torch":
+            raise CapsearchError("--backend openvino applies to --engine local", hint="drop --engine ray")
         import_ray()  # a missing Ray is said before any work
     elif args.address or args.actors:
         raise CapsearchError("--address and --actors apply to --engine ray", hint="add --engine ray")
+    if args.backend != "torch":
+        from core.embed.openvino_backend import import_openvino
+
+        import_openvino()  # a missing OpenVINO is said before any work
     data = load_dataset(dataset_of(args))
     splits = data.splits if args.split == "all" else [args.split]
     name = model_of(args)
     lm = load_model(name, args.pretrained, device=args.device, precision=args.precision)
+    if args.backend != "torch":
+        from core.embed.openvino_backend import check_backend
+
+        check_backend(lm, args.backend)
     rows = []
     with RichReporter() as reporter, _cluster(args):
         for split in splits:
@@ -87,11 +104,16 @@ def _embed(args: argparse.Namespace) -> int:
                 emb = _on_ray(args, name, lm, data, split, reporter)
             else:
                 emb = split_embeddings(
-                    lm, data, split, reporter=reporter, batch_size=args.batch_size, workers=args.workers
+                    lm,
+                    data,
+                    split,
+                    reporter=reporter,
+                    batch_size=args.batch_size,
+                    workers=args.workers,
+                    backend=args.backend,
                 )
-            rows.append(
-                {**_summary(lm, data.name, split, emb, time.perf_counter() - start), "engine": args.engine}
-            )
+            summary = _summary(lm, data.name, split, emb, time.perf_counter() - start)
+            rows.append({**summary, "engine": args.engine, "backend": args.backend})
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
     else:

@@ -15,7 +15,7 @@ from rich.table import Table
 from core.cli.console import RichReporter, add_command, console
 from core.cli.duplicates_cmd import SHOWN, add_rule_options, describe_rule, groups_table, rule_of
 from core.cli.numbers import count
-from core.cli.options import PRECISION_CHOICES
+from core.cli.options import BACKEND_CHOICES, PRECISION_CHOICES
 from core.errors import CapsearchError
 from core.safe_text import markup_safe
 
@@ -84,7 +84,14 @@ def _embed_options(parser: argparse.ArgumentParser) -> None:
         choices=("local", "ray"),
         default="local",
         help="local: this process (the default); ray: an actor pool on a Ray cluster (same vectors; "
-        "needs pip install 'capsearch[ray]')",
+        "needs pip install 'capsearch\\[ray]')",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default="torch",
+        help="image backend of the local engine: torch (the default) or openvino (faster on some CPUs; "
+        "needs pip install 'capsearch\\[openvino]')",
     )
     parser.add_argument(
         "--address", help="with --engine ray: auto (the running cluster) or HOST:PORT (default: a local Ray)"
@@ -97,6 +104,10 @@ def _add(args: argparse.Namespace) -> int:
     from core.library.library import add_folders
 
     name = check_name(args.name or default_library() or DEFAULT_NAME)
+    if args.backend != "torch":
+        from core.embed.openvino_backend import import_openvino
+
+        import_openvino()  # a missing OpenVINO is said before the library is made
     lib = add_folders(name, args.paths, args.exclude, args.index)
     return _run_update(lib, args)
 
@@ -122,11 +133,20 @@ def _model(lib: Library, args: argparse.Namespace) -> tuple[LoadedModel, ModelKe
 
 
 def _encoder(args: argparse.Namespace, lm: LoadedModel, model: ModelKey) -> ImageEncoder | None:
-    """With ``--engine ray``, the Ray engine's image batches for this model; else None (this process)."""
+    """With ``--engine ray``, the Ray engine's image batches for this model; with ``--backend openvino``,
+    this process's batches on OpenVINO; else None (this process, torch)."""
     if args.engine != "ray":
         if args.address:
             raise CapsearchError("--address applies to --engine ray", hint="add --engine ray")
-        return None
+        if args.backend == "torch":
+            return None
+        from core.embed.engine import iter_image_batches
+        from core.embed.openvino_backend import check_backend
+
+        check_backend(lm, args.backend)  # a missing OpenVINO is said before the scan
+        return partial(iter_image_batches, lm, backend=args.backend)
+    if args.backend != "torch":
+        raise CapsearchError("--backend openvino applies to --engine local", hint="drop --engine ray")
     from core.embed.ray_engine import ModelSpec, RayOptions, import_ray, ray_image_batches
 
     import_ray()  # a missing Ray is said before the scan

@@ -290,6 +290,7 @@ def _encode_missing(
     done: dict[int, Chunk],
     sizes: tuple[int, int, int | None, int],
     reporter: Reporter,
+    backend: str = "torch",
 ) -> None:
     """Encode the chunks not in ``done`` (images, then a full chunk's captions), saving and adding each."""
     batch_size, text_batch_size, workers, chunk_size = sizes
@@ -301,7 +302,7 @@ def _encode_missing(
     failed_rows: dict[int, list[tuple[int, str]]] = {}
     captions_done = sum(len(c[1]) for c in done.values())
     image_progress = _Shifted(reporter, len(records) - len(todo_rows), len(records))
-    for batch in iter_image_batches(lm, paths, batch_size, workers, image_progress):
+    for batch in iter_image_batches(lm, paths, batch_size, workers, image_progress, backend):
         for pos, row in zip(batch.indices.tolist(), batch.embeddings, strict=True):
             i = todo_rows[pos]
             k = i // chunk_size
@@ -390,8 +391,11 @@ def split_embeddings(
     text_batch_size: int = 256,
     workers: int | None = None,
     chunk_size: int = DEFAULT_CHUNK,
+    backend: str = "torch",
 ) -> SplitEmbeddings:
-    """The embeddings of ``dataset``'s ``split`` for ``lm``: from a valid cache, resumed, or encoded."""
+    """The embeddings of ``dataset``'s ``split`` for ``lm``: from a valid cache, resumed, or encoded.
+    ``backend``: the image backend of :func:`core.embed.engine.iter_image_batches` (torch or openvino; both
+    write the same cache, their vectors agreeing to float rounding in fp32)."""
     reporter = ensure(reporter)
     records = dataset.split(split)
     captions, caption_image = _flatten_captions(records)
@@ -419,6 +423,7 @@ def split_embeddings(
             (batch_size, text_batch_size, workers, chunk_size),
             where,
             reporter,
+            backend,
         )
     return result
 
@@ -432,6 +437,7 @@ def _fill(
     sizes: tuple[int, int, int | None, int],
     where: str,
     reporter: Reporter,
+    backend: str = "torch",
 ) -> None:
     """Fill ``result`` from a valid cache, or resume or start encoding (the caller holds the folder's lock)."""
     folder, records, chunk_size = result.cache_dir, result.records, sizes[3]
@@ -449,7 +455,7 @@ def _fill(
     if done:
         reporter.log(f"resuming {where}: {len(done)} of {len(chunks.bounds)} chunks already done")
     try:
-        _encode_missing(lm, dataset, result, chunks, done, sizes, reporter)
+        _encode_missing(lm, dataset, result, chunks, done, sizes, reporter, backend)
     finally:
         spent += time.perf_counter() - start_time
         write_json(folder / MANIFEST, {**base, "complete": False, "encode_seconds": round(spent, 3)})

@@ -384,19 +384,35 @@ def engine_plan(lm: LoadedModel, probe: bool = True) -> ImagePlan:
     return image_plan(key, model.encode_image, shape, dtype, probe, layouts=lm.precision != "fp32")
 
 
+def _image_tower(
+    lm: LoadedModel, backend: str, probe: bool
+) -> tuple[ImagePlan, Callable[[torch.Tensor], torch.Tensor], torch.dtype]:
+    """The plan, the image encoder and its input dtype for ``backend``: torch (:func:`engine_plan`,
+    :func:`inference_model`) or OpenVINO (:mod:`core.embed.openvino_backend`, which manages its own
+    threads)."""
+    if backend == "openvino":
+        from core.embed.openvino_backend import openvino_image_encoder
+
+        return DEFAULT_PLAN, openvino_image_encoder(lm), lm.dtype
+    model = inference_model(lm)
+    return engine_plan(lm, probe), model.encode_image, image_input_dtype(model, lm.dtype)
+
+
 def iter_image_batches(
     lm: LoadedModel,
     paths: list[Path],
     batch_size: int | None = None,
     workers: int | None = None,
     reporter: Reporter | None = None,
+    backend: str = "torch",
 ) -> Iterator[ImageBatch]:
     """Encode ``paths`` batch by batch, in order, decoding ahead of the model; see the module docstring.
-    ``batch_size`` None: the machine's probed batch (:func:`engine_plan`)."""
+    ``batch_size`` None: the machine's probed batch (:func:`engine_plan`). ``backend``: torch, or openvino
+    (``--backend openvino``)."""
     reporter = ensure(reporter)
     if not paths:
         return
-    plan = engine_plan(lm, probe=len(paths) >= PROBE_MIN_IMAGES)
+    plan, encode, dtype = _image_tower(lm, backend, probe=len(paths) >= PROBE_MIN_IMAGES)
     batch_size = batch_size or plan.batch_size
     if workers is None:  # a spawned worker costs seconds to start: none for a single batch
         workers = min(default_workers(lm.device), (len(paths) - 1) // batch_size)
@@ -411,8 +427,6 @@ def iter_image_batches(
         prefetch_factor=4 if workers else None,
         pin_memory=lm.device.type == "cuda",
     )
-    model = inference_model(lm)
-    dtype = image_input_dtype(model, lm.dtype)
     batches = iter(loader) if workers else _in_background(loader)
     done = 0
     layout = torch.channels_last if plan.channels_last else torch.contiguous_format
@@ -426,7 +440,7 @@ def iter_image_batches(
                     x = images if len(ok) == len(reasons) else images[ok]
                     x = preprocess.finish(x.to(lm.device, non_blocking=True))
                     x = x.to(dtype).contiguous(memory_format=layout)
-                    out[ok] = _normalized(model.encode_image(x))
+                    out[ok] = _normalized(encode(x))
                 failed = [(int(indices[j]), reason) for j, reason in enumerate(reasons) if reason]
                 for index, reason in failed:
                     reporter.log(f"skipped image {paths[index]}: {reason}")
@@ -445,11 +459,12 @@ def encode_images(
     batch_size: int | None = None,
     workers: int | None = None,
     reporter: Reporter | None = None,
+    backend: str = "torch",
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """L2-normalised float32 embeddings ``[len(paths), d]`` and the ``(index, reason)`` of failed images."""
     out = np.zeros((len(paths), lm.embed_dim), dtype=np.float32)
     failed: list[tuple[int, str]] = []
-    for batch in iter_image_batches(lm, paths, batch_size, workers, reporter):
+    for batch in iter_image_batches(lm, paths, batch_size, workers, reporter, backend):
         out[batch.indices] = batch.embeddings
         failed += batch.failed
     return out, failed
