@@ -6,9 +6,11 @@ process on the same Flickr8k test images:
 * end to end (decode + preprocess + encode): the naive open_clip loop in fp32 (PIL in the main thread,
   ``encode_image`` on batches of 32 under no_grad), the engine in fp32 (exact) and in the fast mode, timed
   in the order naive, fp32, fast, fast, fp32, naive and averaged per side (this machine is shared);
-* model only, on one batch of preprocessed images: torch fp32, torch fast (the engine's copy), ONNX Runtime
+* model only, on one batch of preprocessed images: torch fp32, torch fast (the engine's copy; for a
+  convolutional timm tower, such as lit-lite2's, an fp32 copy: ``fast_computes_in``), ONNX Runtime
   fp32 (all graph optimisations, ``--threads`` intra-op threads), OpenVINO fp32 and bf16 (throughput
-  hint, ``--threads``); the ONNX graph is exported from the loaded model;
+  hint, ``--threads``); the ONNX graph is exported from the loaded model (TorchScript exporter, with
+  the fused MHA path off) and checked against torch (least cosine, largest absolute difference);
 * decode alone: PIL decode, decode + preprocess, simplejpeg where installed, and a 4032x3024 JPEG decoded
   fully against Pillow's ``draft`` (what the fast mode uses);
 * spawned decode workers (0 = one background thread) for the fast engine, start-up included;
@@ -18,19 +20,22 @@ process on the same Flickr8k test images:
 
 Usage: flock /work/bench.lock .venv/bin/python scripts/bench_throughput.py --model ViT-B-32 [--images 200]
 Merges the model's entry into artifacts/results/bench_throughput.json and redraws
-artifacts/reports/throughput.png from every entry in it.
+artifacts/reports/throughput.png from every entry in it. ``--model-only``: only the model-only backends
+(a quick check), written to artifacts/results/bench_throughput_model_only.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +53,13 @@ from benchlib import FLICKR8K, commit, machine_info  # noqa: E402
 from core.atomic import write_json  # noqa: E402
 from core.data.images import load_rgb  # noqa: E402
 from core.embed.engine import _SplitPreprocess, encode_images, encode_texts, engine_plan, inference_model  # noqa: E402
+from core.embed.fp32_fast import image_input_dtype  # noqa: E402
 from core.embed.tuning import probe_file  # noqa: E402
 from core.models.loading import LoadedModel, load_model  # noqa: E402
 from core.paths import reports_dir, results_dir  # noqa: E402
 
 RESULTS = "bench_throughput.json"
+MODEL_ONLY_RESULTS = "bench_throughput_model_only.json"
 
 
 def clock(fn: Callable[[], Any]) -> tuple[Any, float, float]:
@@ -132,16 +139,34 @@ class _ImageOnly(torch.nn.Module):
         return self.model.encode_image(x)
 
 
+@contextmanager
+def mha_fastpath(enabled: bool) -> Iterator[None]:
+    """``nn.MultiheadAttention``'s fused inference path on or off inside the block."""
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+
+
 def export_onnx(lm: LoadedModel, x: torch.Tensor, folder: Path) -> Path:
+    """The image tower of ``lm`` as an ONNX graph with a dynamic batch axis. Under no_grad (timm towers
+    keep requires_grad on their weights, which the exporter refuses as constants) with the MHA fast path
+    off: in eval mode without grad, ``nn.MultiheadAttention`` calls ``aten::_native_multi_head_attention``,
+    which no ONNX opset has; the unfused path it falls back to computes the same attention."""
     path = folder / "image_tower.onnx"
-    with torch.no_grad():  # timm towers keep requires_grad on their weights; the exporter refuses those
+    with torch.no_grad(), mha_fastpath(False):
         _export(lm, x, path)
     return path
 
 
 def _export(lm: LoadedModel, x: torch.Tensor, path: Path) -> None:
+    # A copy whose weights need no grad: the pretrained-tower models leave their package-supplied trunk out
+    # of state_dict, so the tracer bakes those weights in as constants, which it refuses while they need grad.
+    model = copy.deepcopy(lm.model).eval().requires_grad_(False)
     torch.onnx.export(
-        _ImageOnly(lm.model).eval(),
+        _ImageOnly(model),
         x[:2],
         str(path),
         input_names=["image"],
@@ -201,9 +226,16 @@ def openvino_rate(
 
 
 def _close(out: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """How far ``out`` lies from torch's fp32 output: the least cosine and the largest absolute
+    difference of the raw (unnormalised) features, and that difference relative to their largest value."""
     a = out / np.linalg.norm(out, axis=1, keepdims=True)
     b = reference / np.linalg.norm(reference, axis=1, keepdims=True)
-    return {"min_cosine_to_torch_fp32": round(float(np.einsum("nd,nd->n", a, b).min()), 6)}
+    diff = float(np.abs(out.astype(np.float32) - reference).max())
+    return {
+        "min_cosine_to_torch_fp32": round(float(np.einsum("nd,nd->n", a, b).min()), 6),
+        "max_abs_diff_to_torch_fp32": float(f"{diff:.3g}"),
+        "max_abs_diff_relative": float(f"{diff / float(np.abs(reference).max()):.3g}"),
+    }
 
 
 def model_only(lm32: LoadedModel, fast: LoadedModel, x: torch.Tensor, threads: int) -> dict[str, Any]:
@@ -211,7 +243,7 @@ def model_only(lm32: LoadedModel, fast: LoadedModel, x: torch.Tensor, threads: i
     plan32, plan_fast = engine_plan(lm32), engine_plan(fast)
     copy_fast = inference_model(fast)
     layout = torch.channels_last if plan_fast.channels_last else torch.contiguous_format
-    xf = x.to(fast.dtype).contiguous(memory_format=layout)
+    xf = x.to(image_input_dtype(copy_fast, fast.dtype)).contiguous(memory_format=layout)
     with torch.inference_mode():
         torch.set_num_threads(plan32.threads or threads)
         reference = lm32.model.encode_image(x).numpy()
@@ -224,6 +256,7 @@ def model_only(lm32: LoadedModel, fast: LoadedModel, x: torch.Tensor, threads: i
         out["torch_fast"] = {
             "images_per_s": round(best_rate(lambda: copy_fast.encode_image(xf), len(x)), 2),
             "format": fast.precision,
+            "computes_in": compute_format(fast),
             **_close(fast_out, reference),
         }
     torch.set_num_threads(threads)
@@ -251,6 +284,13 @@ def model_only(lm32: LoadedModel, fast: LoadedModel, x: torch.Tensor, threads: i
         "for Arm); int8 quantisation would change the model, so it is not a like-for-like fast mode"
     }
     return out
+
+
+def compute_format(fast: LoadedModel) -> str:
+    """The number format the fast copy's image tower computes in: ``fast.precision``, except for the model
+    kinds whose fast copy stays fp32 (core.embed.fp32_fast)."""
+    dtype = image_input_dtype(inference_model(fast), fast.dtype)
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def end_to_end(lm32: LoadedModel, fast: LoadedModel, paths: list[Path]) -> dict[str, Any]:
@@ -319,7 +359,9 @@ def roofline(result: dict[str, Any], gflop: float, peaks: dict[str, float]) -> d
     """Achieved GFLOP/s of each path against the measured matmul peak of its precision."""
     rows = {}
     e2e, mo = result["end_to_end"], result["model_only"]
-    fast_peak = peaks["bf16"] if result["fast_format"] == "bf16" else peaks["fp32"]
+    fast_peak = (
+        peaks["bf16"] if result.get("fast_computes_in", result["fast_format"]) == "bf16" else peaks["fp32"]
+    )
     for name, rate, peak in (
         ("naive_fp32 (end to end)", e2e["naive_fp32"]["images_per_s"], peaks["fp32"]),
         ("engine_fp32 (end to end)", e2e["engine_fp32"]["images_per_s"], peaks["fp32"]),
@@ -341,6 +383,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=32, help="the model-only batch")
     parser.add_argument("--workers", type=int, nargs="*", default=[0, 1], help="decode workers to time")
     parser.add_argument("--flickr8k", type=Path, default=FLICKR8K)
+    parser.add_argument(
+        "--model-only",
+        action="store_true",
+        help=f"only the model-only backends (a quick check); written to {MODEL_ONLY_RESULTS}, not merged",
+    )
     return parser.parse_args()
 
 
@@ -355,11 +402,19 @@ def main() -> None:
     plans = {"fp32": engine_plan(lm32).__dict__, "fast": engine_plan(fast).__dict__}
     print(f"{args.model}: plans {plans}", file=sys.stderr)
     x = torch.stack([lm32.preprocess(load_rgb(p)) for p in paths[: args.batch]])
+    label = args.label or args.model.rstrip("/").split("/")[-1]
+    if args.model_only:
+        result: dict[str, Any] = {"model": args.model, "model_id": lm32.model_id, "threads": threads}
+        result |= {"fast_format": fast.precision, "model_only": model_only(lm32, fast, x, threads)}
+        finish(result, info, load_start, cpu_start, t_start)
+        save_model_only(label, result)
+        return
     peaks = {"fp32": round(matmul_peak(torch.float32), 1), "bf16": round(matmul_peak(torch.bfloat16), 1)}
-    result: dict[str, Any] = {
+    result = {
         "model": args.model,
         "model_id": lm32.model_id,
         "fast_format": fast.precision,
+        "fast_computes_in": compute_format(fast),
         "input_shape": list(x.shape[1:]),
         "threads": threads,
         "engine_plans": plans,
@@ -372,6 +427,14 @@ def main() -> None:
     result["decode_workers"] = workers(fast, paths, tuple(args.workers))
     if texts:
         result["captions"] = captions(lm32, fast, texts)
+    finish(result, info, load_start, cpu_start, t_start)
+    save(label, result)
+
+
+def finish(
+    result: dict[str, Any], info: dict[str, Any], load_start: float, cpu_start: float, t_start: float
+) -> None:
+    """Add the machine, load, time and commit to ``result``."""
     result["machine"] = {
         **info,
         "cpu_flags_bf16": {
@@ -384,7 +447,18 @@ def main() -> None:
     result["cpu_s"] = round(time.process_time() - cpu_start, 1)
     result["commit"] = commit()
     result["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    save(args.label or args.model.rstrip("/").split("/")[-1], result)
+
+
+def save_model_only(label: str, result: dict[str, Any]) -> None:
+    """Merge a ``--model-only`` run's entry into its own file (the full results stay untouched)."""
+    out = results_dir() / MODEL_ONLY_RESULTS
+    try:
+        everything = json.loads(out.read_text())
+    except (OSError, ValueError):
+        everything = {"benchmark": "model-only backends of " + RESULTS + " (quick check)", "models": {}}
+    everything["models"][label] = result
+    write_json(out, everything)
+    print(json.dumps(result["model_only"], indent=1), f"-> {out}", sep="\n")
 
 
 def save(label: str, result: dict[str, Any]) -> None:
@@ -441,7 +515,7 @@ def plot(everything: dict[str, Any], target: Path) -> None:
         }
         ax.barh(list(bars), list(bars.values()), color=["#888" if "e2e" in k else "#3a7" for k in bars])
         ax.set_title(
-            f"{label} ({r['fast_format']} fast)\n{r['machine']['cpu']}, load {r['load_average_1min'][0]}",
+            f"{label} ({r.get('fast_computes_in', r['fast_format'])} fast)\n{r['machine']['cpu']}, load {r['load_average_1min'][0]}",
             fontsize=9,
         )
         ax.set_xlabel("images/s")

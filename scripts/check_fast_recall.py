@@ -3,7 +3,9 @@
 For each model, the split is embedded through the engine (``core.embed.cache.split_embeddings``, whose
 caches keep fp32 and each fast format apart) in fp32 and in ``fast``; exact Recall@K both ways is computed
 for each and the largest difference reported (the goal: within 0.2 point). The engine's fast path is the
-one the library and big embedding runs use (bf16 copy, prepacked layers, channels-last, draft decoding).
+one the library and big embedding runs use (bf16 copy, prepacked layers, channels-last, draft decoding;
+for a convolutional timm image tower, such as lit-lite2's, an fp32 copy with BatchNorm folded and
+channels-last, see ``core.embed.fp32_fast``: ``computes_in`` says which).
 
 Usage: CAPSEARCH_ARTIFACTS=artifacts flock /work/bench.lock .venv/bin/python scripts/check_fast_recall.py \
     --models /path/to/lit-lite2-flickr8k [--dataset flickr8k] [--split test]
@@ -29,6 +31,8 @@ from benchlib import commit, flickr8k_dataset, machine_info  # noqa: E402
 from core.atomic import write_json  # noqa: E402
 from core.data.records import load_dataset  # noqa: E402
 from core.embed.cache import split_embeddings  # noqa: E402
+from core.embed.engine import inference_model  # noqa: E402
+from core.embed.fp32_fast import image_input_dtype  # noqa: E402
 from core.evaluation.recall import recall_metrics  # noqa: E402
 from core.models.loading import load_model  # noqa: E402
 from core.paths import results_dir  # noqa: E402
@@ -46,6 +50,7 @@ def one_model(name: str, dataset: Any, split: str) -> dict[str, Any]:
         metrics[precision] = recall_metrics(emb.image_emb, emb.caption_emb, emb.caption_image, KS)
         out[precision] = {
             "format": lm.precision,
+            "computes_in": str(image_input_dtype(inference_model(lm), lm.dtype)).removeprefix("torch."),
             "model_id": lm.model_id,
             "cache_reused": emb.reused,
             "embed_seconds": round(time.perf_counter() - t0, 1),

@@ -86,3 +86,23 @@ def test_search_dedup_collapses_a_resized_copy(tmp_path, artifacts, capsys):
 
     assert main(["search", "a dog", "--dataset", "synthetic", "--dedup"]) == 2
     assert "--dedup" in capsys.readouterr().err
+
+
+def test_a_new_library_embeds_in_the_fast_mode_and_keeps_its_precision(tmp_path, artifacts, capsys):
+    import torch
+
+    from core.library.library import Library
+    from core.models.device import resolve_precision
+
+    photos = tmp_path / "photos"
+    make_folder(photos, 3)
+    assert main(["library", "add", str(photos), "--model", "capsearch-tiny", "--device", "cpu"]) == 0
+    fast = resolve_precision(torch.device("cpu"), "fast")  # bf16 where the CPU has it, else fp32
+    with Library.open("photos") as lib:
+        assert lib.target is not None and lib.target.precision == fast
+    write_photo(photos / "new.jpg", 91)
+    assert main(["library", "update", "--device", "cpu"]) == 0  # the vectors' precision, not a new one
+    with Library.open("photos") as lib:
+        assert lib.active is not None and lib.active.precision == fast
+        (count,) = lib.catalogue.db.execute("SELECT COUNT(*) FROM models").fetchone()
+        assert count == 1

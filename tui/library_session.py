@@ -173,12 +173,12 @@ def _update_model(
 ) -> tuple[LoadedModel, ModelKey]:
     """The model to embed with, as ``capsearch library add`` picks it: the library's, else the default."""
     from core.library.library import model_key
-    from core.library.models import default_library_model
+    from core.library.models import LIBRARY_PRECISION, default_library_model
     from core.models.loading import load_model
 
     target = lib.target if model_name is None else None
     if target is not None and current is not None and current.searcher.model.key == target.key:
         return current.searcher.lm, target
     name = model_name or (target.name if target is not None else default_library_model(reporter.log))
-    lm = load_model(name, precision=target.precision if target is not None else None)
+    lm = load_model(name, precision=target.precision if target is not None else LIBRARY_PRECISION)
     return lm, model_key(name, lm.model_id, lm.precision, lm.embed_dim)

@@ -75,7 +75,11 @@ def _embed_options(parser: argparse.ArgumentParser) -> None:
         help="model to embed with (default: the library's model, else the best trained offline model); "
         "another model is filled in while the old vectors keep serving searches",
     )
-    parser.add_argument("--precision", choices=PRECISION_CHOICES, help="inference precision (default auto)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        help="inference precision (default: the library's, else fast)",
+    )
     parser.add_argument("--device", help="cpu, cuda or mps (default: the best available)")
     parser.add_argument("--batch-size", type=count(1), default=32, help="images per batch (default 32)")
     parser.add_argument("--watch", action="store_true", help="keep the library current until Ctrl+C")
@@ -122,12 +126,12 @@ def _update(args: argparse.Namespace) -> int:
 def _model(lib: Library, args: argparse.Namespace) -> tuple[LoadedModel, ModelKey]:
     """The model to embed with: ``--model``, else the library's target, else the library default."""
     from core.library.library import model_key
-    from core.library.models import default_library_model
+    from core.library.models import LIBRARY_PRECISION, default_library_model
     from core.models.loading import load_model
 
     current = lib.target
     name = args.model or (current.name if current else None) or default_library_model(console.print)
-    precision = args.precision or (current.precision if current and not args.model else None)
+    precision = args.precision or (current.precision if current and not args.model else LIBRARY_PRECISION)
     lm = load_model(name, device=args.device, precision=precision)
     return lm, model_key(name, lm.model_id, lm.precision, lm.embed_dim)
 

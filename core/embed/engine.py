@@ -16,7 +16,9 @@ full context.
 
 The towers run in ``lm.precision`` (see :mod:`core.models.device`): for bf16/fp16 a cast copy of the
 model is kept (refreshed when the fp32 weights change), so ``lm.model`` itself stays fp32. A bf16 copy on
-the CPU also has its linear layers prepacked for oneDNN (:mod:`core.embed.packed`).
+the CPU also has its linear layers prepacked for oneDNN (:mod:`core.embed.packed`). Models with a
+convolutional timm image trunk (EfficientNet-Lite LiT models) drifted in bf16: their fast copy stays fp32
+with BatchNorm folded and channels-last (:mod:`core.embed.fp32_fast`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import Normalize, ToTensor
 
 from core.data.images import load_rgb
+from core.embed.fp32_fast import fp32_fast_copy, image_input_dtype
 from core.embed.packed import pack_for_cpu, packing_available
 from core.embed.tuning import DEFAULT_PLAN, PROBE_MIN_IMAGES, ImagePlan, image_plan
 from core.errors import CapsearchError
@@ -77,7 +80,8 @@ def _weights_key(params: list[nn.Parameter], dtype: torch.dtype) -> tuple[Any, .
 
 def inference_model(lm: LoadedModel) -> ClipModel:
     """``lm.model`` in ``lm.dtype``, in eval mode: the model itself for fp32, else a cached cast copy (on
-    the CPU in bf16, with prepacked linear layers), made again once the weights change in place (optimizer
+    the CPU in bf16, with prepacked linear layers; for the model kinds :mod:`core.embed.fp32_fast` names,
+    such as a convolutional timm image tower, a faster fp32 copy), made again once the weights change in place (optimizer
     steps, ``load_state_dict``). The parameter list is kept with the copy: walking the module tree for it
     on every call cost a ViT-B-32 text query 0.5 ms."""
     if lm.dtype == torch.float32:
@@ -86,11 +90,14 @@ def inference_model(lm: LoadedModel) -> ClipModel:
     if cached is not None and cached.key == _weights_key(cached.params, lm.dtype):
         return cached.model
     params = list(lm.model.parameters())
-    cast = copy.deepcopy(lm.model).to(lm.dtype).eval()
-    if lm.device.type == "cpu":  # convolutions in oneDNN's preferred layout; changes no value of a linear
-        cast = cast.to(memory_format=torch.channels_last)
-    if PACK_CPU_BF16 and lm.device.type == "cpu" and lm.dtype == torch.bfloat16 and packing_available():
-        cast = pack_for_cpu(cast)
+    cpu = lm.device.type == "cpu"
+    cast = fp32_fast_copy(lm.model, channels_last=cpu)
+    if cast is None:
+        cast = copy.deepcopy(lm.model).to(lm.dtype).eval()
+        if cpu:  # convolutions in oneDNN's preferred layout; changes no value of a linear
+            cast = cast.to(memory_format=torch.channels_last)
+        if PACK_CPU_BF16 and cpu and lm.dtype == torch.bfloat16 and packing_available():
+            cast = pack_for_cpu(cast)
     _INFERENCE_COPIES[lm.model] = _InferenceCopy(params, _weights_key(params, lm.dtype), cast)
     return cast
 
@@ -373,19 +380,22 @@ def engine_plan(lm: LoadedModel, probe: bool = True) -> ImagePlan:
     model = inference_model(lm)
     shape = _input_shape(lm)
     key = f"{lm.model_id}|{lm.precision}|{'x'.join(map(str, shape))}|packed={PACK_CPU_BF16}"
-    return image_plan(key, model.encode_image, shape, lm.dtype, probe)
+    dtype = image_input_dtype(model, lm.dtype)
+    return image_plan(key, model.encode_image, shape, dtype, probe, layouts=lm.precision != "fp32")
 
 
 def _image_tower(
     lm: LoadedModel, backend: str, probe: bool
-) -> tuple[ImagePlan, Callable[[torch.Tensor], torch.Tensor]]:
-    """The plan and the image encoder of ``backend``: torch (:func:`engine_plan`, :func:`inference_model`)
-    or OpenVINO (:mod:`core.embed.openvino_backend`, which manages its own threads)."""
+) -> tuple[ImagePlan, Callable[[torch.Tensor], torch.Tensor], torch.dtype]:
+    """The plan, the image encoder and its input dtype for ``backend``: torch (:func:`engine_plan`,
+    :func:`inference_model`) or OpenVINO (:mod:`core.embed.openvino_backend`, which manages its own
+    threads)."""
     if backend == "openvino":
         from core.embed.openvino_backend import openvino_image_encoder
 
-        return DEFAULT_PLAN, openvino_image_encoder(lm)
-    return engine_plan(lm, probe), inference_model(lm).encode_image
+        return DEFAULT_PLAN, openvino_image_encoder(lm), lm.dtype
+    model = inference_model(lm)
+    return engine_plan(lm, probe), model.encode_image, image_input_dtype(model, lm.dtype)
 
 
 def iter_image_batches(
@@ -402,7 +412,7 @@ def iter_image_batches(
     reporter = ensure(reporter)
     if not paths:
         return
-    plan, encode = _image_tower(lm, backend, probe=len(paths) >= PROBE_MIN_IMAGES)
+    plan, encode, dtype = _image_tower(lm, backend, probe=len(paths) >= PROBE_MIN_IMAGES)
     batch_size = batch_size or plan.batch_size
     if workers is None:  # a spawned worker costs seconds to start: none for a single batch
         workers = min(default_workers(lm.device), (len(paths) - 1) // batch_size)
@@ -429,7 +439,7 @@ def iter_image_batches(
                 if ok:
                     x = images if len(ok) == len(reasons) else images[ok]
                     x = preprocess.finish(x.to(lm.device, non_blocking=True))
-                    x = x.to(lm.dtype).contiguous(memory_format=layout)
+                    x = x.to(dtype).contiguous(memory_format=layout)
                     out[ok] = _normalized(encode(x))
                 failed = [(int(indices[j]), reason) for j, reason in enumerate(reasons) if reason]
                 for index, reason in failed:
@@ -467,6 +477,7 @@ def encode_image_query(lm: LoadedModel, path: str | Path) -> np.ndarray:
 
 def encode_pil_query(lm: LoadedModel, image: Image.Image) -> np.ndarray:
     """One decoded RGB image's L2-normalised embedding ``[d]``."""
-    x = lm.preprocess(image).unsqueeze(0).to(lm.device, dtype=lm.dtype)
+    model = inference_model(lm)
+    x = lm.preprocess(image).unsqueeze(0).to(lm.device, dtype=image_input_dtype(model, lm.dtype))
     with torch.inference_mode():
-        return _normalized(inference_model(lm).encode_image(x))[0]
+        return _normalized(model.encode_image(x))[0]

@@ -31,7 +31,7 @@ from core.locks import exclusive
 from core.paths import artifacts_root
 
 PROBE_ENV = "CAPSEARCH_PROBE"
-PROBE_VERSION = 1
+PROBE_VERSION = 2  # 2: convolutional timm image towers' fast copy is fp32 (fp32_fast)
 BATCH_SIZES = (16, 32, 64)
 # A batch size is only probed when one batch is predicted to take at most this long.
 MAX_PROBE_BATCH_S = 1.5
@@ -164,9 +164,11 @@ def image_plan(
     shape: tuple[int, ...],
     dtype: torch.dtype,
     probe: bool = True,
+    layouts: bool | None = None,
 ) -> ImagePlan:
     """The cached plan for ``key`` (model id, format and input shape) on this machine; when there is none,
-    probed (``probe``) or :data:`DEFAULT_PLAN`."""
+    probed (``probe``) or :data:`DEFAULT_PLAN`. ``dtype``: the tower's input dtype; ``layouts``: whether
+    to probe the input layout (None: only for an input dtype other than float32)."""
     if os.environ.get(PROBE_ENV, "1").strip() == "0":
         return DEFAULT_PLAN
     path = probe_file()
@@ -175,7 +177,7 @@ def image_plan(
         return cached
     if not probe:
         return DEFAULT_PLAN
-    plan = probe_images(encode, shape, dtype, layouts=dtype != torch.float32)
+    plan = probe_images(encode, shape, dtype, layouts=dtype != torch.float32 if layouts is None else layouts)
     with exclusive(path.parent):
         plans = _read_plans(path)
         plans[key] = {k: v for k, v in asdict(plan).items() if k != "probed"}

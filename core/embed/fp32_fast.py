@@ -1,0 +1,118 @@
+"""Model kinds whose fast mode stays in fp32: computed faster, not in fewer bits.
+
+A pretrained-tower model (``core.models.towers``: a timm convolutional image trunk with BatchNorm, such as
+EfficientNet-Lite, and the MiniLM text trunk, each with a small trained projection head) drifted in the
+all-bf16 fast mode: lit-lite2 lost up to 0.5 point of Recall@K on Flickr8k test, against at most 0.1 for
+ViT-B-32 (artifacts/results/fast_recall.json). Measured part by part on the 2-vCPU AMX Xeon
+(artifacts/results/fast_parts.json, ``scripts/check_fast_parts.py``):
+
+* the convolutional trunk in bf16 caused most of it (image cosine to fp32 down to 0.986; 0.5 point);
+  folding its BatchNorms into the convolutions before the cast made it worse (0.6-0.8 point: each folded
+  weight then carries the BatchNorm's scale in 8 bits), although faster (128 against 90 images/s);
+* the projection heads in bf16 still moved Recall@10 by 0.2-0.4 point behind an fp32 trunk (image cosine
+  0.99999: near-ties flip); they cost under 2% of the work;
+* the MiniLM text trunk in bf16 alone moved Recall@K by 0.2-0.3 point (3.3x the fp32 captions/s).
+
+In fp32 with its BatchNorms folded into the convolutions and channels-last activations, the image tower
+ran 2.2x the plain fp32 tower (70 against 32 images/s, 78% of the all-bf16 speed; depthwise convolutions
+are bound by memory rather than multiply-adds and gain little from bf16, and folding saves a pass over
+the activations per layer), with no drift. So for this kind the fast copy is the whole model in fp32,
+the image trunk folded and channels-last: Recall@K within 0.2 point was the goal, and only fp32 text met
+it. CLIP's own towers (ViT, causal text transformer) stay in the fast format: their drift was within
+0.1 point.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from open_clip.timm_model import TimmModel
+from torch import nn
+
+# Folded and unfolded fp32 trunks must agree to this cosine on a random image, else the trunk is not folded.
+FOLD_CHECK_COSINE = 0.99999
+
+
+def conv_image_tower(model: nn.Module) -> TimmModel | None:
+    """The image tower of ``model`` when it is a timm convolutional trunk with BatchNorm, else None."""
+    visual = getattr(model, "visual", None)
+    if not isinstance(visual, TimmModel):
+        return None
+    return visual if any(isinstance(m, nn.BatchNorm2d) for m in visual.trunk.modules()) else None
+
+
+def fp32_fast_copy(model: nn.Module, channels_last: bool) -> nn.Module | None:
+    """For a model of the kind above, its fast inference copy: the whole model in fp32, in eval mode, the
+    image trunk's BatchNorms folded (when the folded trunk gives the same output) and, with
+    ``channels_last``, its weights in that layout. None for other models (they take the fast format)."""
+    if conv_image_tower(model) is None:
+        return None
+    cast = copy.deepcopy(model).float().eval()
+    visual = conv_image_tower(cast)
+    assert visual is not None
+    folded = copy.deepcopy(visual.trunk)
+    if fold_batch_norms(folded) and _same_output(visual.trunk, folded, _input_size(visual)):
+        visual.trunk = folded
+    if channels_last:
+        cast.visual = visual.to(memory_format=torch.channels_last)
+    return cast
+
+
+def image_input_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
+    """The dtype an inference copy's image tower takes (that of its first parameter), else ``default``."""
+    visual = getattr(model, "visual", None)
+    first = next(visual.parameters(), None) if isinstance(visual, nn.Module) else None
+    return default if first is None else first.dtype
+
+
+def _same_output(a: nn.Module, b: nn.Module, size: int) -> bool:
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    x = x.to(next(a.parameters()).device)
+    with torch.inference_mode():
+        ya, yb = a(x).flatten(1), b(x).flatten(1)
+    return bool(torch.nn.functional.cosine_similarity(ya, yb).min() >= FOLD_CHECK_COSINE)
+
+
+def _input_size(visual: TimmModel) -> int:
+    size = getattr(visual, "image_size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def _folded_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Module:
+    """Fold ``bn``'s eval-mode affine map into ``conv``'s weight and bias, in place, in float32; returns
+    what must still run after the convolution (timm's ``BatchNormAct2d`` keeps its dropout and
+    activation)."""
+    mean, var = bn.running_mean, bn.running_var
+    assert mean is not None and var is not None
+    with torch.no_grad():
+        scale = bn.weight.float() / torch.sqrt(var.float() + bn.eps)
+        bias = torch.zeros_like(mean.float()) if conv.bias is None else conv.bias.float()
+        shift = bn.bias.float() + (bias - mean.float()) * scale
+        conv.weight.copy_(conv.weight.float() * scale.view(-1, 1, 1, 1))
+        conv.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=False)
+    after = [getattr(bn, name) for name in ("drop", "act") if isinstance(getattr(bn, name, None), nn.Module)]
+    return nn.Sequential(*after) if after else nn.Identity()
+
+
+def fold_batch_norms(model: nn.Module) -> int:
+    """Fold, in place, every eval-mode affine ``BatchNorm2d`` (or timm ``BatchNormAct2d``) that directly
+    follows a ``Conv2d`` among its parent's children into that convolution; returns how many were folded.
+    Adjacency among children is how timm's convolutional blocks are declared, not a guarantee of data
+    flow, so :func:`fp32_fast_copy` checks the folded trunk's output against the original's."""
+    folded = 0
+    for module in list(model.modules()):
+        names = list(module._modules)
+        for first, second in zip(names, names[1:], strict=False):
+            conv, bn = module._modules[first], module._modules[second]
+            if (
+                isinstance(conv, nn.Conv2d)
+                and isinstance(bn, nn.BatchNorm2d)
+                and not bn.training
+                and bn.affine
+                and bn.running_mean is not None
+                and conv.out_channels == bn.num_features
+            ):
+                setattr(module, second, _folded_into(conv, bn))
+                folded += 1
+    return folded

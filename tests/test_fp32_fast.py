@@ -1,0 +1,120 @@
+"""Model kinds whose fast copy stays fp32 (core.embed.fp32_fast): a convolutional timm image tower."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from core.embed import fp32_fast
+from core.embed.engine import encode_images, encode_texts, inference_model
+from core.embed.fp32_fast import fold_batch_norms, image_input_dtype
+from core.models.checkpoint import build_model, make_preprocess, make_tokenizer
+from core.models.loading import LoadedModel, load_model
+
+TEXTS = ["a dog runs through the snow", "two children on a red slide"]
+
+
+def _randomise_batch_norms(model: nn.Module) -> None:
+    """Give every BatchNorm non-trivial statistics and affine weights, so that folding them matters."""
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=gen) * 0.5)
+            m.running_var.copy_(torch.rand(n, generator=gen) * 2 + 0.05)
+            m.weight.data.copy_(torch.randn(n, generator=gen) * 0.5 + 1)
+            m.bias.data.copy_(torch.randn(n, generator=gen) * 0.2)
+
+
+def _timm_lm(precision: str) -> LoadedModel:
+    """A small pretrained-tower-kind model: a random EfficientNet-Lite0 trunk at 64 px, MiniLM text."""
+    cfg = open_clip.get_model_config("capsearch-compact-minilm128")
+    cfg["embed_dim"] = 32
+    cfg["vision_cfg"] = {"image_size": 64, "timm_model_name": "tf_efficientnet_lite0", "timm_pool": "avg",
+                         "timm_proj": "linear"}  # fmt: skip
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model(cfg).eval()
+    _randomise_batch_norms(model)
+    return LoadedModel("lite0-64", None, f"lite0-64-test-{precision}", model, make_preprocess(model),
+                       make_tokenizer(cfg), torch.device("cpu"), 32, 32, precision)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def timm_pair() -> tuple[LoadedModel, LoadedModel]:
+    exact = _timm_lm("fp32")
+    return exact, LoadedModel(**{**exact.__dict__, "precision": "bf16"})
+
+
+def _dtypes(module: nn.Module) -> set[torch.dtype]:
+    return {p.dtype for p in module.parameters()}
+
+
+def test_a_conv_timm_tower_model_runs_fast_in_fp32_with_folded_batch_norms(timm_pair) -> None:
+    exact, fast = timm_pair
+    cast = inference_model(fast)
+    assert cast is not exact.model and _dtypes(cast) == {torch.float32}
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in cast.visual.modules())  # folded
+    conv = next(m for m in cast.visual.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert image_input_dtype(cast, fast.dtype) == torch.float32
+    assert any(isinstance(m, nn.BatchNorm2d) for m in exact.model.modules())  # the loaded model is untouched
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        want, got = exact.model.encode_image(x), cast.encode_image(x)
+        all_bf16 = copy.deepcopy(exact.model.visual).to(torch.bfloat16)(x.to(torch.bfloat16)).float()
+    # The same values as fp32 up to the folding's rounding; the whole tower in bf16 is much further off.
+    assert (want - got).abs().max() <= 1e-4 * want.abs().max()
+    assert (want - all_bf16).abs().max() > 10 * (want - got).abs().max()
+
+
+def test_the_engine_feeds_the_fp32_tower_fp32_pixels(timm_pair, tmp_path: Path) -> None:
+    exact, fast = timm_pair
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(paths[-1])
+    want, _ = encode_images(exact, paths, batch_size=2)
+    got, failed = encode_images(fast, paths, batch_size=2)
+    assert not failed and float(np.einsum("nd,nd->n", want, got).min()) > 0.99999
+    texts = np.einsum("nd,nd->n", encode_texts(exact, TEXTS), encode_texts(fast, TEXTS))
+    assert texts.min() > 0.99999
+
+
+@pytest.mark.slow
+def test_a_fold_that_would_change_the_trunk_is_not_kept(timm_pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, fast = timm_pair
+    monkeypatch.setattr(fp32_fast, "FOLD_CHECK_COSINE", 1.01)  # no fold can pass: the check decides
+    lm = LoadedModel(**{**fast.__dict__, "model": copy.deepcopy(fast.model)})
+    visual = inference_model(lm).visual
+    assert _dtypes(visual) == {torch.float32} and any(isinstance(m, nn.BatchNorm2d) for m in visual.modules())
+
+
+def test_clip_towers_stay_in_the_fast_format() -> None:
+    lm = load_model("capsearch-tiny", device="cpu", precision="bf16")
+    cast = inference_model(lm)
+    assert _dtypes(cast.visual) == {torch.bfloat16}
+    assert image_input_dtype(cast, lm.dtype) == torch.bfloat16
+
+
+def test_fold_batch_norms_keeps_the_output_and_skips_a_norm_after_no_conv() -> None:
+    torch.manual_seed(0)
+    act = nn.ReLU6()
+    block = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), act, nn.BatchNorm2d(8))
+    _randomise_batch_norms(block)
+    block.eval()
+    x = torch.randn(2, 3, 9, 9)
+    with torch.inference_mode():
+        want = block(x)
+    assert fold_batch_norms(block) == 1
+    assert isinstance(block[1], nn.Identity) and isinstance(block[3], nn.BatchNorm2d)
+    with torch.inference_mode():
+        assert torch.allclose(block(x), want, atol=1e-5)
