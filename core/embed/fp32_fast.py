@@ -2,24 +2,25 @@
 
 A pretrained-tower model (``core.models.towers``: a timm convolutional image trunk with BatchNorm, such as
 EfficientNet-Lite, and the MiniLM text trunk, each with a small trained projection head) drifted in the
-all-bf16 fast mode: lit-lite2 lost up to 0.5 point of Recall@K on Flickr8k test, against at most 0.1 for
-ViT-B-32 (artifacts/results/fast_recall.json). Measured part by part on the 2-vCPU AMX Xeon
-(artifacts/results/fast_parts.json, ``scripts/check_fast_parts.py``):
+all-bf16 fast mode: lit-lite2 moved Recall@K on Flickr8k test by up to 0.5 point, ViT-B-32 by at most 0.1.
+Measured part by part (``scripts/check_fast_parts.py``, artifacts/results/fast_parts.json; 2-vCPU AMX
+Xeon, shared, load 2-3.6; model-only images/s at batch 32):
 
-* the convolutional trunk in bf16 caused most of it (image cosine to fp32 down to 0.986; 0.5 point);
-  folding its BatchNorms into the convolutions before the cast made it worse (0.6-0.8 point: each folded
-  weight then carries the BatchNorm's scale in 8 bits), although faster (128 against 90 images/s);
-* the projection heads in bf16 still moved Recall@10 by 0.2-0.4 point behind an fp32 trunk (image cosine
-  0.99999: near-ties flip); they cost under 2% of the work;
-* the MiniLM text trunk in bf16 alone moved Recall@K by 0.2-0.3 point (3.3x the fp32 captions/s).
+* the convolutional trunk in bf16 caused most of it (image cosine to fp32 down to 0.986; 0.5 point at
+  86 images/s against 30 in fp32); folding its BatchNorms into the convolutions before the cast made it
+  worse (0.7-0.8 point at 124-127 images/s: each folded weight carries the BatchNorm's scale in 8 bits);
+* the projection head in bf16 behind an fp32 trunk still moved Recall@K by 0.2 point (image cosine
+  0.99999: near-ties flip), for no speed (it is under 2% of the work);
+* the MiniLM text trunk in bf16 alone moved Recall@K by 0.2 point, the goal's edge (3.4x the fp32
+  captions/s: 2849 against 834).
 
-In fp32 with its BatchNorms folded into the convolutions and channels-last activations, the image tower
-ran 2.2x the plain fp32 tower (70 against 32 images/s, 78% of the all-bf16 speed; depthwise convolutions
-are bound by memory rather than multiply-adds and gain little from bf16, and folding saves a pass over
-the activations per layer), with no drift. So for this kind the fast copy is the whole model in fp32,
-the image trunk folded and channels-last: Recall@K within 0.2 point was the goal, and only fp32 text met
-it. CLIP's own towers (ViT, causal text transformer) stay in the fast format: their drift was within
-0.1 point.
+In fp32 with its BatchNorms folded into the convolutions and channels-last weights and activations, the
+image tower ran 74 images/s, 2.5x the plain fp32 tower and 86% of the all-bf16 one (depthwise
+convolutions are bound by memory rather than multiply-adds and gain little from bf16; folding saves a
+pass over the activations per layer), with no drift. So for this kind the fast copy is the whole model in
+fp32, text included (Recall@K within 0.2 point is the goal, and bf16 text sat at its edge; captions are
+few beside images when indexing), with the image trunk folded and channels-last. CLIP's own towers (ViT,
+causal text transformer) keep the fast format: their drift stayed within 0.1 point.
 """
 
 from __future__ import annotations
