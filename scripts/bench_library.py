@@ -169,7 +169,7 @@ def build_steps(bench: Bench, work: Path, n: int, model: str, reuse: bool) -> No
     t = time.perf_counter()
     lm = load_model(model, device="cpu", precision="fp32")
     load_s = time.perf_counter() - t
-    key = model_key(model, lm.model_id, lm.precision, lm.embed_dim)
+    key = model_key(model, lm)
     lib = add_folders("gen", [photos], index_kind="auto")
     if not reuse:
         full_build(bench, lib, lm, key, load_s)
@@ -419,10 +419,10 @@ def flickr_steps(bench: Bench, work: Path, model: str) -> None:
     lm = load_model(model, device="cpu", precision="fp32")
     lib = add_folders("flickr8k", [images], index_kind="auto")
     t = time.perf_counter()
-    stats = update(lib, lm, model_key(model, lm.model_id, lm.precision, lm.embed_dim))
+    stats = update(lib, lm, model_key(model, lm))
     build = time.perf_counter() - t
     t = time.perf_counter()
-    again = update(lib, lm, model_key(model, lm.model_id, lm.precision, lm.embed_dim))
+    again = update(lib, lm, model_key(model, lm))
     bench.record(
         "flickr8k",
         {

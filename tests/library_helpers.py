@@ -61,4 +61,4 @@ def library_of(
 
 
 def key_of(lm: LoadedModel):
-    return model_key("capsearch-tiny", lm.model_id, lm.precision, lm.embed_dim)
+    return model_key("capsearch-tiny", lm)

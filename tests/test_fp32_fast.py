@@ -118,3 +118,15 @@ def test_fold_batch_norms_keeps_the_output_and_skips_a_norm_after_no_conv() -> N
     assert isinstance(block[1], nn.Identity) and isinstance(block[3], nn.BatchNorm2d)
     with torch.inference_mode():
         assert torch.allclose(block(x), want, atol=1e-5)
+
+
+def test_vectors_of_the_fp32_fast_copy_get_their_own_cache_and_library_keys(timm_pair) -> None:
+    from core.embed.fp32_fast import vectors_label
+    from core.library.library import model_key
+
+    exact, fast = timm_pair
+    tiny = load_model("capsearch-tiny", device="cpu", precision="bf16")
+    assert [vectors_label(lm) for lm in (exact, fast, tiny)] == ["fp32", "fp32fast", "bf16"]
+    key = model_key("lite0", fast)  # not the key of the earlier all-bf16 fast mode's vectors
+    assert key.key.endswith(".fp32fast") and key.precision == "bf16"
+    assert model_key("tiny", tiny).key.endswith(".bf16")

@@ -112,7 +112,7 @@ def test_a_model_change_keeps_the_old_vectors_until_the_new_ones_are_done(tmp_pa
     lib, _ = library_of("m", [photos], tiny_model)
     old = key_of(tiny_model)
     other = load_model("capsearch-tiny", device="cpu", precision="bf16")
-    new = model_key("capsearch-tiny", other.model_id, other.precision, other.embed_dim)
+    new = model_key("capsearch-tiny", other)
     assert new.key != old.key
 
     class StopAfterOneBatch(Reporter):

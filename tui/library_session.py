@@ -181,4 +181,4 @@ def _update_model(
         return current.searcher.lm, target
     name = model_name or (target.name if target is not None else default_library_model(reporter.log))
     lm = load_model(name, precision=target.precision if target is not None else LIBRARY_PRECISION)
-    return lm, model_key(name, lm.model_id, lm.precision, lm.embed_dim)
+    return lm, model_key(name, lm)

@@ -133,7 +133,7 @@ def _model(lib: Library, args: argparse.Namespace) -> tuple[LoadedModel, ModelKe
     name = args.model or (current.name if current else None) or default_library_model(console.print)
     precision = args.precision or (current.precision if current and not args.model else LIBRARY_PRECISION)
     lm = load_model(name, device=args.device, precision=precision)
-    return lm, model_key(name, lm.model_id, lm.precision, lm.embed_dim)
+    return lm, model_key(name, lm)
 
 
 def _encoder(args: argparse.Namespace, lm: LoadedModel, model: ModelKey) -> ImageEncoder | None:

@@ -32,6 +32,7 @@ import numpy as np
 from core.atomic import atomic_path, file_sha256, save_npy, write_json
 from core.data.records import ImageRecord, PreparedDataset
 from core.embed.engine import encode_texts, iter_image_batches
+from core.embed.fp32_fast import vectors_label
 from core.locks import exclusive
 from core.models.loading import LoadedModel
 from core.paths import embeddings_dir, safe_name, split_folder
@@ -72,8 +73,9 @@ def _flatten_captions(records: list[ImageRecord]) -> tuple[list[str], np.ndarray
 
 
 def input_checksum(lm: LoadedModel, dataset: PreparedDataset, records: list[ImageRecord]) -> str:
-    """SHA-256 over the model id, precision and every record's id, image file (size, mtime) and captions."""
-    digest = hashlib.sha256(json.dumps([FORMAT, lm.model_id, lm.precision]).encode())
+    """SHA-256 over the model id, what its vectors are computed in (:func:`vectors_label`) and every
+    record's id, image file (size, mtime) and captions."""
+    digest = hashlib.sha256(json.dumps([FORMAT, lm.model_id, vectors_label(lm)]).encode())
     for rec in records:
         try:
             st = dataset.image_path(rec).stat()

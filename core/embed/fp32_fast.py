@@ -31,6 +31,8 @@ import torch
 from open_clip.timm_model import TimmModel
 from torch import nn
 
+from core.models.loading import LoadedModel
+
 # Folded and unfolded fp32 trunks must agree to this cosine on a random image, else the trunk is not folded.
 FOLD_CHECK_COSINE = 0.99999
 
@@ -41,6 +43,14 @@ def conv_image_tower(model: nn.Module) -> TimmModel | None:
     if not isinstance(visual, TimmModel):
         return None
     return visual if any(isinstance(m, nn.BatchNorm2d) for m in visual.trunk.modules()) else None
+
+
+def vectors_label(lm: LoadedModel) -> str:
+    """What ``lm``'s vectors are computed in, for cache and library keys: its precision, or ``fp32fast``
+    where its fast copy is the fp32 one above (so vectors of the earlier all-bf16 fast mode are not reused)."""
+    if lm.precision != "fp32" and conv_image_tower(lm.model) is not None:
+        return "fp32fast"
+    return lm.precision
 
 
 def fp32_fast_copy(model: nn.Module, channels_last: bool) -> nn.Module | None:

@@ -19,21 +19,25 @@ from pathlib import Path
 
 import numpy as np
 
+from core.embed.fp32_fast import vectors_label
 from core.index.mutable import MutableIndex
 from core.index.vector_index import IndexSpec
 from core.library.catalogue import Catalogue, ModelKey
 from core.library.home import CATALOGUE_FILE, LibraryError, library_dir, library_names
 from core.library.vectors import VectorStore
+from core.models.loading import LoadedModel
 from core.paths import safe_name
 from core.progress import Reporter, ensure
 
 INDEX_KINDS = ("auto", "exact", "hnsw")
 
 
-def model_key(name: str, model_id: str, precision: str, dim: int) -> ModelKey:
-    """The key of a model's vectors: its id made file-safe, plus the precision unless fp32."""
-    key = safe_name(model_id) + ("" if precision == "fp32" else f".{precision}")
-    return ModelKey(key, name, model_id, precision, dim)
+def model_key(name: str, lm: LoadedModel) -> ModelKey:
+    """The key of ``lm``'s vectors (``name``: how to load it again): its id made file-safe, plus what the
+    vectors are computed in unless fp32 (:func:`core.embed.fp32_fast.vectors_label`)."""
+    label = vectors_label(lm)
+    key = safe_name(lm.model_id) + ("" if label == "fp32" else f".{label}")
+    return ModelKey(key, name, lm.model_id, lm.precision, lm.embed_dim)
 
 
 @dataclass
