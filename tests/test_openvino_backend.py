@@ -140,3 +140,10 @@ def test_help_names_the_extra(command: list[str], capsys: pytest.CaptureFixture[
         main([*command, "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--backend {torch,openvino}" in help_text and "pip install 'capsearch[openvino]'" in help_text
+
+
+def test_only_bf16_vectors_get_the_bf16_hint() -> None:
+    ov = ovb.import_openvino()
+    bf16 = "bf16" if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "f32"
+    hints = [ovb.precision_hint(ov, label) for label in ("fp32", "fp32fast", "bf16")]
+    assert hints == ["f32", "f32", bf16]  # a convolutional tower's fast mode stays f32, as in torch

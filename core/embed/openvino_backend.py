@@ -36,6 +36,7 @@ from PIL import Image
 from torch import nn
 
 from core.atomic import file_sha256, temp_prefix, write_json, writing_to
+from core.embed.fp32_fast import vectors_label
 from core.errors import CapsearchError
 from core.locks import exclusive
 from core.models.checkpoint import ClipModel
@@ -175,12 +176,14 @@ def converted_tower(lm: LoadedModel) -> Any:
 
 
 # -- inference ----------------------------------------------------------------------------------------------
-def precision_hint(ov: ModuleType, precision: str) -> str:
-    """OpenVINO's inference precision for the engine's format: bf16 only where the CPU has it natively."""
-    if precision == "fp32":
+def precision_hint(ov: ModuleType, label: str) -> str:
+    """OpenVINO's inference precision for what the engine's vectors are computed in
+    (:func:`core.embed.fp32_fast.vectors_label`): bf16 only for bf16 and where the CPU has it natively; a
+    convolutional tower's fast mode stays f32, as the torch path does (bf16 drifted there)."""
+    if label != "bf16":
         return "f32"
     capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    return "bf16" if precision == "bf16" and "BF16" in capabilities else "f32"
+    return "bf16" if "BF16" in capabilities else "f32"
 
 
 class OpenVINOImageEncoder:
@@ -222,7 +225,7 @@ def openvino_image_encoder(lm: LoadedModel) -> OpenVINOImageEncoder:
     precision stay the same; see the module docstring)."""
     ov = import_openvino()
     check_backend(lm, "openvino")
-    hint = precision_hint(ov, lm.precision)
+    hint = precision_hint(ov, vectors_label(lm))
     key = (lm.model_id, hint, *((p.data_ptr(), p._version) for p in lm.model.parameters()))
     cached = _COMPILED.get(lm.model)
     if cached is not None and cached.key == key:
