@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_embedding import agreement, flickr8k_test  # noqa: E402
-from benchlib import FLICKR8K, commit, machine_info  # noqa: E402
+from benchlib import FLICKR8K, commit, machine_info, previous_results  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
 from core.data.images import load_rgb  # noqa: E402
@@ -260,10 +260,7 @@ def main() -> None:
 def save(label: str, result: dict[str, Any]) -> None:
     """Merge ``result``'s parts into the model's entry; one headline line per run in ``history``."""
     out = results_dir() / RESULTS
-    try:
-        everything = json.loads(out.read_text())
-    except (OSError, ValueError):
-        everything = {}
+    everything = previous_results(out)
     everything.setdefault("benchmark", __doc__.splitlines()[0])
     everything.setdefault("models", {}).setdefault(label, {}).update(result)
     part = next(iter(result.values()))

@@ -43,7 +43,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchlib import commit, machine_info  # noqa: E402
+from benchlib import commit, machine_info, previous_results  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
 from core.cli.console import RichReporter  # noqa: E402
@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or results_dir() / "near_duplicates.json"
     cpu0, load0 = time.process_time(), os.getloadavg()[0]
     if args.flickr8k_library or args.flickr8k_dataset:
-        payload = json.loads(out.read_text()) if out.exists() else {}
+        payload = previous_results(out)
         if args.flickr8k_library:
             key = "flickr8k_library"
             payload[key] = flickr8k_library(args.flickr8k_library)

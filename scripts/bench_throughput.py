@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_embedding import agreement, flickr8k_test, naive_images, naive_texts  # noqa: E402
-from benchlib import FLICKR8K, commit, machine_info  # noqa: E402
+from benchlib import FLICKR8K, commit, machine_info, previous_results  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
 from core.data.images import load_rgb  # noqa: E402
@@ -452,21 +452,17 @@ def finish(
 def save_model_only(label: str, result: dict[str, Any]) -> None:
     """Merge a ``--model-only`` run's entry into its own file (the full results stay untouched)."""
     out = results_dir() / MODEL_ONLY_RESULTS
-    try:
-        everything = json.loads(out.read_text())
-    except (OSError, ValueError):
-        everything = {"benchmark": "model-only backends of " + RESULTS + " (quick check)", "models": {}}
-    everything["models"][label] = result
+    everything = previous_results(out) or {
+        "benchmark": "model-only backends of " + RESULTS + " (quick check)"
+    }
+    everything.setdefault("models", {})[label] = result
     write_json(out, everything)
     print(json.dumps(result["model_only"], indent=1), f"-> {out}", sep="\n")
 
 
 def save(label: str, result: dict[str, Any]) -> None:
     out = results_dir() / RESULTS
-    try:
-        everything = json.loads(out.read_text())
-    except (OSError, ValueError):
-        everything = {}
+    everything = previous_results(out)
     everything.setdefault("benchmark", __doc__.splitlines()[0])
     everything.setdefault("models", {})[label] = result
     e2e, mo = result["end_to_end"], result["model_only"]

@@ -67,12 +67,18 @@ def commit() -> str:
     return (head or "unknown") + ("-dirty" if dirty else "")
 
 
+def previous_results(out: Path) -> dict[str, Any]:
+    """The results file ``out`` as written before ({} when it is missing or unreadable)."""
+    try:
+        found = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def runs_log(out: Path, run: dict[str, Any]) -> list[dict[str, Any]]:
     """The runs kept in the results file ``out`` (none when it is missing or unreadable), then ``run``."""
-    try:
-        runs = json.loads(out.read_text()).get("runs", [])
-    except (OSError, ValueError):
-        runs = []
+    runs = previous_results(out).get("runs", [])
     return [*runs, {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), **run}]
 
 
