@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from core.data.captions import parse_captions
@@ -201,6 +201,8 @@ DATASET_KEYS = ["name", "root", "splits", "input_checksum", "kind", "images"]
         ),
     )
 )
+@example(meta={"name": "", "root": ".", "splits": {}})  # once drawn in CI: an empty name loaded
+@example(meta={"name": " ", "root": ".", "splits": {}})
 def test_any_dataset_manifest_loads_or_fails_cleanly(tmp_path_factory, meta):
     folder = tmp_path_factory.mktemp("ds")
     (folder / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")

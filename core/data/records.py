@@ -121,13 +121,14 @@ def _check_meta(meta: object, path: Path) -> None:
     ok = (
         isinstance(meta, dict)
         and isinstance(meta.get("name"), str)
+        and bool(meta["name"].strip())
         and isinstance(meta.get("root"), str)
         and isinstance(meta.get("splits", {}), dict)
         and all(isinstance(v, dict) for v in meta.get("splits", {}).values())
     )
     if not ok:
         raise DatasetError(
-            f"{path} is not a prepared dataset's description (name, root and splits are missing or malformed)",
+            f"{path} is not a prepared dataset's description (name, root and splits are missing, empty or malformed)",
             hint="prepare the dataset again",
         )
 
