@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_embedding import agreement, flickr8k_test  # noqa: E402
-from benchlib import FLICKR8K, commit, machine_info, previous_results  # noqa: E402
+from benchlib import FLICKR8K, clock, commit, machine_info, previous_results, rates  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
 from core.data.images import load_rgb  # noqa: E402
@@ -52,13 +52,6 @@ from core.paths import results_dir  # noqa: E402
 
 RESULTS = "bench_backend.json"
 BACKENDS = ("torch", "openvino")
-
-
-def clock(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    """``fn()``, its wall seconds and this process's CPU seconds (every thread)."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
 def first_use(lm: LoadedModel) -> dict[str, float]:
@@ -81,14 +74,7 @@ def end_to_end(lm: LoadedModel, paths: list[Path]) -> tuple[dict[str, Any], dict
         (vectors[backend], failed), wall, cpu = clock(lambda b=backend: encode_images(lm, paths, backend=b))
         assert not failed, failed
         runs[backend].append((wall, cpu))
-    out: dict[str, Any] = {}
-    for backend, timings in runs.items():
-        wall = sum(t[0] for t in timings) / len(timings)
-        out[backend] = {
-            "images_per_s": round(len(paths) / wall, 2),
-            "seconds": [round(t[0], 2) for t in timings],
-            "cpu_seconds": [round(t[1], 2) for t in timings],
-        }
+    out: dict[str, Any] = {backend: rates(len(paths), timings) for backend, timings in runs.items()}
     out["openvino_vs_torch"] = round(out["openvino"]["images_per_s"] / out["torch"]["images_per_s"], 2)
     return out, vectors
 

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from benchlib import save_png
 
-from core.atomic import atomic_path, write_json
+from core.atomic import write_json
 from core.data.records import PreparedDataset, load_dataset
 from core.embed.cache import split_embeddings
 from core.evaluation.latency import percentile, percentiles
@@ -244,9 +245,7 @@ def plot(result: dict, path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"HNSW sweep — {result['model_id']} on {result['dataset']}/{'+'.join(result['splits'])}")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def arguments() -> argparse.Namespace:

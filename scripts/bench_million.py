@@ -36,6 +36,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+from benchlib import save_png
 from standin_mixture import Mixture, fit_mixture, sample, sample_rows
 
 from core.atomic import atomic_path, write_json
@@ -595,9 +596,7 @@ def plot_realism(realism: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"40,000 real vs 40,000 sampled rows; worst recall gap {realism['worst_gap_points']} points")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -639,9 +638,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         f"{n} x 512 stand-in vectors (marker size: index bytes) - {result['cpu']}, load {result['load_average_1m']}"
     )
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 REAL_VECTORS = (

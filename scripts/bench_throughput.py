@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_embedding import agreement, flickr8k_test, naive_images, naive_texts  # noqa: E402
-from benchlib import FLICKR8K, commit, machine_info, previous_results  # noqa: E402
+from benchlib import FLICKR8K, clock, commit, machine_info, previous_results, rates  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
 from core.data.images import load_rgb  # noqa: E402
@@ -60,13 +60,6 @@ from core.paths import reports_dir, results_dir  # noqa: E402
 
 RESULTS = "bench_throughput.json"
 MODEL_ONLY_RESULTS = "bench_throughput_model_only.json"
-
-
-def clock(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    """``fn()``, its wall seconds and this process's CPU seconds."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    value = fn()
-    return value, time.perf_counter() - t0, time.process_time() - c0
 
 
 def best_rate(run: Callable[[], object], items: int, reps: int = 3) -> float:
@@ -307,13 +300,7 @@ def end_to_end(lm32: LoadedModel, fast: LoadedModel, paths: list[Path]) -> dict[
         embeddings[name], wall, cpu = clock(sides[name])
         runs[name].append((wall, cpu))
     out: dict[str, Any] = {"images": len(paths)}
-    for name, timings in runs.items():
-        wall = sum(t[0] for t in timings) / len(timings)
-        out[name] = {
-            "images_per_s": round(len(paths) / wall, 2),
-            "seconds": [round(t[0], 2) for t in timings],
-            "cpu_seconds": [round(t[1], 2) for t in timings],
-        }
+    out.update({name: rates(len(paths), timings) for name, timings in runs.items()})
     naive = out["naive_fp32"]["images_per_s"]
     out["ratios_to_naive"] = {
         k: round(out[k]["images_per_s"] / naive, 2) for k in ("engine_fp32", "engine_fast")

@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,34 @@ def commit() -> str:
     except OSError:
         return "unknown"
     return (head or "unknown") + ("-dirty" if dirty else "")
+
+
+def clock(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """``fn()``, its wall seconds and this process's CPU seconds (every thread)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def rates(items: int, timings: list[tuple[float, float]]) -> dict[str, Any]:
+    """Items/s over the mean wall time of ``timings`` ((wall, cpu) seconds per repeat), and each repeat's."""
+    wall = sum(t[0] for t in timings) / len(timings)
+    return {
+        "images_per_s": round(items / wall, 2),
+        "seconds": [round(t[0], 2) for t in timings],
+        "cpu_seconds": [round(t[1], 2) for t in timings],
+    }
+
+
+def save_png(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure to ``path`` as PNG (atomically) and close it."""
+    import matplotlib.pyplot as plt
+
+    from core.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
 
 
 def previous_results(out: Path) -> dict[str, Any]:
