@@ -15,7 +15,7 @@ from library_helpers import make_folder
 
 from core.cli import main
 from core.embed import openvino_backend as ovb
-from core.embed.engine import encode_images
+from core.embed.engine import encode_images, input_shape
 from core.errors import CapsearchError
 from core.models.loading import load_model
 
@@ -62,7 +62,7 @@ def test_converted_tower_is_cached_and_converted_again_when_stale(
     again = load_model("capsearch-tiny", device="cpu", precision="fp32")  # as a fresh process sees it
     assert np.array_equal(encode_images(again, images[:4], backend="openvino")[0], first)
 
-    shape = ovb.input_shape(again)
+    shape = input_shape(again)
     expected = ovb._expected_meta(ov, again, shape)
     assert ovb._load_cached(ov, folder, expected) is not None
     with torch.no_grad():  # new weights under the same model id: the old IR is not theirs

@@ -361,7 +361,8 @@ def _in_background(iterable: Iterable[Any], depth: int = _PREFETCH_DEPTH) -> Ite
         thread.join()
 
 
-def _input_shape(lm: LoadedModel) -> tuple[int, ...]:
+def input_shape(lm: LoadedModel) -> tuple[int, ...]:
+    """One preprocessed image's shape (channels, height, width)."""
     return tuple(lm.preprocess(Image.new("RGB", (8, 8))).shape)
 
 
@@ -378,7 +379,7 @@ def engine_plan(lm: LoadedModel, probe: bool = True) -> ImagePlan:
     if lm.device.type != "cpu":
         return DEFAULT_PLAN
     model = inference_model(lm)
-    shape = _input_shape(lm)
+    shape = input_shape(lm)
     key = f"{lm.model_id}|{lm.precision}|{'x'.join(map(str, shape))}|packed={PACK_CPU_BF16}"
     dtype = image_input_dtype(model, lm.dtype)
     return image_plan(key, model.encode_image, shape, dtype, probe, layouts=lm.precision != "fp32")
@@ -416,7 +417,7 @@ def iter_image_batches(
     batch_size = batch_size or plan.batch_size
     if workers is None:  # a spawned worker costs seconds to start: none for a single batch
         workers = min(default_workers(lm.device), (len(paths) - 1) // batch_size)
-    shape = _input_shape(lm)
+    shape = input_shape(lm)
     preprocess = _SplitPreprocess(lm.preprocess)
     loader = DataLoader(
         _ImageFiles(list(paths), preprocess, shape, decode_min_side(lm, shape)),

@@ -32,10 +32,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from core.atomic import file_sha256, temp_prefix, write_json, writing_to
+from core.embed.engine import input_shape
 from core.embed.fp32_fast import vectors_label
 from core.errors import CapsearchError
 from core.locks import exclusive
@@ -106,11 +106,6 @@ def weights_digest(model: ClipModel) -> str:
         digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
         digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     return digest.hexdigest()
-
-
-def input_shape(lm: LoadedModel) -> tuple[int, ...]:
-    """One preprocessed image's shape (channels, height, width)."""
-    return tuple(lm.preprocess(Image.new("RGB", (8, 8))).shape)
 
 
 def _convert(ov: ModuleType, lm: LoadedModel, shape: tuple[int, ...]) -> Any:
