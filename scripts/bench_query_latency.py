@@ -98,10 +98,10 @@ def encoders_to_time(lm: LoadedModel) -> dict[str, tuple[LoadedModel, int]]:
         f"{other.precision}_1_thread": (other, 1),
     }
     if lm.precision == "bf16":
-        engine.PACK_CPU_BF16 = False
+        engine.PACK_CPU = False
         plain = load_model(MODEL, device="cpu", precision="bf16")
         engine.encode_text_query(plain, "warm up")  # builds (and keeps) its unpacked inference copy
-        engine.PACK_CPU_BF16 = True
+        engine.PACK_CPU = True
         encoders["bf16_unpacked_1_thread"] = (plain, 1)
     return encoders
 

@@ -173,8 +173,11 @@ def test_one_precision_rule_for_inference_and_training(monkeypatch: pytest.Monke
     monkeypatch.setenv("CAPSEARCH_PRECISION", "fast")  # stands in for a precision not given, on every path
     assert resolve_precision(cpu, None) == "bf16" and resolve_precision(cpu, "fp32") == "fp32"
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    assert resolve_precision(cpu, "fast") == "fp32"  # no native bf16: fast is exact
+    assert resolve_precision(cpu, "fast") == "fp32fast"  # no native bf16: fp32 through the fast path
     assert resolve_precision(cpu, "bf16") == "bf16"  # still available when asked by name
+    assert resolve_precision(cpu, "fp32fast") == "fp32fast"
+    with training_autocast(cpu, "fp32fast"):  # training has no fast path of its own: plain fp32
+        assert not torch.is_autocast_enabled("cpu")
     with training_autocast(cpu, "bf16"):
         assert torch.is_autocast_enabled("cpu")
     with training_autocast(cpu, "fp32"):

@@ -1,4 +1,5 @@
-"""Prepacked bf16 linear layers (core.embed.packed): the same outputs as the plain bf16 model."""
+"""Prepacked linear layers (core.embed.packed): the same outputs as the plain bf16 model, and in fp32fast as
+the exact fp32 model to rounding."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def _packed_count(model: nn.Module) -> int:
     return sum(isinstance(m, (PackedLinear, PackedBlock)) for m in model.modules())
 
 
+@pytest.mark.skipif(not packing_available(torch.bfloat16), reason="this CPU cannot pack bf16 (no AVX-512)")
 @pytest.mark.parametrize("name", ["capsearch-tiny", "capsearch-compact-minilm128"])
 def test_packed_model_matches_the_plain_bf16_model(name: str) -> None:
     cfg = open_clip.get_model_config(name)
@@ -88,3 +90,25 @@ def test_a_packed_linear_fuses_an_activation_or_a_residual_not_both() -> None:
         assert torch.allclose(layer(x), nn.functional.gelu(linear(x)), atol=1e-5)
     with pytest.raises(ValueError, match="not both"):
         layer(x, residual=x)
+
+
+@pytest.mark.parametrize("name", ["capsearch-tiny", "capsearch-compact-minilm128"])
+def test_fp32fast_copy_is_packed_and_close_to_exact_fp32(name: str) -> None:
+    from core.embed.engine import inference_model
+    from core.embed.fp32_fast import vectors_label
+    from core.models.loading import load_model
+
+    exact = load_model(name, device="cpu", precision="fp32")
+    fast = load_model(name, device="cpu", precision="fp32fast")
+    copy_ = inference_model(fast)
+    assert inference_model(exact) is exact.model and _packed_count(exact.model) == 0
+    assert copy_ is not fast.model and _packed_count(copy_) > 0 and _packed_count(fast.model) == 0
+    assert next(copy_.parameters()).dtype == torch.float32
+    assert (vectors_label(exact), vectors_label(fast)) == ("fp32", "fp32fast")
+    size = open_clip.get_model_config(name)["vision_cfg"]["image_size"]
+    images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    tokens = exact.tokenizer(TEXTS)
+    with torch.inference_mode():
+        for a, b in ((exact.model.encode_text(tokens), copy_.encode_text(tokens)),
+                     (exact.model.encode_image(images), copy_.encode_image(images))):  # fmt: skip
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)  # fp32 arithmetic, oneDNN's summation order

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,16 @@ def test_probe_keeps_fp32_layout_and_picks_a_measured_setting() -> None:
     assert not any(cl for n, cl in calls if n > 1)  # fp32 never tries another layout
 
 
+@pytest.mark.parametrize(("slowdown", "chosen"), [(1.0, 64), (2.0, 16)])
+def test_a_larger_batch_is_kept_unless_it_is_slower(slowdown: float, chosen: int) -> None:
+    def encode(x: torch.Tensor) -> torch.Tensor:  # 0.5 ms an image; larger batches `slowdown` x per image
+        n = x.shape[0]
+        time.sleep(n * 0.0005 * (slowdown if n > 16 else 1.0))
+        return x.flatten(1).sum(1)
+
+    assert tuning.probe_images(encode, (3, 8, 8), torch.float32, layouts=False).batch_size == chosen
+
+
 def test_fast_path_matches_fp32_within_tolerance(
     artifacts: Path, tmp_path: Path, tiny32: LoadedModel, tiny_bf16: LoadedModel
 ) -> None:
@@ -117,8 +128,10 @@ def test_draft_decode_keeps_the_output_size(tmp_path: Path, tiny32: LoadedModel)
 
 
 def test_draft_only_in_the_fast_formats(tiny32: LoadedModel, tiny_bf16: LoadedModel) -> None:
+    fp32fast = load_model("capsearch-tiny", device="cpu", precision="fp32fast")
     assert decode_min_side(tiny32, (3, 64, 64)) is None
     assert decode_min_side(tiny_bf16, (3, 64, 64)) == 64
+    assert decode_min_side(fp32fast, (3, 64, 64)) == 64
 
 
 def test_split_preprocessing_is_bit_identical(tmp_path: Path, tiny32: LoadedModel) -> None:

@@ -39,7 +39,8 @@ def register_embed(sub: argparse._SubParsersAction) -> None:
         "--precision",
         choices=PRECISION_CHOICES,
         help="inference number format: fp32 (the default, exact), fast (bf16 on GPUs and on CPUs with "
-        "native bf16, else fp32; each precision keeps its own cache), bf16 or fp16; "
+        "native bf16, else fp32fast: fp32 through the engine's fast path, packed and not bit-exact), "
+        "fp32fast, bf16 or fp16; each keeps its own cache; "
         "$CAPSEARCH_PRECISION sets the default",
     )
     parser.add_argument("--batch-size", type=count(1), default=64, help="images per batch (default 64)")

@@ -9,7 +9,7 @@ from core.errors import DatasetError, ModelError
 
 DEFAULT_DATASET = DEMO_DATASET
 # core.models.device.PRECISIONS less "auto" (spelled out: the parser must not import torch).
-PRECISION_CHOICES = ("fp32", "fast", "bf16", "fp16")
+PRECISION_CHOICES = ("fp32", "fast", "fp32fast", "bf16", "fp16")
 # core.embed.openvino_backend.BACKENDS (spelled out for the same reason).
 BACKEND_CHOICES = ("torch", "openvino")
 

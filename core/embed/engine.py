@@ -14,9 +14,11 @@ only to positions <= i, and the pooled EOT token lies inside the kept prefix); f
 with mean or CLS pooling too (padding is masked out of attention and pooling alike); other towers run at
 full context.
 
-The towers run in ``lm.precision`` (see :mod:`core.models.device`): for bf16/fp16 a cast copy of the
-model is kept (refreshed when the fp32 weights change), so ``lm.model`` itself stays fp32. A bf16 copy on
-the CPU also has its linear layers prepacked for oneDNN (:mod:`core.embed.packed`). Models with a
+The towers run in ``lm.precision`` (see :mod:`core.models.device`): for every format but exact fp32 a
+copy of the model is kept (refreshed when the fp32 weights change), so ``lm.model`` itself stays as it
+is. A bf16 or fp32fast copy on the CPU also has its linear layers prepacked for oneDNN
+(:mod:`core.embed.packed`): in fp32 on a 2-vCPU AMD EPYC without AVX-512, ViT-B-32's image tower ran 1.4x
+faster so (torch's own fp32 matmul goes through MKL, slow on that CPU; bench_throughput.json). Models with a
 convolutional timm image trunk (EfficientNet-Lite LiT models) drifted in bf16: their fast copy stays fp32
 with BatchNorm folded and channels-last (:mod:`core.embed.fp32_fast`).
 """
@@ -57,8 +59,9 @@ from core.progress import Reporter, ensure
 
 _PREFETCH_DEPTH = 2
 QUERY_THREADS = 1
-# Prepack the linear layers of a bf16 CPU copy (see core.embed.packed); a benchmark turns it off to compare.
-PACK_CPU_BF16 = True
+# Prepack the linear layers of a bf16 or fp32fast CPU copy (see core.embed.packed); a benchmark turns it off
+# to compare.
+PACK_CPU = True
 
 
 # -- the model in its inference precision -------------------------------------------------------------------
@@ -74,20 +77,21 @@ class _InferenceCopy:
 _INFERENCE_COPIES: weakref.WeakKeyDictionary[ClipModel, _InferenceCopy] = weakref.WeakKeyDictionary()
 
 
-def _weights_key(params: list[nn.Parameter], dtype: torch.dtype) -> tuple[Any, ...]:
-    return (dtype, *((p.data_ptr(), p._version) for p in params))
+def _weights_key(params: list[nn.Parameter], copy_key: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (*copy_key, *((p.data_ptr(), p._version) for p in params))
 
 
 def inference_model(lm: LoadedModel) -> ClipModel:
-    """``lm.model`` in ``lm.dtype``, in eval mode: the model itself for fp32, else a cached cast copy (on
-    the CPU in bf16, with prepacked linear layers; for the model kinds :mod:`core.embed.fp32_fast` names,
-    such as a convolutional timm image tower, a faster fp32 copy), made again once the weights change in place (optimizer
-    steps, ``load_state_dict``). The parameter list is kept with the copy: walking the module tree for it
-    on every call cost a ViT-B-32 text query 0.5 ms."""
-    if lm.dtype == torch.float32:
+    """``lm.model`` in ``lm.dtype``, in eval mode: the model itself for exact fp32, else a cached cast copy
+    (on the CPU in bf16 or fp32fast, with prepacked linear layers; for the model kinds
+    :mod:`core.embed.fp32_fast` names, such as a convolutional timm image tower, a faster fp32 copy), made
+    again once the weights change in place (optimizer steps, ``load_state_dict``). The parameter list is
+    kept with the copy: walking the module tree for it on every call cost a ViT-B-32 text query 0.5 ms."""
+    if lm.precision == "fp32":
         return lm.model
+    key = (lm.precision, PACK_CPU)
     cached = _INFERENCE_COPIES.get(lm.model)
-    if cached is not None and cached.key == _weights_key(cached.params, lm.dtype):
+    if cached is not None and cached.key == _weights_key(cached.params, key):
         return cached.model
     params = list(lm.model.parameters())
     cpu = lm.device.type == "cpu"
@@ -96,9 +100,9 @@ def inference_model(lm: LoadedModel) -> ClipModel:
         cast = copy.deepcopy(lm.model).to(lm.dtype).eval()
         if cpu:  # convolutions in oneDNN's preferred layout; changes no value of a linear
             cast = cast.to(memory_format=torch.channels_last)
-        if PACK_CPU_BF16 and cpu and lm.dtype == torch.bfloat16 and packing_available():
-            cast = pack_for_cpu(cast)
-    _INFERENCE_COPIES[lm.model] = _InferenceCopy(params, _weights_key(params, lm.dtype), cast)
+    if PACK_CPU and cpu and lm.precision in ("bf16", "fp32fast") and packing_available(lm.dtype):
+        cast = pack_for_cpu(cast)
+    _INFERENCE_COPIES[lm.model] = _InferenceCopy(params, _weights_key(params, key), cast)
     return cast
 
 
@@ -380,7 +384,7 @@ def engine_plan(lm: LoadedModel, probe: bool = True) -> ImagePlan:
         return DEFAULT_PLAN
     model = inference_model(lm)
     shape = input_shape(lm)
-    key = f"{lm.model_id}|{lm.precision}|{'x'.join(map(str, shape))}|packed={PACK_CPU_BF16}"
+    key = f"{lm.model_id}|{lm.precision}|{'x'.join(map(str, shape))}|packed={PACK_CPU}"
     dtype = image_input_dtype(model, lm.dtype)
     return image_plan(key, model.encode_image, shape, dtype, probe, layouts=lm.precision != "fp32")
 

@@ -46,8 +46,9 @@ def conv_image_tower(model: nn.Module) -> TimmModel | None:
 
 
 def vectors_label(lm: LoadedModel) -> str:
-    """What ``lm``'s vectors are computed in, for cache and library keys: its precision, or ``fp32fast``
-    where its fast copy is the fp32 one above (so vectors of the earlier all-bf16 fast mode are not reused)."""
+    """What ``lm``'s vectors are computed in, for cache and library keys: its precision (``fp32fast`` on a
+    CPU without native bf16), or ``fp32fast`` where its fast copy is the fp32 one above (so vectors of the
+    earlier all-bf16 fast mode are not reused)."""
     if lm.precision != "fp32" and conv_image_tower(lm.model) is not None:
         return "fp32fast"
     return lm.precision

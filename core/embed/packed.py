@@ -1,4 +1,4 @@
-"""bf16 inference on the CPU with the linear layers' weights prepacked once for oneDNN.
+"""bf16 (and fp32fast) inference on the CPU with the linear layers' weights prepacked once for oneDNN.
 
 A plain bf16 ``F.linear`` on the CPU reorders its weight into oneDNN's blocked layout on every call.
 Here the weights are packed once, as torch's own inductor does when it freezes a model, and open_clip's
@@ -18,13 +18,15 @@ from torch import nn
 from core.models.text_tower import hf_text_tower
 
 
-def packing_available() -> bool:
-    """True when this torch build has oneDNN and the packed-linear operators."""
+def packing_available(dtype: torch.dtype = torch.float32) -> bool:
+    """True when this torch build has oneDNN and the packed-linear operators, and this CPU can pack
+    ``dtype`` (oneDNN's bf16 packing needs AVX-512 or AVX-NE-CONVERT: not on an AVX2-only CPU)."""
     ops = torch.ops.mkldnn
     return (
         torch.backends.mkldnn.is_available()
         and hasattr(ops, "_reorder_linear_weight")
         and hasattr(ops, "_linear_pointwise")
+        and (dtype != torch.bfloat16 or bool(ops._is_mkldnn_bf16_supported()))
     )
 
 
@@ -119,7 +121,8 @@ def _pack_all_linears(module: nn.Module) -> None:
 
 
 def pack_for_cpu(model: nn.Module) -> nn.Module:
-    """Pack, in place, the linear layers of a bf16 CPU inference copy of ``model`` (see the module notes).
+    """Pack, in place, the linear layers of a bf16 or fp32 CPU inference copy of ``model`` (see the module
+    notes).
     The result can no longer be trained, copied or moved; returns ``model``."""
     for module in list(model.modules()):
         for name, child in module.named_children():

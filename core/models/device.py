@@ -4,8 +4,10 @@ Device: ``auto`` (or none given) picks CUDA, then Apple MPS, then the CPU; ``$CA
 for a device not given.
 
 Precision: ``fp32`` is the exact mode; ``fast`` is the device's fast format: bf16 on CUDA GPUs that support
-it (fp16 on others), fp16 on MPS, bf16 on CPUs with native bf16 (AVX512-BF16 / AMX) and fp32 on other CPUs;
-``bf16`` and ``fp16`` name a format outright (no fp16 on the CPU). A precision not given (None or ``auto``)
+it (fp16 on others), fp16 on MPS, bf16 on CPUs with native bf16 (AVX512-BF16 / AMX) and ``fp32fast`` on
+other CPUs (fp32 arithmetic through the engine's fast path: a copy with oneDNN-prepacked linear layers and
+channels-last convolutions, JPEGs decoded at a reduced scale; not bit-exact); ``bf16``, ``fp16`` and
+``fp32fast`` name a format outright (no fp16 on the CPU). A precision not given (None or ``auto``)
 is ``$CAPSEARCH_PRECISION``, else the path's default: :data:`INFERENCE_DEFAULT` (``fp32``: evaluation and
 embedding are exact unless asked) or :data:`TRAINING_DEFAULT` (``fast``: mixed precision, 1.6-2.5x faster
 training on such a CPU). Equality tests across runs ask for ``fp32``.
@@ -32,13 +34,18 @@ from core.errors import ModelError
 
 DEVICE_ENV = "CAPSEARCH_DEVICE"
 PRECISION_ENV = "CAPSEARCH_PRECISION"
-Precision = Literal["auto", "fp32", "fast", "bf16", "fp16"]
-Format = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "fast", "fp32fast", "bf16", "fp16"]
+Format = Literal["fp32", "fp32fast", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 Default = Literal["fp32", "fast"]
 INFERENCE_DEFAULT: Default = "fp32"
 TRAINING_DEFAULT: Default = "fast"
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp32fast": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
 
 
 def _mps_available() -> bool:
@@ -80,7 +87,7 @@ def fast_format(device: torch.device) -> Format:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type == "mps":
         return "fp16"
-    return "bf16" if native_cpu_bf16() else "fp32"
+    return "bf16" if native_cpu_bf16() else "fp32fast"
 
 
 def resolve_precision(
@@ -93,7 +100,7 @@ def resolve_precision(
         wanted = (os.environ.get(PRECISION_ENV) or "auto").strip().lower()
     if wanted == "auto":
         wanted = default
-    formats: dict[str, Format] = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}
+    formats: dict[str, Format] = {"fp32": "fp32", "fp32fast": "fp32fast", "bf16": "bf16", "fp16": "fp16"}
     if wanted == "fast":
         return fast_format(device)
     if wanted not in formats:
@@ -104,7 +111,8 @@ def resolve_precision(
 
 
 def training_autocast(device: torch.device, fmt: Format) -> AbstractContextManager[object]:
-    """The autocast context a training forward pass runs in for the resolved ``fmt`` (none for fp32)."""
-    if fmt == "fp32":
+    """The autocast context a training forward pass runs in for the resolved ``fmt`` (none for fp32 and
+    fp32fast: training has no fast path of its own)."""
+    if DTYPES[fmt] == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=DTYPES[fmt])
