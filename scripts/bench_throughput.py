@@ -14,8 +14,9 @@ process on the same Flickr8k test images:
 * decode alone: PIL decode, decode + preprocess, simplejpeg where installed, and a 4032x3024 JPEG decoded
   fully against Pillow's ``draft`` (what the fast mode uses);
 * spawned decode workers (0 = one background thread) for the fast engine, start-up included;
-* the roofline: large fp32 and bf16 matmuls' GFLOP/s on this machine against the GFLOP/s each path
-  achieves (the model's FLOPs per image counted by torch's FlopCounterMode);
+* the roofline: large fp32 and bf16 matmuls' GFLOP/s on this machine (``torch.matmul`` and oneDNN's
+  prepacked linear, the faster taken as the peak) against the GFLOP/s each path achieves (the model's
+  FLOPs per image counted by torch's FlopCounterMode);
 * captions (``--captions``): the naive loop at the full context against the engine, fp32 and fast.
 
 Usage: flock /work/bench.lock .venv/bin/python scripts/bench_throughput.py --model ViT-B-32 [--images 200]

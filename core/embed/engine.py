@@ -17,8 +17,9 @@ full context.
 The towers run in ``lm.precision`` (see :mod:`core.models.device`): for every format but exact fp32 a
 copy of the model is kept (refreshed when the fp32 weights change), so ``lm.model`` itself stays as it
 is. A bf16 or fp32fast copy on the CPU also has its linear layers prepacked for oneDNN
-(:mod:`core.embed.packed`): in fp32 on a 2-vCPU AMD EPYC without AVX-512, ViT-B-32's image tower ran 1.4x
-faster so (torch's own fp32 matmul goes through MKL, slow on that CPU; bench_throughput.json). Models with a
+(:mod:`core.embed.packed`): in fp32 on a 2-vCPU AMD EPYC without AVX-512, ViT-B-32's image tower ran up to
+1.4x faster so (torch's own fp32 matmul goes through MKL, 74-106 GFLOP/s there from run to run against
+oneDNN's steady 130; bench_throughput.json). Models with a
 convolutional timm image trunk (EfficientNet-Lite LiT models) drifted in bf16: their fast copy stays fp32
 with BatchNorm folded and channels-last (:mod:`core.embed.fp32_fast`).
 """
@@ -89,7 +90,7 @@ def inference_model(lm: LoadedModel) -> ClipModel:
     kept with the copy: walking the module tree for it on every call cost a ViT-B-32 text query 0.5 ms."""
     if lm.precision == "fp32":
         return lm.model
-    key = (lm.precision, PACK_CPU)
+    key = (lm.precision,)
     cached = _INFERENCE_COPIES.get(lm.model)
     if cached is not None and cached.key == _weights_key(cached.params, key):
         return cached.model

@@ -122,8 +122,7 @@ def _pack_all_linears(module: nn.Module) -> None:
 
 def pack_for_cpu(model: nn.Module) -> nn.Module:
     """Pack, in place, the linear layers of a bf16 or fp32 CPU inference copy of ``model`` (see the module
-    notes).
-    The result can no longer be trained, copied or moved; returns ``model``."""
+    notes). The result can no longer be trained, copied or moved; returns ``model``."""
     for module in list(model.modules()):
         for name, child in module.named_children():
             if isinstance(child, ResidualAttentionBlock):
