@@ -6,7 +6,7 @@ process on the same Flickr8k test images:
 * end to end (decode + preprocess + encode): the naive open_clip loop in fp32 (PIL in the main thread,
   ``encode_image`` on batches of 32 under no_grad), the engine in fp32 (exact) and in the fast mode, timed
   in the order naive, fp32, fast, fast, fp32, naive and averaged per side (this machine is shared);
-* model only, on one batch of preprocessed images: torch fp32, torch fast (the engine's copy; for a
+* model only, on one batch of preprocessed images, in interleaved rounds (median reported): torch fp32, torch fast (the engine's copy; for a
   convolutional timm tower, such as lit-lite2's, an fp32 copy: ``fast_computes_in``), ONNX Runtime
   fp32 (all graph optimisations, ``--threads`` intra-op threads), OpenVINO fp32 and bf16 (throughput
   hint, ``--threads``); the ONNX graph is exported from the loaded model (TorchScript exporter, with
@@ -55,7 +55,9 @@ from core.atomic import write_json  # noqa: E402
 from core.data.images import load_rgb  # noqa: E402
 from core.embed.engine import _SplitPreprocess, encode_images, encode_texts, engine_plan, inference_model  # noqa: E402
 from core.embed.fp32_fast import image_input_dtype  # noqa: E402
+from core.embed.heap import reuse_freed_memory  # noqa: E402
 from core.embed.packed import packing_available  # noqa: E402
+from core.embed.signal_stack import restored_signal_stack  # noqa: E402
 from core.embed.tuning import probe_file  # noqa: E402
 from core.models.loading import LoadedModel, load_model  # noqa: E402
 from core.paths import reports_dir, results_dir  # noqa: E402
@@ -186,7 +188,10 @@ def _export(lm: LoadedModel, x: torch.Tensor, path: Path) -> None:
     )
 
 
-def onnxruntime_rate(path: Path, x: np.ndarray, threads: int, reference: np.ndarray) -> dict[str, Any]:
+Runner = tuple[Callable[[], object], dict[str, Any]]
+
+
+def onnxruntime_runner(path: Path, x: np.ndarray, threads: int, reference: np.ndarray) -> Runner:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -194,25 +199,23 @@ def onnxruntime_rate(path: Path, x: np.ndarray, threads: int, reference: np.ndar
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     out = session.run(None, {"image": x})[0]
-    rate = best_rate(lambda: session.run(None, {"image": x}), len(x))
-    return {"images_per_s": round(rate, 2), "version": ort.__version__, **_close(out, reference)}
+    return lambda: session.run(None, {"image": x}), {"version": ort.__version__, **_close(out, reference)}
 
 
-def openvino_rate(
-    path: Path, x: np.ndarray, threads: int, hint: str, reference: np.ndarray
-) -> dict[str, Any]:
+def openvino_runner(path: Path, x: np.ndarray, threads: int, hint: str, reference: np.ndarray) -> Runner:
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(
-        core.read_model(str(path)),
-        "CPU",
-        {
-            "PERFORMANCE_HINT": "THROUGHPUT",
-            "INFERENCE_PRECISION_HINT": hint,
-            "INFERENCE_NUM_THREADS": str(threads),
-        },
-    )
+    with restored_signal_stack():  # see core.embed.signal_stack
+        compiled = core.compile_model(
+            core.read_model(str(path)),
+            "CPU",
+            {
+                "PERFORMANCE_HINT": "THROUGHPUT",
+                "INFERENCE_PRECISION_HINT": hint,
+                "INFERENCE_NUM_THREADS": str(threads),
+            },
+        )
     requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     queue = ov.AsyncInferQueue(compiled, requests)
     chunks = np.array_split(x, requests)  # one slice per stream, as the throughput hint intends
@@ -223,14 +226,32 @@ def openvino_rate(
         queue.wait_all()
 
     out = compiled.create_infer_request().infer({0: x})[0]
-    rate = best_rate(run, len(x))
-    return {
-        "images_per_s": round(rate, 2),
+    return run, {
         "version": ov.__version__,
         "precision_hint": hint,
         "streams": requests,
         "bf16_supported": "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"),
         **_close(out, reference),
+    }
+
+
+def interleaved_rates(runs: dict[str, Callable[[], object]], items: int, rounds: int) -> dict[str, Any]:
+    """Items/s of each of ``runs`` over ``rounds`` rounds, each round running every one once in turn
+    (after one warm-up call each), so that a slow spell of this shared machine falls on all of them: the
+    median (``images_per_s``), the best and every round's."""
+    for run in runs.values():
+        run()
+    seen: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            seen[name].append(items / clock(run)[1])
+    return {
+        name: {
+            "images_per_s": round(float(np.median(r)), 2),
+            "best_images_per_s": round(max(r), 2),
+            "rounds": [round(v, 2) for v in r],
+        }
+        for name, r in seen.items()
     }
 
 
@@ -247,47 +268,66 @@ def _close(out: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     }
 
 
-def model_only(lm32: LoadedModel, fast: LoadedModel, x: torch.Tensor, threads: int) -> dict[str, Any]:
-    """Images/s of each backend on the same preprocessed batch ``x`` (no decoding)."""
+def model_only(
+    lm32: LoadedModel, fast: LoadedModel, x: torch.Tensor, threads: int, rounds: int = 5
+) -> dict[str, Any]:
+    """Images/s of each backend on the same preprocessed batch ``x`` (no decoding), in interleaved rounds
+    (:func:`interleaved_rates`); torch runs as the engine does (its plan's threads, freed memory kept for reuse)."""
     plan32, plan_fast = engine_plan(lm32), engine_plan(fast)
     copy_fast = inference_model(fast)
     layout = torch.channels_last if plan_fast.channels_last else torch.contiguous_format
     xf = x.to(image_input_dtype(copy_fast, fast.dtype)).contiguous(memory_format=layout)
-    with torch.inference_mode():
-        torch.set_num_threads(plan32.threads or threads)
-        reference = lm32.model.encode_image(x).numpy()
-        out: dict[str, Any] = {
-            "batch": len(x),
-            "torch_fp32": {"images_per_s": round(best_rate(lambda: lm32.model.encode_image(x), len(x)), 2)},
-        }
-        torch.set_num_threads(plan_fast.threads or threads)
-        fast_out = copy_fast.encode_image(xf).float().numpy()
-        out["torch_fast"] = {
-            "images_per_s": round(best_rate(lambda: copy_fast.encode_image(xf), len(x)), 2),
+
+    def torch_run(
+        encode: Callable[[torch.Tensor], torch.Tensor], xs: torch.Tensor, n: int
+    ) -> Callable[[], object]:
+        def run() -> object:
+            torch.set_num_threads(n)
+            with torch.inference_mode():
+                return encode(xs)
+
+        return run
+
+    runs = {
+        "torch_fp32": torch_run(lm32.model.encode_image, x, plan32.threads or threads),
+        "torch_fast": torch_run(copy_fast.encode_image, xf, plan_fast.threads or threads),
+    }
+    reference = runs["torch_fp32"]().numpy()  # type: ignore[attr-defined]
+    details: dict[str, dict[str, Any]] = {
+        "torch_fp32": {},
+        "torch_fast": {
             "format": fast.precision,
             "computes_in": compute_format(fast),
-            **_close(fast_out, reference),
-        }
+            **_close(runs["torch_fast"]().float().numpy(), reference),  # type: ignore[attr-defined]
+        },
+    }
+    out: dict[str, Any] = {"batch": len(x), "rounds": rounds}
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         try:
             path = export_onnx(lm32, x, Path(tmp))
         except Exception as exc:  # a tower the exporter cannot trace: report it, keep the torch figures
+            path = None
             for name in ("onnxruntime_fp32", "openvino_fp32", "openvino_bf16"):
                 out[name] = {"skipped": f"ONNX export failed: {type(exc).__name__}: {str(exc)[:200]}"}
-            return out
-        out["onnx_export_s"] = round(time.perf_counter() - t0, 1)
-        xn = x.numpy()
-        for name, run in (
-            ("onnxruntime_fp32", lambda: onnxruntime_rate(path, xn, threads, reference)),
-            ("openvino_fp32", lambda: openvino_rate(path, xn, threads, "f32", reference)),
-            ("openvino_bf16", lambda: openvino_rate(path, xn, threads, "bf16", reference)),
-        ):
-            try:
-                out[name] = run()
-            except ImportError as exc:
-                out[name] = {"skipped": f"not installed ({exc.name}); pip install capsearch[bench]"}
+        if path is not None:
+            out["onnx_export_s"] = round(time.perf_counter() - t0, 1)
+            xn = x.numpy()
+            for name, make in (
+                ("onnxruntime_fp32", lambda: onnxruntime_runner(path, xn, threads, reference)),
+                ("openvino_fp32", lambda: openvino_runner(path, xn, threads, "f32", reference)),
+                ("openvino_bf16", lambda: openvino_runner(path, xn, threads, "bf16", reference)),
+            ):
+                try:
+                    runs[name], details[name] = make()
+                except ImportError as exc:
+                    out[name] = {"skipped": f"not installed ({exc.name}); pip install capsearch[bench]"}
+        with reuse_freed_memory():  # for the whole comparison, as for a whole engine run
+            rated = interleaved_rates(runs, len(x), rounds)
+        for name, rate in rated.items():
+            out[name] = {**rate, **details[name]}
+    torch.set_num_threads(threads)
     out["onnxruntime_fast"] = {
         "skipped": "ONNX Runtime's CPU provider has no bf16 GEMM kernels on x86 (its bf16 fast-math is "
         "for Arm); int8 quantisation would change the model, so it is not a like-for-like fast mode"
@@ -340,21 +380,29 @@ def workers(fast: LoadedModel, paths: list[Path], counts: tuple[int, ...]) -> di
 
 
 def captions(lm32: LoadedModel, fast: LoadedModel, texts: list[str]) -> dict[str, Any]:
-    naive, naive_s, _ = clock(lambda: naive_texts(lm32, texts, 128))
-    exact, exact_s, _ = clock(lambda: encode_texts(lm32, texts, 128))
-    quick, fast_s, _ = clock(lambda: encode_texts(fast, texts, 128))
+    """The naive loop at the full context against the engine in fp32 and fast, timed in the order naive,
+    fp32, fast, fast, fp32, naive and averaged per side (as :func:`end_to_end`)."""
+    sides = {
+        "naive_fp32": lambda: naive_texts(lm32, texts, 128),
+        "engine_fp32": lambda: encode_texts(lm32, texts, 128),
+        "engine_fast": lambda: encode_texts(fast, texts, 128),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in sides}
+    out: dict[str, np.ndarray] = {}
+    for name in [*sides, *reversed(sides)]:
+        out[name], wall, _ = clock(sides[name])
+        seconds[name].append(wall)
+    mean = {name: sum(s) / len(s) for name, s in seconds.items()}
     n = len(texts)
     return {
         "captions": n,
-        "naive_fp32_per_s": round(n / naive_s, 2),
-        "engine_fp32_per_s": round(n / exact_s, 2),
-        "engine_fast_per_s": round(n / fast_s, 2),
+        **{f"{name}_per_s": round(n / mean[name], 2) for name in sides},
+        "seconds": {name: [round(s, 2) for s in seconds[name]] for name in sides},
         "ratios_to_naive": {
-            "engine_fp32": round(naive_s / exact_s, 2),
-            "engine_fast": round(naive_s / fast_s, 2),
+            name: round(mean["naive_fp32"] / mean[name], 2) for name in ("engine_fp32", "engine_fast")
         },
-        "engine_fast_vs_naive": agreement(quick, naive),
-        "engine_fp32_vs_naive": agreement(exact, naive),
+        "engine_fast_vs_naive": agreement(out["engine_fast"], out["naive_fp32"]),
+        "engine_fp32_vs_naive": agreement(out["engine_fp32"], out["naive_fp32"]),
     }
 
 

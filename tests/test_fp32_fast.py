@@ -130,3 +130,55 @@ def test_vectors_of_the_fp32_fast_copy_get_their_own_cache_and_library_keys(timm
     key = model_key("lite0", fast)  # not the key of the earlier all-bf16 fast mode's vectors
     assert key.key.endswith(".fp32fast") and key.precision == "bf16"
     assert model_key("tiny", tiny).key.endswith(".bf16")
+
+
+@pytest.mark.parametrize("size", [64, 63])
+@pytest.mark.parametrize(("kernel", "stride", "groups"), [(3, 2, 8), (5, 2, 8), (3, 2, 1), (5, 1, 8)])
+def test_static_same_padding_computes_what_conv2d_same_does(
+    size: int, kernel: int, stride: int, groups: int
+) -> None:
+    torch.manual_seed(size + kernel)
+    trunk = nn.Sequential(nn.Conv2d(3, 8, 1), fp32_fast.Conv2dSame(8, 8, kernel, stride, groups=groups))
+    fast = copy.deepcopy(trunk)
+    assert fp32_fast.static_same_padding(fast, size) == 1
+    assert isinstance(fast[1], fp32_fast._StaticSameConv)
+    with torch.inference_mode():
+        for side in (size, size + 3):  # at the recorded size the plain convolution, else the original
+            x = torch.randn(2, 3, side, side)
+            want, got = trunk(x), fast(x)
+            assert got.shape == want.shape
+            assert (want - got).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_the_fast_copy_runs_the_tf_trunks_same_padding_statically(timm_pair) -> None:
+    cast = inference_model(timm_pair[1])
+    static = [m for m in cast.visual.modules() if isinstance(m, fp32_fast._StaticSameConv)]
+    assert static  # tf_efficientnet_lite0's strided convolutions
+    assert all(m.conv.padding != (0, 0) for m in static if m.conv.stride == (2, 2))
+    assert any(isinstance(m, fp32_fast._ConvClamp) for m in cast.visual.modules())  # ReLU6 fused
+
+
+def test_relu_and_relu6_after_a_convolution_are_fused_into_it() -> None:
+    torch.manual_seed(3)
+    trunk = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.Sequential(nn.Identity(), nn.ReLU6()),  # a folded BatchNormAct2d's remains
+        nn.Conv2d(8, 8, 1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        nn.GELU(),  # not fused
+    ).to(memory_format=torch.channels_last)
+    fused = copy.deepcopy(trunk)
+    assert fp32_fast.fuse_activations(fused) == 2
+    assert [type(m).__name__ for m in fused] == [
+        "_ConvClamp",
+        "Identity",
+        "_ConvClamp",
+        "Identity",
+        "Conv2d",
+        "GELU",
+    ]
+    x = (torch.randn(2, 3, 16, 16) * 4).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want, got = trunk(x), fused(x)
+    assert (want - got).abs().max() <= 1e-5 * want.abs().max()

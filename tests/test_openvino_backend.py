@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -16,6 +17,7 @@ from library_helpers import make_folder
 from core.cli import main
 from core.embed import openvino_backend as ovb
 from core.embed.engine import encode_images, input_shape
+from core.embed.signal_stack import current_signal_stack
 from core.errors import CapsearchError
 from core.models.loading import load_model
 
@@ -43,6 +45,16 @@ def test_vectors_equal_the_torch_engines(tiny_model, images) -> None:
     fast = load_model("capsearch-tiny", device="cpu", precision="bf16")
     fast_vectors, _ = encode_images(fast, images, batch_size=10, backend="openvino")
     assert np.einsum("nd,nd->n", fast_vectors, torch_vectors).min() >= BF16_MIN_COSINE
+
+
+def test_compiling_leaves_the_threads_signal_stack_as_it_was(tiny_model, images) -> None:
+    """OpenVINO's compile_model sets an alternate signal stack of its own on the calling thread; kept, it
+    crashed the process at a later signal once OpenVINO released it (core.embed.signal_stack)."""
+    before = current_signal_stack()
+    ovb._COMPILED.pop(tiny_model.model, None)  # compile afresh
+    encode_images(tiny_model, images[:4], batch_size=4, backend="openvino")
+    assert current_signal_stack() == before
+    assert subprocess.run([sys.executable, "-c", "pass"], check=False).returncode == 0  # a SIGCHLD
 
 
 def test_converted_tower_is_cached_and_converted_again_when_stale(

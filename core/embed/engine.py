@@ -6,7 +6,8 @@ Images: a DataLoader decodes (``core.data.images.load_rgb``) and preprocesses wh
 fails to decode gives a zero row and is listed, never an exception. On the CPU the intra-op threads, the
 batch size (when the caller gives none) and the input layout come from a short per-machine probe
 (:mod:`core.embed.tuning`). In the fast formats JPEGs are decoded at a reduced scale when the model's input
-is at most half their short side (``draft``); fp32 decodes at full size, so it stays the exact mode.
+is at most half their short side (``draft``); fp32 decodes at full size, so it stays the exact mode. While images or captions are encoded in
+bulk, large freed activations stay in the heap for the next batch (:mod:`core.embed.heap`).
 
 Texts: all captions are tokenized, sorted by token length and batched; each batch runs the text
 transformer only up to its longest caption. For CLIP's causal text tower this is exact (position i attends
@@ -50,6 +51,7 @@ from torchvision.transforms import Normalize, ToTensor
 
 from core.data.images import load_rgb
 from core.embed.fp32_fast import fp32_fast_copy, image_input_dtype
+from core.embed.heap import reuse_freed_memory
 from core.embed.packed import pack_for_cpu, packing_available
 from core.embed.tuning import DEFAULT_PLAN, PROBE_MIN_IMAGES, ImagePlan, image_plan
 from core.errors import CapsearchError
@@ -181,7 +183,7 @@ def encode_texts(
     forward, pad_id = text_forward(lm)
     lengths = token_lengths(tokens, pad_id) if pad_id is not None else np.full(len(texts), tokens.shape[1])
     order = np.argsort(lengths, kind="stable")
-    with torch.inference_mode():
+    with torch.inference_mode(), reuse_freed_memory():
         for start in range(0, len(texts), batch_size):
             reporter.check_cancelled()
             idx = order[start : start + batch_size]
@@ -415,8 +417,19 @@ def iter_image_batches(
     ``batch_size`` None: the machine's probed batch (:func:`engine_plan`). ``backend``: torch, or openvino
     (``--backend openvino``)."""
     reporter = ensure(reporter)
-    if not paths:
-        return
+    if paths:
+        with reuse_freed_memory():
+            yield from _image_batches(lm, paths, batch_size, workers, reporter, backend)
+
+
+def _image_batches(
+    lm: LoadedModel,
+    paths: list[Path],
+    batch_size: int | None,
+    workers: int | None,
+    reporter: Reporter,
+    backend: str,
+) -> Iterator[ImageBatch]:
     plan, encode, dtype = _image_tower(lm, backend, probe=len(paths) >= PROBE_MIN_IMAGES)
     batch_size = batch_size or plan.batch_size
     if workers is None:  # a spawned worker costs seconds to start: none for a single batch

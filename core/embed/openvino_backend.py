@@ -37,6 +37,7 @@ from torch import nn
 from core.atomic import file_sha256, temp_prefix, write_json, writing_to
 from core.embed.engine import input_shape
 from core.embed.fp32_fast import vectors_label
+from core.embed.signal_stack import restored_signal_stack
 from core.errors import CapsearchError
 from core.locks import exclusive
 from core.models.checkpoint import ClipModel
@@ -225,9 +226,10 @@ def openvino_image_encoder(lm: LoadedModel) -> OpenVINOImageEncoder:
     cached = _COMPILED.get(lm.model)
     if cached is not None and cached.key == key:
         return cached.encoder
-    compiled = ov.Core().compile_model(
-        converted_tower(lm), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": hint}
-    )
+    with restored_signal_stack():  # compile_model leaves its own on this thread (see core.embed.signal_stack)
+        compiled = ov.Core().compile_model(
+            converted_tower(lm), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": hint}
+        )
     encoder = OpenVINOImageEncoder(compiled, hint)
     _COMPILED[lm.model] = _Compiled(key, encoder)
     return encoder

@@ -27,12 +27,14 @@ from typing import Any
 import torch
 
 from core.atomic import write_json
+from core.embed.heap import reuse_freed_memory
 from core.locks import exclusive
 from core.paths import artifacts_root
 
 PROBE_ENV = "CAPSEARCH_PROBE"
-# 2: convolutional timm image towers' fast copy is fp32 (fp32_fast); 3: larger batches kept unless slower
-PROBE_VERSION = 3
+# 2: convolutional timm image towers' fast copy is fp32 (fp32_fast); 3: larger batches kept unless slower;
+# 4: timed with freed memory kept for reuse (core.embed.heap), as the engine now runs
+PROBE_VERSION = 4
 BATCH_SIZES = (16, 32, 64)
 # A batch size is only probed when one batch is predicted to take at most this long (ViT-B-32 in fp32 on a
 # 2-vCPU AVX2 EPYC: 32 images in about 3.6 s).
@@ -127,7 +129,7 @@ def _rate(encode: Callable[[torch.Tensor], object], x: torch.Tensor, threads: in
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), reuse_freed_memory():
             return x.shape[0] / _seconds(lambda: encode(x))
     finally:
         torch.set_num_threads(previous)

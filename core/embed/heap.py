@@ -1,0 +1,74 @@
+"""Freed heap memory kept for reuse while a bulk encoding runs (glibc's malloc only; elsewhere a no-op).
+
+glibc serves an allocation above ``M_MMAP_THRESHOLD`` (adjusted on the fly, at most 32 MiB on 64-bit) with
+fresh pages from ``mmap`` and unmaps them on free. An eager forward pass allocates and frees its large
+activations on every batch, so each batch faulted them in again page by page: on a 2-vCPU AMD EPYC (AVX2)
+VM, allocating and filling a 77 MB tensor took 35 ms that way against 5.5 ms on reused pages, and the
+fp32fast lit-lite2 image tower (EfficientNet-Lite2, batch 16, activations up to 77 MB) ran 26.6-29.1
+images/s against 38.3-38.8 with the thresholds below (ViT-B-32 gained about 10%). Runtimes such as
+OpenVINO keep their own memory arena for the same reason.
+
+:func:`reuse_freed_memory` raises both thresholds for the duration of a block (nested and concurrent
+blocks share one setting); on leaving the last block the thresholds go to glibc's 64-bit defaults' upper
+values (an explicit value turns glibc's own adjustment off) and the freed memory is returned to the system.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+# While encoding: serve every allocation below 1 GiB from the heap and keep up to 1 GiB of free heap top.
+BULK_BYTES = 1 << 30
+# Afterwards: the values glibc's dynamic adjustment tends to on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX, twice it).
+MMAP_AFTER = 32 << 20
+TRIM_AFTER = 64 << 20
+
+_lock = threading.Lock()
+_depth = 0
+
+
+@cache
+def _glibc() -> ctypes.CDLL | None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+        libc.malloc_trim.argtypes = (ctypes.c_size_t,)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def _set(libc: ctypes.CDLL, mmap: int, trim: int) -> None:
+    libc.mallopt(M_MMAP_THRESHOLD, mmap)
+    libc.mallopt(M_TRIM_THRESHOLD, trim)
+
+
+@contextmanager
+def reuse_freed_memory() -> Iterator[None]:
+    """Inside the block, large freed allocations stay in the heap for the next batch (see above)."""
+    global _depth
+    libc = _glibc()
+    if libc is None:
+        yield
+        return
+    with _lock:
+        _depth += 1
+        if _depth == 1:
+            _set(libc, BULK_BYTES, BULK_BYTES)
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                _set(libc, MMAP_AFTER, TRIM_AFTER)
+                libc.malloc_trim(0)

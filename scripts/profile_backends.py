@@ -1,0 +1,159 @@
+"""Where the image tower's time goes in torch's fast path and in OpenVINO, on one batch: the why behind
+the model-only gap in ``bench_throughput.json``.
+
+For ``--model``, on one batch of random images at the model's input size:
+
+* torch: the engine's fast copy under ``torch.profiler``, self CPU time per operator (top ``--top``);
+* OpenVINO fp32 (the model exported as in ``bench_throughput.py``), with per-node performance counters,
+  time per node type and the kernels it picked, for the latency hint (one stream on all threads, as torch
+  runs) and the throughput hint (a stream per core);
+* images/s of torch fast and both OpenVINO settings in interleaved rounds (median), so that one stream
+  against several is measured, not assumed.
+
+Usage: flock /work/bench.lock .venv/bin/python scripts/profile_backends.py --model ViT-B-32 --label "ViT-B-32 (EPYC AVX2)"
+Merges the entry into artifacts/results/backend_profile.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_throughput import export_onnx, interleaved_rates  # noqa: E402
+from benchlib import commit, machine_info, previous_results  # noqa: E402
+
+from core.atomic import write_json  # noqa: E402
+from core.embed.engine import engine_plan, inference_model, input_shape  # noqa: E402
+from core.embed.fp32_fast import image_input_dtype  # noqa: E402
+from core.embed.heap import reuse_freed_memory  # noqa: E402
+from core.embed.signal_stack import restored_signal_stack  # noqa: E402
+from core.models.loading import load_model  # noqa: E402
+from core.paths import results_dir  # noqa: E402
+
+RESULTS = "backend_profile.json"
+
+
+def torch_profile(encode: Any, x: torch.Tensor, top: int) -> dict[str, Any]:
+    """Self CPU milliseconds of the top operators of one forward pass, and their share of the total."""
+    with torch.inference_mode():
+        encode(x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            encode(x)
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    return {
+        "total_ms": round(total / 1e3, 1),
+        "ops": {
+            e.key: {
+                "ms": round(e.self_cpu_time_total / 1e3, 1),
+                "share": round(e.self_cpu_time_total / total, 3),
+            }
+            for e in events[:top]
+        },
+    }
+
+
+def openvino_compiled(ov: Any, path: Path, hint: str, threads: int) -> Any:
+    config = {
+        "PERFORMANCE_HINT": hint,
+        "INFERENCE_PRECISION_HINT": "f32",
+        "INFERENCE_NUM_THREADS": str(threads),
+        "PERF_COUNT": "YES",
+    }
+    with restored_signal_stack():
+        return ov.Core().compile_model(str(path), "CPU", config)
+
+
+def openvino_profile(compiled: Any, x: np.ndarray, top: int) -> dict[str, Any]:
+    """Milliseconds per node type of one synchronous request on the whole batch, and the kernels used."""
+    request = compiled.create_infer_request()
+    request.infer({0: x})
+    start = time.perf_counter()
+    request.infer({0: x})
+    wall = time.perf_counter() - start
+    ms: collections.Counter[str] = collections.Counter()
+    kernels: dict[str, set[str]] = collections.defaultdict(set)
+    for node in request.profiling_info:
+        ms[node.node_type] += node.real_time.total_seconds() * 1e3
+        kernels[node.node_type].add(node.exec_type)
+    total = sum(ms.values())
+    return {
+        "request_ms": round(wall * 1e3, 1),
+        "total_ms": round(total, 1),
+        "node_types": {
+            kind: {"ms": round(t, 1), "share": round(t / total, 3), "kernels": sorted(kernels[kind])}
+            for kind, t in ms.most_common(top)
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--label")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--top", type=int, default=8)
+    args = parser.parse_args()
+    import openvino as ov
+
+    threads = torch.get_num_threads()
+    lm32 = load_model(args.model, device="cpu", precision="fp32")
+    fast = load_model(args.model, device="cpu", precision="fast")
+    plan = engine_plan(fast)
+    model = inference_model(fast)
+    x = torch.randn(args.batch, *input_shape(fast), generator=torch.Generator().manual_seed(0))
+    layout = torch.channels_last if plan.channels_last else torch.contiguous_format
+    xf = x.to(image_input_dtype(model, fast.dtype)).contiguous(memory_format=layout)
+    torch.set_num_threads(plan.threads or threads)
+    entry: dict[str, Any] = {"model": args.model, "fast_format": fast.precision, "batch": args.batch}
+    with reuse_freed_memory(), tempfile.TemporaryDirectory() as tmp:
+        entry["torch_fast"] = torch_profile(model.encode_image, xf, args.top)
+        path = export_onnx(lm32, x, Path(tmp))
+        compiled = {hint: openvino_compiled(ov, path, hint, threads) for hint in ("LATENCY", "THROUGHPUT")}
+        xn = x.numpy()
+        for hint, c in compiled.items():
+            entry[f"openvino_fp32_{hint.lower()}"] = {
+                "streams": int(c.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")),
+                **openvino_profile(c, xn, args.top),
+            }
+
+        def torch_run() -> object:
+            with torch.inference_mode():
+                return model.encode_image(xf)
+
+        runs: dict[str, Any] = {"torch_fast": torch_run}
+        for hint, c in compiled.items():
+            queue = ov.AsyncInferQueue(c, int(c.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            chunks = np.array_split(xn, len(queue))
+
+            def run(queue: Any = queue, chunks: list[np.ndarray] = chunks) -> None:
+                for chunk in chunks:
+                    queue.start_async({0: chunk})
+                queue.wait_all()
+
+            runs[f"openvino_fp32_{hint.lower()}"] = run
+        entry["interleaved_images_per_s"] = interleaved_rates(runs, args.batch, args.rounds)
+    entry |= {"machine": machine_info(), "commit": commit(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    out = results_dir() / RESULTS
+    everything = previous_results(out)
+    everything.setdefault("benchmark", __doc__.splitlines()[0])
+    everything.setdefault("models", {})[args.label or args.model] = entry
+    write_json(out, everything)
+    print({k: v["images_per_s"] for k, v in entry["interleaved_images_per_s"].items()}, "->", out)
+
+
+if __name__ == "__main__":
+    main()
