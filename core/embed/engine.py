@@ -6,8 +6,9 @@ Images: a DataLoader decodes (``core.data.images.load_rgb``) and preprocesses wh
 fails to decode gives a zero row and is listed, never an exception. On the CPU the intra-op threads, the
 batch size (when the caller gives none) and the input layout come from a short per-machine probe
 (:mod:`core.embed.tuning`). In the fast formats JPEGs are decoded at a reduced scale when the model's input
-is at most half their short side (``draft``); fp32 decodes at full size, so it stays the exact mode. While images or captions are encoded in
-bulk, large freed activations stay in the heap for the next batch (:mod:`core.embed.heap`).
+is at most half their short side (``draft``); fp32 decodes at full size, so it stays the exact mode. While
+images or captions are encoded in bulk, large freed activations stay in the heap for the next batch
+(:mod:`core.embed.heap`).
 
 Texts: all captions are tokenized, sorted by token length and batched; each batch runs the text
 transformer only up to its longest caption. For CLIP's causal text tower this is exact (position i attends

@@ -69,8 +69,8 @@ def vectors_label(lm: LoadedModel) -> str:
 
 def fp32_fast_copy(model: nn.Module, channels_last: bool) -> nn.Module | None:
     """For a model of the kind above, its fast inference copy: the whole model in fp32, in eval mode, the
-    image trunk's BatchNorms folded (when the folded trunk gives the same output) and, with
-    ``channels_last``, its weights in that layout. None for other models (they take the fast format)."""
+    image trunk's BatchNorms folded, its "same" padding static and its ReLU(6)s fused (all kept only when
+    the changed trunk gives the same output) and, with ``channels_last``, its weights in that layout. None for other models (they take the fast format)."""
     if conv_image_tower(model) is None:
         return None
     cast = copy.deepcopy(model).float().eval()
