@@ -6,8 +6,8 @@ process on the same Flickr8k test images:
 * end to end (decode + preprocess + encode): the naive open_clip loop in fp32 (PIL in the main thread,
   ``encode_image`` on batches of 32 under no_grad), the engine in fp32 (exact) and in the fast mode, timed
   in the order naive, fp32, fast, fast, fp32, naive and averaged per side (this machine is shared);
-* model only, on one batch of preprocessed images, in interleaved rounds (median reported): torch fp32, torch fast (the engine's copy; for a
-  convolutional timm tower, such as lit-lite2's, an fp32 copy: ``fast_computes_in``), ONNX Runtime
+* model only, on one batch of preprocessed images, in interleaved rounds (median reported): torch fp32,
+  torch fast (the engine's copy; for a convolutional timm tower, such as lit-lite2's, an fp32 copy: ``fast_computes_in``), ONNX Runtime
   fp32 (all graph optimisations, ``--threads`` intra-op threads), OpenVINO fp32 and bf16 (throughput
   hint, ``--threads``); the ONNX graph is exported from the loaded model (TorchScript exporter, with
   the fused MHA path off) and checked against torch (least cosine, largest absolute difference);
@@ -56,8 +56,8 @@ from core.data.images import load_rgb  # noqa: E402
 from core.embed.engine import _SplitPreprocess, encode_images, encode_texts, engine_plan, inference_model  # noqa: E402
 from core.embed.fp32_fast import image_input_dtype  # noqa: E402
 from core.embed.heap import reuse_freed_memory  # noqa: E402
+from core.embed.openvino_backend import compile_on_cpu  # noqa: E402
 from core.embed.packed import packing_available  # noqa: E402
-from core.embed.signal_stack import restored_signal_stack  # noqa: E402
 from core.embed.tuning import probe_file  # noqa: E402
 from core.models.loading import LoadedModel, load_model  # noqa: E402
 from core.paths import reports_dir, results_dir  # noqa: E402
@@ -205,34 +205,32 @@ def onnxruntime_runner(path: Path, x: np.ndarray, threads: int, reference: np.nd
 def openvino_runner(path: Path, x: np.ndarray, threads: int, hint: str, reference: np.ndarray) -> Runner:
     import openvino as ov
 
-    core = ov.Core()
-    with restored_signal_stack():  # see core.embed.signal_stack
-        compiled = core.compile_model(
-            core.read_model(str(path)),
-            "CPU",
-            {
-                "PERFORMANCE_HINT": "THROUGHPUT",
-                "INFERENCE_PRECISION_HINT": hint,
-                "INFERENCE_NUM_THREADS": str(threads),
-            },
-        )
-    requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    queue = ov.AsyncInferQueue(compiled, requests)
-    chunks = np.array_split(x, requests)  # one slice per stream, as the throughput hint intends
+    config = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": hint}
+    compiled = compile_on_cpu(ov, str(path), config | {"INFERENCE_NUM_THREADS": str(threads)})
+    run, streams = openvino_streams_run(ov, compiled, x)
+    out = compiled.create_infer_request().infer({0: x})[0]
+    return run, {
+        "version": ov.__version__,
+        "precision_hint": hint,
+        "streams": streams,
+        "bf16_supported": "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"),
+        **_close(out, reference),
+    }
+
+
+def openvino_streams_run(ov: Any, compiled: Any, x: np.ndarray) -> tuple[Callable[[], None], int]:
+    """A call that runs ``x`` through ``compiled`` as one slice per stream its hint chose, in parallel (as
+    the throughput hint intends), and the number of streams."""
+    streams = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    queue = ov.AsyncInferQueue(compiled, streams)
+    chunks = np.array_split(x, streams)
 
     def run() -> None:
         for chunk in chunks:
             queue.start_async({0: chunk})
         queue.wait_all()
 
-    out = compiled.create_infer_request().infer({0: x})[0]
-    return run, {
-        "version": ov.__version__,
-        "precision_hint": hint,
-        "streams": requests,
-        "bf16_supported": "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"),
-        **_close(out, reference),
-    }
+    return run, streams
 
 
 def interleaved_rates(runs: dict[str, Callable[[], object]], items: int, rounds: int) -> dict[str, Any]:
@@ -272,7 +270,8 @@ def model_only(
     lm32: LoadedModel, fast: LoadedModel, x: torch.Tensor, threads: int, rounds: int = 5
 ) -> dict[str, Any]:
     """Images/s of each backend on the same preprocessed batch ``x`` (no decoding), in interleaved rounds
-    (:func:`interleaved_rates`); torch runs as the engine does (its plan's threads, freed memory kept for reuse)."""
+    (:func:`interleaved_rates`); torch runs as the engine does (its plan's threads, freed memory kept for
+    reuse)."""
     plan32, plan_fast = engine_plan(lm32), engine_plan(fast)
     copy_fast = inference_model(fast)
     layout = torch.channels_last if plan_fast.channels_last else torch.contiguous_format
@@ -280,25 +279,24 @@ def model_only(
 
     def torch_run(
         encode: Callable[[torch.Tensor], torch.Tensor], xs: torch.Tensor, n: int
-    ) -> Callable[[], object]:
-        def run() -> object:
+    ) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
             torch.set_num_threads(n)
             with torch.inference_mode():
                 return encode(xs)
 
         return run
 
-    runs = {
-        "torch_fp32": torch_run(lm32.model.encode_image, x, plan32.threads or threads),
-        "torch_fast": torch_run(copy_fast.encode_image, xf, plan_fast.threads or threads),
-    }
-    reference = runs["torch_fp32"]().numpy()  # type: ignore[attr-defined]
+    fp32_run = torch_run(lm32.model.encode_image, x, plan32.threads or threads)
+    fast_run = torch_run(copy_fast.encode_image, xf, plan_fast.threads or threads)
+    reference = fp32_run().numpy()
+    runs: dict[str, Callable[[], object]] = {"torch_fp32": fp32_run, "torch_fast": fast_run}
     details: dict[str, dict[str, Any]] = {
         "torch_fp32": {},
         "torch_fast": {
             "format": fast.precision,
             "computes_in": compute_format(fast),
-            **_close(runs["torch_fast"]().float().numpy(), reference),  # type: ignore[attr-defined]
+            **_close(fast_run().float().numpy(), reference),
         },
     }
     out: dict[str, Any] = {"batch": len(x), "rounds": rounds}

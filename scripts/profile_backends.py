@@ -31,14 +31,14 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_throughput import export_onnx, interleaved_rates  # noqa: E402
+from bench_throughput import export_onnx, interleaved_rates, openvino_streams_run  # noqa: E402
 from benchlib import commit, machine_info, previous_results  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
 from core.embed.engine import engine_plan, inference_model, input_shape  # noqa: E402
 from core.embed.fp32_fast import image_input_dtype  # noqa: E402
 from core.embed.heap import reuse_freed_memory  # noqa: E402
-from core.embed.signal_stack import restored_signal_stack  # noqa: E402
+from core.embed.openvino_backend import compile_on_cpu  # noqa: E402
 from core.models.loading import load_model  # noqa: E402
 from core.paths import results_dir  # noqa: E402
 
@@ -63,17 +63,6 @@ def torch_profile(encode: Any, x: torch.Tensor, top: int) -> dict[str, Any]:
             for e in events[:top]
         },
     }
-
-
-def openvino_compiled(ov: Any, path: Path, hint: str, threads: int) -> Any:
-    config = {
-        "PERFORMANCE_HINT": hint,
-        "INFERENCE_PRECISION_HINT": "f32",
-        "INFERENCE_NUM_THREADS": str(threads),
-        "PERF_COUNT": "YES",
-    }
-    with restored_signal_stack():
-        return ov.Core().compile_model(str(path), "CPU", config)
 
 
 def openvino_profile(compiled: Any, x: np.ndarray, top: int) -> dict[str, Any]:
@@ -122,7 +111,15 @@ def main() -> None:
     with reuse_freed_memory(), tempfile.TemporaryDirectory() as tmp:
         entry["torch_fast"] = torch_profile(model.encode_image, xf, args.top)
         path = export_onnx(lm32, x, Path(tmp))
-        compiled = {hint: openvino_compiled(ov, path, hint, threads) for hint in ("LATENCY", "THROUGHPUT")}
+        config = {
+            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_NUM_THREADS": str(threads),
+            "PERF_COUNT": "YES",
+        }
+        compiled = {
+            hint: compile_on_cpu(ov, str(path), config | {"PERFORMANCE_HINT": hint})
+            for hint in ("LATENCY", "THROUGHPUT")
+        }
         xn = x.numpy()
         for hint, c in compiled.items():
             entry[f"openvino_fp32_{hint.lower()}"] = {
@@ -136,15 +133,7 @@ def main() -> None:
 
         runs: dict[str, Any] = {"torch_fast": torch_run}
         for hint, c in compiled.items():
-            queue = ov.AsyncInferQueue(c, int(c.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-            chunks = np.array_split(xn, len(queue))
-
-            def run(queue: Any = queue, chunks: list[np.ndarray] = chunks) -> None:
-                for chunk in chunks:
-                    queue.start_async({0: chunk})
-                queue.wait_all()
-
-            runs[f"openvino_fp32_{hint.lower()}"] = run
+            runs[f"openvino_fp32_{hint.lower()}"] = openvino_streams_run(ov, c, xn)[0]
         entry["interleaved_images_per_s"] = interleaved_rates(runs, args.batch, args.rounds)
     entry |= {"machine": machine_info(), "commit": commit(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
     out = results_dir() / RESULTS

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from open_clip.timm_model import TimmModel
@@ -70,7 +70,8 @@ def vectors_label(lm: LoadedModel) -> str:
 def fp32_fast_copy(model: nn.Module, channels_last: bool) -> nn.Module | None:
     """For a model of the kind above, its fast inference copy: the whole model in fp32, in eval mode, the
     image trunk's BatchNorms folded, its "same" padding static and its ReLU(6)s fused (all kept only when
-    the changed trunk gives the same output) and, with ``channels_last``, its weights in that layout. None for other models (they take the fast format)."""
+    the changed trunk gives the same output) and, with ``channels_last``, its weights in that layout. None
+    for other models (they take the fast format)."""
     if conv_image_tower(model) is None:
         return None
     cast = copy.deepcopy(model).float().eval()
@@ -128,21 +129,29 @@ def fold_batch_norms(model: nn.Module) -> int:
     Adjacency among children is how timm's convolutional blocks are declared, not a guarantee of data
     flow, so :func:`fp32_fast_copy` checks the folded trunk's output against the original's."""
     folded = 0
+    for module, _, second, conv, bn in _adjacent_children(model):
+        if (
+            isinstance(conv, nn.Conv2d)
+            and isinstance(bn, nn.BatchNorm2d)
+            and not bn.training
+            and bn.affine
+            and bn.running_mean is not None
+            and conv.out_channels == bn.num_features
+        ):
+            setattr(module, second, _folded_into(conv, bn))
+            folded += 1
+    return folded
+
+
+def _adjacent_children(model: nn.Module) -> Iterator[tuple[nn.Module, str, str, nn.Module, nn.Module]]:
+    """Every pair of consecutive children among each module's children, as (parent, first's name, second's
+    name, first, second), read as they are when reached (a caller may replace them in between)."""
     for module in list(model.modules()):
         names = list(module._modules)
         for first, second in zip(names, names[1:], strict=False):
-            conv, bn = module._modules[first], module._modules[second]
-            if (
-                isinstance(conv, nn.Conv2d)
-                and isinstance(bn, nn.BatchNorm2d)
-                and not bn.training
-                and bn.affine
-                and bn.running_mean is not None
-                and conv.out_channels == bn.num_features
-            ):
-                setattr(module, second, _folded_into(conv, bn))
-                folded += 1
-    return folded
+            a, b = module._modules[first], module._modules[second]
+            if a is not None and b is not None:
+                yield module, first, second, a, b
 
 
 class _StaticSameConv(nn.Module):
@@ -206,9 +215,9 @@ def static_same_padding(trunk: nn.Module, size: int) -> int:
         for hook in hooks:
             hook.remove()
     for name, hw in sizes.items():
-        parent, _, child = name.rpartition(".")
-        owner = trunk.get_submodule(parent) if parent else trunk
-        setattr(owner, child, _StaticSameConv(getattr(owner, child), hw))
+        same = trunk.get_submodule(name)
+        assert isinstance(same, Conv2dSame)
+        trunk.set_submodule(name, _StaticSameConv(same, hw))
     return len(sizes)
 
 
@@ -242,13 +251,10 @@ def fuse_activations(trunk: nn.Module) -> int:
     if first_param is None or first_param.device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return 0
     fused = 0
-    for module in list(trunk.modules()):
-        names = list(module._modules)
-        for first, second in zip(names, names[1:], strict=False):
-            conv, follower = module._modules[first], module._modules[second]
-            act = None if follower is None else _clamp_of(follower)
-            if type(conv) is nn.Conv2d and not isinstance(conv.padding, str) and act is not None:
-                setattr(module, first, _ConvClamp(conv, act))
-                setattr(module, second, nn.Identity())
-                fused += 1
+    for module, first, second, conv, follower in _adjacent_children(trunk):
+        act = _clamp_of(follower)
+        if type(conv) is nn.Conv2d and not isinstance(conv.padding, str) and act is not None:
+            setattr(module, first, _ConvClamp(conv, act))
+            setattr(module, second, nn.Identity())
+            fused += 1
     return fused

@@ -216,6 +216,14 @@ class _Compiled:
 _COMPILED: weakref.WeakKeyDictionary[ClipModel, _Compiled] = weakref.WeakKeyDictionary()
 
 
+def compile_on_cpu(ov: ModuleType, model: Any, config: dict[str, str]) -> Any:
+    """``ov.Core().compile_model(model, "CPU", config)`` (a model or a model file's path), leaving the
+    calling thread's alternate signal stack as it was: compile_model sets one of its own
+    (:mod:`core.embed.signal_stack`)."""
+    with restored_signal_stack():
+        return ov.Core().compile_model(model, "CPU", config)
+
+
 def openvino_image_encoder(lm: LoadedModel) -> OpenVINOImageEncoder:
     """``lm``'s image tower compiled for the CPU in its precision (kept per model while the weights and the
     precision stay the same; see the module docstring)."""
@@ -226,10 +234,9 @@ def openvino_image_encoder(lm: LoadedModel) -> OpenVINOImageEncoder:
     cached = _COMPILED.get(lm.model)
     if cached is not None and cached.key == key:
         return cached.encoder
-    with restored_signal_stack():  # compile_model leaves its own on this thread (see core.embed.signal_stack)
-        compiled = ov.Core().compile_model(
-            converted_tower(lm), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": hint}
-        )
+    compiled = compile_on_cpu(
+        ov, converted_tower(lm), {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": hint}
+    )
     encoder = OpenVINOImageEncoder(compiled, hint)
     _COMPILED[lm.model] = _Compiled(key, encoder)
     return encoder

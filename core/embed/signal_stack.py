@@ -32,26 +32,25 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
+def _read(libc: ctypes.CDLL) -> _StackT | None:
+    stack = _StackT()
+    return stack if libc.sigaltstack(None, ctypes.byref(stack)) == 0 else None
+
+
 def current_signal_stack() -> tuple[int, int, int] | None:
     """The calling thread's alternate signal stack as (address, flags, size); None where unknown."""
     libc = _libc()
-    stack = _StackT()
-    if libc is None or libc.sigaltstack(None, ctypes.byref(stack)) != 0:
-        return None
-    return stack.ss_sp or 0, stack.ss_flags, stack.ss_size
+    stack = None if libc is None else _read(libc)
+    return None if stack is None else (stack.ss_sp or 0, stack.ss_flags, stack.ss_size)
 
 
 @contextmanager
 def restored_signal_stack() -> Iterator[None]:
     """Run the block, then give the calling thread back the alternate signal stack it had before."""
     libc = _libc()
-    before = _StackT()
-    if libc is None or libc.sigaltstack(None, ctypes.byref(before)) != 0:
-        yield
-        return
+    before = None if libc is None else _read(libc)
     try:
         yield
     finally:
-        after = current_signal_stack()
-        if after is not None and after != (before.ss_sp or 0, before.ss_flags, before.ss_size):
+        if libc is not None and before is not None:
             libc.sigaltstack(ctypes.byref(before), None)

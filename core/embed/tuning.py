@@ -129,7 +129,7 @@ def _rate(encode: Callable[[torch.Tensor], object], x: torch.Tensor, threads: in
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        with torch.inference_mode(), reuse_freed_memory():
+        with torch.inference_mode():
             return x.shape[0] / _seconds(lambda: encode(x))
     finally:
         torch.set_num_threads(previous)
@@ -186,7 +186,10 @@ def image_plan(
         return cached
     if not probe:
         return DEFAULT_PLAN
-    plan = probe_images(encode, shape, dtype, layouts=dtype != torch.float32 if layouts is None else layouts)
+    with reuse_freed_memory():  # as the engine runs the tower
+        plan = probe_images(
+            encode, shape, dtype, layouts=dtype != torch.float32 if layouts is None else layouts
+        )
     with exclusive(path.parent):
         plans = _read_plans(path)
         plans[key] = {k: v for k, v in asdict(plan).items() if k != "probed"}
