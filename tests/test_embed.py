@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -20,7 +21,15 @@ from core.data.prepare import prepare_synthetic
 from core.data.records import PreparedDataset, load_dataset
 from core.embed import cache as cache_mod
 from core.embed.cache import split_embeddings
-from core.embed.engine import encode_images, encode_text_query, encode_texts, text_forward, token_lengths
+from core.embed.engine import (
+    MIN_BATCH_TOKENS,
+    encode_images,
+    encode_text_query,
+    encode_texts,
+    length_batches,
+    text_forward,
+    token_lengths,
+)
 from core.errors import Cancelled, CapsearchError
 from core.models.checkpoint import build_model, make_preprocess, make_tokenizer
 from core.models.loading import LoadedModel, load_model
@@ -82,15 +91,31 @@ def test_token_lengths_end_at_the_eot_token(tiny32: LoadedModel) -> None:
     assert (lengths == eot + 1).all() and lengths[4] == 77 and lengths[0] == 4
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp32fast"])
 @pytest.mark.parametrize("name", ["capsearch-tiny", "ViT-B-32", "custom-text", "capsearch-compact-minilm"])
-def test_length_bucketed_text_equals_encode_text(name: str, tiny32: LoadedModel) -> None:
+def test_length_bucketed_text_equals_encode_text(name: str, precision: str, tiny32: LoadedModel) -> None:
+    """Exact fp32, and fp32fast: packed blocks, the last one at the pooled token only (to rounding)."""
     lm = _text_model(name, tiny32)
-    assert text_forward(lm)[1] is not None  # every one of these towers runs on cut tokens
     reference = _reference_text(lm, CAPTIONS)
+    lm = dataclasses.replace(lm, precision=precision)
+    assert text_forward(lm)[1] is not None  # every one of these towers runs on cut tokens
     got = encode_texts(lm, CAPTIONS, batch_size=2)  # several buckets of different lengths
     assert got.dtype == np.float32 and got.shape == reference.shape
     assert np.abs(got - reference).max() < 1e-5
     assert np.abs(encode_text_query(lm, CAPTIONS[1]) - reference[1]).max() < 1e-5
+
+
+def test_length_batches_pad_only_small_runs() -> None:
+    lengths = np.array([12] * 200 + [5] + [13] * 150 + [40, 41, 77] + [14] * 30)[::-1]
+    batches = length_batches(lengths, batch_size=256)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(len(lengths)))
+    assert (np.diff(lengths[flat]) >= 0).all()
+    assert [sorted(set(lengths[b].tolist())) for b in batches] == [[5, 12], [13], [14, 40], [41, 77]]
+    for idx in batches:  # captions shorter than a batch's longest hold fewer than MIN_BATCH_TOKENS tokens
+        shorter = lengths[idx][lengths[idx] < lengths[idx].max()]
+        assert len(shorter) * shorter.max(initial=0) < MIN_BATCH_TOKENS
+    assert [len(b) for b in length_batches(np.full(10, 77), 4)] == [4, 4, 2]
 
 
 def test_bf16_engine_stays_close_to_fp32(tiny32: LoadedModel, dataset: PreparedDataset) -> None:

@@ -112,3 +112,26 @@ def test_fp32fast_copy_is_packed_and_close_to_exact_fp32(name: str) -> None:
         for a, b in ((exact.model.encode_text(tokens), copy_.encode_text(tokens)),
                      (exact.model.encode_image(images), copy_.encode_image(images))):  # fmt: skip
             assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)  # fp32 arithmetic, oneDNN's summation order
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_packed_block_attends_to_a_shared_prefix_and_computes_rows_alone(causal: bool) -> None:
+    torch.manual_seed(0)
+    block = ResidualAttentionBlock(32, 4).eval()
+    for p in block.parameters():
+        p.data.normal_(0, 0.2)
+    packed = PackedBlock(block)
+    prefix, suffix = torch.randn(1, 2, 32), torch.randn(3, 5, 32)
+    x = torch.cat([prefix.expand(3, -1, -1), suffix], dim=1)
+    mask = torch.zeros(7, 7).masked_fill(torch.ones(7, 7).triu(1).bool(), float("-inf")) if causal else None
+    rows = torch.tensor([4, 0, 2])
+    with torch.inference_mode():
+        want = packed(x, attn_mask=mask)
+        head, past = packed.attend(prefix, None if mask is None else mask[:2, :2])
+        tail = packed.attend(suffix, None if mask is None else mask[2:], past)[0]
+        at_rows = packed.attend(suffix, None if mask is None else mask[2:], past, rows)[0]
+    if causal:  # the prefix cannot see what follows it
+        assert torch.allclose(want[:1, :2], head, atol=1e-5)
+    assert torch.allclose(want[:, 2:], tail, atol=1e-5)
+    assert at_rows.shape == (3, 32)
+    assert torch.allclose(want[torch.arange(3), rows + 2], at_rows, atol=1e-5)

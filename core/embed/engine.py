@@ -10,11 +10,13 @@ is at most half their short side (``draft``); fp32 decodes at full size, so it s
 images or captions are encoded in bulk, large freed activations stay in the heap for the next batch
 (:mod:`core.embed.heap`).
 
-Texts: all captions are tokenized, sorted by token length and batched; each batch runs the text
-transformer only up to its longest caption. For CLIP's causal text tower this is exact (position i attends
-only to positions <= i, and the pooled EOT token lies inside the kept prefix); for a Hugging Face text tower
-with mean or CLS pooling too (padding is masked out of attention and pooling alike); other towers run at
-full context.
+Texts: all captions are tokenized, sorted by token length and batched, most batches holding one length
+(:func:`length_batches`); each batch runs the text transformer only up to its longest caption. For CLIP's
+causal text tower this is exact (position i attends only to positions <= i, and the pooled EOT token lies
+inside the kept prefix); packed blocks run a prefix shared by a batch's captions once, and the last
+block computes the pooled token alone; for a Hugging Face text
+tower with mean or CLS pooling it is exact too (padding is masked out of attention and pooling alike);
+other towers run at full context.
 
 The towers run in ``lm.precision`` (see :mod:`core.models.device`): for every format but exact fp32 a
 copy of the model is kept (refreshed when the fp32 weights change), so ``lm.model`` itself stays as it
@@ -35,7 +37,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,7 @@ from torchvision.transforms import Normalize, ToTensor
 from core.data.images import load_rgb
 from core.embed.fp32_fast import fp32_fast_copy, image_input_dtype
 from core.embed.heap import reuse_freed_memory
-from core.embed.packed import pack_for_cpu, packing_available
+from core.embed.packed import PackedBlock, pack_for_cpu, packing_available
 from core.embed.tuning import DEFAULT_PLAN, PROBE_MIN_IMAGES, ImagePlan, image_plan
 from core.errors import CapsearchError
 from core.models.checkpoint import ClipModel
@@ -62,6 +64,9 @@ from core.models.text_tower import hf_text_tower
 from core.progress import Reporter, ensure
 
 _PREFETCH_DEPTH = 2
+# Tokens a caption batch holds before it stops at a longer caption (see length_batches): from about this
+# size a pass costs its arithmetic, not its reading of the weights.
+MIN_BATCH_TOKENS = 512
 QUERY_THREADS = 1
 # Prepack the linear layers of a bf16 or fp32fast CPU copy (see core.embed.packed); a benchmark turns it off
 # to compare.
@@ -117,15 +122,68 @@ class _CausalText:
     tower: open_clip.CLIP | TextTransformer
     pool_type: str
     eos_id: int | None
+    prefixes: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor] | None]] = field(
+        default_factory=dict, compare=False
+    )
+
+    def pooled_rows(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The position each row is pooled at, as open_clip's ``text_global_pool`` picks it."""
+        if self.pool_type == "first":
+            return torch.zeros(len(tokens), dtype=torch.long, device=tokens.device)
+        if self.pool_type == "argmax":
+            return tokens.argmax(dim=-1)
+        assert self.eos_id is not None  # causal_text_encoder keeps eos pooling only with an eos id
+        return tokens.eq(self.eos_id).int().argmax(dim=-1)
+
+    def _embedded(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
+        """Token plus positional embeddings of ``tokens`` placed from position ``start``."""
+        t = self.tower
+        cast = t.transformer.get_cast_dtype()
+        positions = t.positional_embedding[start : start + tokens.shape[1]]
+        return t.token_embedding(tokens).to(cast) + positions.to(cast)
+
+    def _prefix_states(
+        self, prefix: torch.Tensor, mask: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        """Each block's keys and values of the token sequence ``prefix``, kept for the encoder's later
+        batches."""
+        key = tuple(prefix.tolist())
+        if key not in self.prefixes:
+            h = self._embedded(prefix[None], 0)
+            states: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+            for block in self.tower.transformer.resblocks:
+                h, kv = block.attend(h, mask)
+                states.append(kv)
+            self.prefixes[key] = states
+        return self.prefixes[key]
+
+    def _packed_pooled(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The pooled rows' final states through packed blocks (:meth:`PackedBlock.attend`): the prefix
+        every row shares (CLIP's start token at least) runs once, its keys and values reused by all rows,
+        and the last block computes the pooled positions alone. Exact under the causal mask."""
+        blocks = self.tower.transformer.resblocks
+        n = tokens.shape[1]
+        mask = self.tower.attn_mask[:n, :n]
+        rows = self.pooled_rows(tokens)
+        shared = (tokens == tokens[:1]).all(dim=0).int().cumprod(dim=0).sum()
+        p = min(int(shared), int(rows.min())) if len(tokens) > 1 else 0
+        past = self._prefix_states(tokens[0, :p], mask[:p, :p]) if p else [None] * len(blocks)
+        x = self._embedded(tokens[:, p:], p)
+        for block, kv in zip(blocks[:-1], past[:-1], strict=True):
+            x = block.attend(x, mask[p:], kv)[0]
+        return blocks[-1].attend(x, mask[p:], past[-1], rows - p)[0]
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``encode_text`` on tokens cut to a prefix that holds every caption's EOT token."""
+        """``encode_text`` on tokens cut to a prefix that holds every caption's EOT token (through
+        :meth:`_packed_pooled` when every block is packed)."""
         t = self.tower
-        length = tokens.shape[1]
-        cast = t.transformer.get_cast_dtype()
-        x = t.token_embedding(tokens).to(cast) + t.positional_embedding[:length].to(cast)
-        x = t.transformer(x, attn_mask=t.attn_mask[:length, :length])
-        x = text_global_pool(t.ln_final(x), tokens, self.pool_type, eos_token_id=self.eos_id)
+        blocks = t.transformer.resblocks
+        if t.transformer.batch_first and all(isinstance(b, PackedBlock) for b in blocks):
+            x = t.ln_final(self._packed_pooled(tokens))
+        else:
+            n = tokens.shape[1]
+            x = t.transformer(self._embedded(tokens, 0), attn_mask=t.attn_mask[:n, :n])
+            x = text_global_pool(t.ln_final(x), tokens, self.pool_type, eos_token_id=self.eos_id)
         proj = t.text_projection
         if proj is None:
             return x
@@ -145,7 +203,8 @@ def causal_text_encoder(model: ClipModel) -> _CausalText | None:
         tower, pool, eos = model.text, model.text.pool_type, model.text.eos_id
     else:
         return None
-    if getattr(tower, "attn_mask", None) is None or pool not in ("argmax", "eos", "first"):
+    unpooled = pool not in ("argmax", "eos", "first") or (pool == "eos" and eos is None)
+    if getattr(tower, "attn_mask", None) is None or unpooled:
         return None
     return _CausalText(tower, pool, eos)
 
@@ -183,15 +242,32 @@ def encode_texts(
     tokens = lm.tokenizer(list(texts))
     forward, pad_id = text_forward(lm)
     lengths = token_lengths(tokens, pad_id) if pad_id is not None else np.full(len(texts), tokens.shape[1])
-    order = np.argsort(lengths, kind="stable")
+    done = 0
     with torch.inference_mode(), reuse_freed_memory():
-        for start in range(0, len(texts), batch_size):
+        for idx in length_batches(lengths, batch_size):
             reporter.check_cancelled()
-            idx = order[start : start + batch_size]
             batch = tokens[torch.from_numpy(idx), : int(lengths[idx].max())].to(lm.device)
             out[idx] = _normalized(forward(batch))
-            reporter.update("embed captions", min(start + batch_size, len(texts)), len(texts))
+            done += len(idx)
+            reporter.update("embed captions", done, len(texts))
     return out
+
+
+def length_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Positions of ``lengths`` in batches of ascending length. A batch ends at ``batch_size`` rows, or where
+    the length grows once it holds ``MIN_BATCH_TOKENS`` tokens: most batches then pad nothing, and rare
+    lengths share a batch instead of each paying for a pass over the weights."""
+    order = np.argsort(lengths, kind="stable")
+    batches, start = [], 0
+    for end in range(1, len(order) + 1):
+        longest = int(lengths[order[end - 1]])
+        grows = end == len(order) or int(lengths[order[end]]) > longest
+        if end - start == batch_size or (grows and (end - start) * longest >= MIN_BATCH_TOKENS):
+            batches.append(order[start:end])
+            start = end
+    if start < len(order):
+        batches.append(order[start:])
+    return batches
 
 
 @contextmanager

@@ -104,12 +104,37 @@ class PackedBlock(nn.Module):
     ) -> torch.Tensor:
         if k_x is not None or v_x is not None:
             raise ValueError("PackedBlock computes self-attention only")
-        b, n, d = q_x.shape
-        q, k, v = self.qkv(self.ln_1(q_x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        mask = None if attn_mask is None else attn_mask.to(q_x.dtype)  # as ResidualAttentionBlock does
-        mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, n, d)
-        x = self.out(mixed, residual=q_x)
-        return self.proj(self.act(self.fc(self.ln_2(x))), residual=x)
+        return self.attend(q_x, attn_mask)[0]
+
+    def attend(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rows: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The block on ``x`` ``[b, n, d]``, its queries attending under ``attn_mask`` (``[n, p + n]``) to
+        ``past``, the keys and values of a ``p``-token prefix that every sequence shares (``[1, heads, p,
+        d / heads]``, from an earlier call), and to their own. ``rows``: the output at position ``rows[i]``
+        of sequence i only, ``[b, d]``; the output projection and the MLP then run there alone. Returns the
+        output and ``x``'s own keys and values."""
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.ln_1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        own = (k, v)
+        if past is not None:
+            k = torch.cat([past[0].expand(b, -1, -1, -1), k], dim=2)
+            v = torch.cat([past[1].expand(b, -1, -1, -1), v], dim=2)
+        mask = None if attn_mask is None else attn_mask.to(x.dtype)  # as ResidualAttentionBlock does
+        residual = x
+        if rows is not None:
+            at = torch.arange(b, device=x.device)
+            q, residual = q[at, :, rows].unsqueeze(2), x[at, rows]
+            mask = None if mask is None else mask[rows][:, None, None, :]
+        mixed = (
+            F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(residual.shape)
+        )
+        y = self.out(mixed, residual=residual)
+        return self.proj(self.act(self.fc(self.ln_2(y))), residual=y), own
 
 
 def _pack_all_linears(module: nn.Module) -> None:
