@@ -155,7 +155,7 @@ def test_the_fast_copy_runs_the_tf_trunks_same_padding_statically(timm_pair) -> 
     static = [m for m in cast.visual.modules() if isinstance(m, fp32_fast._StaticSameConv)]
     assert static  # tf_efficientnet_lite0's strided convolutions
     assert all(m.conv.padding != (0, 0) for m in static if m.conv.stride == (2, 2))
-    assert any(isinstance(m, fp32_fast._ConvClamp) for m in cast.visual.modules())  # ReLU6 fused
+    assert any(isinstance(m, fp32_fast.ConvClamp) for m in cast.visual.modules())  # ReLU6 fused
 
 
 def test_relu_and_relu6_after_a_convolution_are_fused_into_it() -> None:
@@ -171,9 +171,9 @@ def test_relu_and_relu6_after_a_convolution_are_fused_into_it() -> None:
     fused = copy.deepcopy(trunk)
     assert fp32_fast.fuse_activations(fused) == 2
     assert [type(m).__name__ for m in fused] == [
-        "_ConvClamp",
+        "ConvClamp",
         "Identity",
-        "_ConvClamp",
+        "ConvClamp",
         "Identity",
         "Conv2d",
         "GELU",

@@ -51,9 +51,11 @@ def test_packed_model_matches_the_plain_bf16_model(name: str) -> None:
             assert torch.nn.functional.cosine_similarity(a.float(), b.float()).min() > 0.999
 
 
+@pytest.mark.parametrize("onednn", [True, False])
 @pytest.mark.parametrize("act", [nn.GELU, QuickGELU, lambda: nn.GELU(approximate="tanh")])
 @pytest.mark.parametrize("causal", [False, True])
-def test_packed_block_equals_the_open_clip_block(act: type[nn.Module], causal: bool) -> None:
+def test_packed_block_equals_the_open_clip_block(act: type[nn.Module], causal: bool, onednn: bool) -> None:
+    """On oneDNN's packed kernel and on torch's own matmul."""
     torch.manual_seed(0)
     block = ResidualAttentionBlock(32, 4, act_layer=act).eval()
     for p in block.parameters():  # LayerNorm starts at identity; make every weight count
@@ -63,7 +65,7 @@ def test_packed_block_equals_the_open_clip_block(act: type[nn.Module], causal: b
     mask = torch.zeros(6, 6).masked_fill(torch.ones(6, 6).triu(1).bool(), float("-inf")) if causal else None
     with torch.inference_mode():
         want = block(x, attn_mask=mask)
-        got = PackedBlock(block)(x, attn_mask=mask)
+        got = PackedBlock(block, onednn)(x, attn_mask=mask)
     assert torch.allclose(want, got, atol=1e-5)
 
 

@@ -142,3 +142,39 @@ def test_split_preprocessing_is_bit_identical(tmp_path: Path, tiny32: LoadedMode
     images = [load_rgb(p) for p in _photos(tmp_path, 3, (300, 200))]
     batch = split.finish(torch.stack([split(im) for im in images]))
     assert torch.equal(batch, torch.stack([tiny32.preprocess(im) for im in images]))
+
+
+@pytest.mark.parametrize(("rates", "choice"), [((100.0, 120.0), "mkl"), ((100.0, 103.0), "onednn")])
+def test_fp32_linear_kernel_is_measured_once_and_kept(
+    artifacts: Path, monkeypatch: pytest.MonkeyPatch, rates: tuple[float, float], choice: str
+) -> None:
+    monkeypatch.setattr(tuning, "_KERNELS", {})
+    assert tuning.fp32_linear_kernel(probe=False) == "onednn"  # nothing measured yet: the default
+    calls = []
+
+    def measured() -> dict[str, float]:
+        calls.append(1)
+        return {"onednn": rates[0], "mkl": rates[1]}
+
+    monkeypatch.setattr(tuning, "linear_kernel_rates", measured)
+    assert tuning.fp32_linear_kernel() == choice  # MKL must win by the margin
+    stored = json.loads(tuning.probe_file().read_text())["kernels"]["fp32 linear"]
+    assert stored["choice"] == choice
+    monkeypatch.setattr(tuning, "_KERNELS", {})  # a new process reads the file
+    assert tuning.fp32_linear_kernel() == choice and len(calls) == 1
+
+
+def test_an_fp32fast_copy_runs_on_the_measured_kernel(
+    artifacts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.embed.engine import inference_model
+    from core.embed.packed import PackedLinear, packing_available
+
+    if not packing_available():
+        pytest.skip("this torch build has no oneDNN packed linear")
+    fast = load_model("capsearch-tiny", device="cpu", precision="fp32fast")
+    monkeypatch.setattr(tuning, "_KERNELS", {tuning.probe_file(): "onednn"})
+    onednn = {m.onednn for m in inference_model(fast).modules() if isinstance(m, PackedLinear)}
+    monkeypatch.setattr(tuning, "_KERNELS", {tuning.probe_file(): "mkl"})
+    mkl = {m.onednn for m in inference_model(fast).modules() if isinstance(m, PackedLinear)}
+    assert (onednn, mkl) == ({True}, {False})  # the copy is made again for the other kernel

@@ -56,7 +56,8 @@ from core.data.images import load_rgb
 from core.embed.fp32_fast import fp32_fast_copy, image_input_dtype
 from core.embed.heap import reuse_freed_memory
 from core.embed.packed import PackedBlock, pack_for_cpu, packing_available
-from core.embed.tuning import DEFAULT_PLAN, PROBE_MIN_IMAGES, ImagePlan, image_plan
+from core.embed.resnet_fast import faster_resnet_tower
+from core.embed.tuning import DEFAULT_PLAN, PROBE_MIN_IMAGES, ImagePlan, fp32_linear_kernel, image_plan
 from core.errors import CapsearchError
 from core.models.checkpoint import ClipModel
 from core.models.loading import LoadedModel
@@ -98,8 +99,9 @@ def inference_model(lm: LoadedModel) -> ClipModel:
     kept with the copy: walking the module tree for it on every call cost a ViT-B-32 text query 0.5 ms."""
     if lm.precision == "fp32":
         return lm.model
+    kernel = linear_kernel(lm, probe=False)
     cached = _INFERENCE_COPIES.get(lm.model)
-    if cached is not None and cached.key == _weights_key(cached.params, lm.precision):
+    if cached is not None and cached.key == _weights_key(cached.params, f"{lm.precision}|{kernel}"):
         return cached.model
     params = list(lm.model.parameters())
     cpu = lm.device.type == "cpu"
@@ -108,10 +110,22 @@ def inference_model(lm: LoadedModel) -> ClipModel:
         cast = copy.deepcopy(lm.model).to(lm.dtype).eval()
         if cpu:  # convolutions in oneDNN's preferred layout; changes no value of a linear
             cast = cast.to(memory_format=torch.channels_last)
-    if PACK_CPU and cpu and lm.precision in ("bf16", "fp32fast") and packing_available(lm.dtype):
-        cast = pack_for_cpu(cast)
-    _INFERENCE_COPIES[lm.model] = _InferenceCopy(params, _weights_key(params, lm.precision), cast)
+    pack = PACK_CPU and cpu and lm.precision in ("bf16", "fp32fast") and packing_available(lm.dtype)
+    if cpu:
+        faster_resnet_tower(cast, pack, onednn=kernel == "onednn")
+    if pack:
+        cast = pack_for_cpu(cast, onednn=kernel == "onednn")
+    key = _weights_key(params, f"{lm.precision}|{kernel}")
+    _INFERENCE_COPIES[lm.model] = _InferenceCopy(params, key, cast)
     return cast
+
+
+def linear_kernel(lm: LoadedModel, probe: bool) -> str:
+    """The linear kernel of ``lm``'s packed CPU copy: oneDNN in bf16, in fp32fast the one this machine
+    measured faster (:func:`core.embed.tuning.fp32_linear_kernel`; ``probe``: measure it if not cached)."""
+    if lm.precision != "fp32fast" or lm.device.type != "cpu" or not packing_available():
+        return "onednn"
+    return fp32_linear_kernel(probe)
 
 
 # -- text ---------------------------------------------------------------------------------------------------
@@ -461,9 +475,10 @@ def engine_plan(lm: LoadedModel, probe: bool = True) -> ImagePlan:
     the cached plan or the default, never a probe)."""
     if lm.device.type != "cpu":
         return DEFAULT_PLAN
+    kernel = linear_kernel(lm, probe)
     model = inference_model(lm)
     shape = input_shape(lm)
-    key = f"{lm.model_id}|{lm.precision}|{'x'.join(map(str, shape))}|packed={PACK_CPU}"
+    key = f"{lm.model_id}|{lm.precision}|{'x'.join(map(str, shape))}|packed={PACK_CPU}|linear={kernel}"
     dtype = image_input_dtype(model, lm.dtype)
     return image_plan(key, model.encode_image, shape, dtype, probe, layouts=lm.precision != "fp32")
 

@@ -107,7 +107,7 @@ def _input_size(visual: TimmModel) -> int:
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
-def _folded_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Module:
+def folded_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Module:
     """Fold ``bn``'s eval-mode affine map into ``conv``'s weight and bias, in place, in float32; returns
     what must still run after the convolution (timm's ``BatchNormAct2d`` keeps its dropout and
     activation)."""
@@ -138,7 +138,7 @@ def fold_batch_norms(model: nn.Module) -> int:
             and bn.running_mean is not None
             and conv.out_channels == bn.num_features
         ):
-            setattr(module, second, _folded_into(conv, bn))
+            setattr(module, second, folded_into(conv, bn))
             folded += 1
     return folded
 
@@ -221,7 +221,7 @@ def static_same_padding(trunk: nn.Module, size: int) -> int:
     return len(sizes)
 
 
-class _ConvClamp(nn.Module):
+class ConvClamp(nn.Module):
     """A ``Conv2d`` followed by ReLU or ReLU6 in one oneDNN call (inference on the CPU only)."""
 
     def __init__(self, conv: nn.Conv2d, act: nn.Module) -> None:
@@ -254,7 +254,7 @@ def fuse_activations(trunk: nn.Module) -> int:
     for module, first, second, conv, follower in _adjacent_children(trunk):
         act = _clamp_of(follower)
         if type(conv) is nn.Conv2d and not isinstance(conv.padding, str) and act is not None:
-            setattr(module, first, _ConvClamp(conv, act))
+            setattr(module, first, ConvClamp(conv, act))
             setattr(module, second, nn.Identity())
             fused += 1
     return fused

@@ -6,9 +6,16 @@ transformer blocks are replaced whole (:class:`PackedBlock`) so that the MLP's G
 additions run inside the linear layers' oneDNN calls: ViT-B-32 text-query encoding went from about 19 to
 13 ms p50 on this project's AMX Xeon (artifacts/results/bench_query_latency_bf16.json). Every linear layer
 of a Hugging Face text trunk is packed on its own.
+
+In fp32 the faster kernel depends on the machine and its load: on a 2-vCPU AMD EPYC (AVX2) oneDNN's packed
+linear ran ViT-B-32 at a steady 128-130 GFLOP/s while torch's own matmul (MKL) swung between 74 and 123
+with other work on the machine, yet reached 163 on the idle machine (bench_throughput.json). So an fp32
+copy keeps the same blocks on either kernel, as :func:`core.embed.tuning.fp32_linear_kernel` measured.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 import torch.nn.functional as F
@@ -31,27 +38,38 @@ def packing_available(dtype: torch.dtype = torch.float32) -> bool:
 
 
 class PackedLinear(nn.Module):
-    """``F.linear(x, weight, bias)`` with ``weight`` held in oneDNN's packed layout (inference only),
-    optionally followed by a fused GELU (``gelu``: ``"none"`` for erf, ``"tanh"``) or a fused residual add."""
+    """``F.linear(x, weight, bias)`` for inference, optionally followed by a GELU (``gelu``: ``"none"`` for
+    erf, ``"tanh"``) or a residual add. With ``onednn`` (the default) ``weight`` is held in oneDNN's packed
+    layout and the GELU or add runs inside its call; without, in fp32 only, torch's own matmul (MKL) runs it
+    and the GELU or add follows (:func:`core.embed.tuning.fp32_linear_kernel` picks one per machine)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None) -> None:
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None, onednn: bool = True
+    ) -> None:
         super().__init__()
         # ``weight`` keeps its name so that code reading ``layer.weight.dtype`` (open_clip does) still works.
-        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
+        weight = weight.detach()
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, None) if onednn else weight
         self.bias = None if bias is None else bias.detach()
+        self.onednn = onednn
         self.post_op, self.algorithm = ("none", "") if gelu is None else ("gelu", gelu)
 
     @classmethod
-    def of(cls, linear: nn.Linear, gelu: str | None = None) -> PackedLinear:
-        return cls(linear.weight, linear.bias, gelu)
+    def of(cls, linear: nn.Linear, gelu: str | None = None, onednn: bool = True) -> PackedLinear:
+        return cls(linear.weight, linear.bias, gelu, onednn)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if residual is not None and self.post_op != "none":
+            raise ValueError("a packed linear layer fuses either its activation or a residual add, not both")
+        if not self.onednn:
+            y = F.linear(x, self.weight, self.bias)
+            if residual is not None:
+                return y.add_(residual)
+            return F.gelu(y, approximate=self.algorithm) if self.post_op == "gelu" else y
         if residual is None:
             return torch.ops.mkldnn._linear_pointwise(
                 x, self.weight, self.bias, self.post_op, [], self.algorithm
             )
-        if self.post_op != "none":
-            raise ValueError("a packed linear layer fuses either its activation or a residual add, not both")
         return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.weight, self.bias, "add")
 
 
@@ -60,18 +78,18 @@ class PackedBlock(nn.Module):
     projection, SDPA, the output projection fused with its residual add, the MLP's first layer fused with
     its GELU (other activations run apart) and its second fused with the residual add."""
 
-    def __init__(self, block: ResidualAttentionBlock) -> None:
+    def __init__(self, block: ResidualAttentionBlock, onednn: bool = True) -> None:
         super().__init__()
         mha, mlp = block.attn, block.mlp
         self.heads = mha.num_heads
         self.ln_1, self.ln_2 = block.ln_1, block.ln_2
-        self.qkv = PackedLinear(mha.in_proj_weight, mha.in_proj_bias)
-        self.out = PackedLinear.of(mha.out_proj)
+        self.qkv = PackedLinear(mha.in_proj_weight, mha.in_proj_bias, onednn=onednn)
+        self.out = PackedLinear.of(mha.out_proj, onednn=onednn)
         act = mlp.gelu
         fused = isinstance(act, nn.GELU)
-        self.fc = PackedLinear.of(mlp.c_fc, act.approximate if fused else None)
+        self.fc = PackedLinear.of(mlp.c_fc, act.approximate if fused else None, onednn)
         self.act = nn.Identity() if fused else act
-        self.proj = PackedLinear.of(mlp.c_proj)
+        self.proj = PackedLinear.of(mlp.c_proj, onednn=onednn)
 
     @staticmethod
     def supports(block: ResidualAttentionBlock) -> bool:
@@ -137,26 +155,46 @@ class PackedBlock(nn.Module):
         return self.proj(self.act(self.fc(self.ln_2(y))), residual=y), own
 
 
-def _pack_all_linears(module: nn.Module) -> None:
+def _pack_all_linears(module: nn.Module, onednn: bool) -> None:
     for name, child in module.named_children():
         if type(child) is nn.Linear:
-            setattr(module, name, PackedLinear.of(child))
+            setattr(module, name, PackedLinear.of(child, onednn=onednn))
         else:
-            _pack_all_linears(child)
+            _pack_all_linears(child, onednn)
 
 
-def pack_for_cpu(model: nn.Module) -> nn.Module:
+def pack_for_cpu(model: nn.Module, onednn: bool = True) -> nn.Module:
     """Pack, in place, the linear layers of a bf16 or fp32 CPU inference copy of ``model`` (see the module
-    notes). The result can no longer be trained, copied or moved; returns ``model``."""
+    notes; ``onednn`` False, for fp32: blocks as :class:`PackedBlock` on torch's own matmul). The result can
+    no longer be trained, copied or moved; returns ``model``."""
     for module in list(model.modules()):
         for name, child in module.named_children():
             if isinstance(child, ResidualAttentionBlock):
                 # Blocks PackedBlock cannot stand in for keep their attention and get packed MLP layers.
                 if PackedBlock.supports(child):
-                    setattr(module, name, PackedBlock(child))
+                    setattr(module, name, PackedBlock(child, onednn))
                 else:
-                    _pack_all_linears(child.mlp)
+                    _pack_all_linears(child.mlp, onednn)
     text = hf_text_tower(model)
     if text is not None:
-        _pack_all_linears(text.transformer)
+        _pack_all_linears(text.transformer, onednn)
     return model
+
+
+def linear_kernel_rates(width: int = 768, rows: int = 1024, rounds: int = 3) -> dict[str, float]:
+    """GFLOP/s of one fp32 transformer block (ViT-B-32's width) as :class:`PackedBlock` on each fp32 linear
+    kernel, the best of ``rounds`` interleaved rounds."""
+    torch.manual_seed(0)
+    block = ResidualAttentionBlock(width, width // 64).eval()
+    blocks = {"onednn": PackedBlock(block, onednn=True), "mkl": PackedBlock(block, onednn=False)}
+    x = torch.randn(rows // 64, 64, width)
+    flop = 24 * rows * width * width
+    best = dict.fromkeys(blocks, 0.0)
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for name, run in blocks.items():
+                run(x)  # oneDNN builds its primitives on a shape's first call
+                start = time.perf_counter()
+                run(x)
+                best[name] = max(best[name], flop / (time.perf_counter() - start) / 1e9)
+    return {name: round(rate, 1) for name, rate in best.items()}

@@ -9,7 +9,8 @@ never waits for it) and keeps the winner in ``<artifacts>/cache/engine_probe/<ma
 the probe and uses :data:`DEFAULT_PLAN`. Accelerators skip it too (their batch is the caller's).
 
 The exact fp32 mode only gets a thread count and batch size (which do not change any value); the input
-layout is probed for the fast formats only.
+layout is probed for the fast formats only. :func:`fp32_linear_kernel` times oneDNN's packed linear
+against torch's own matmul once per machine for fp32fast copies, kept in the same file.
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ import torch
 
 from core.atomic import write_json
 from core.embed.heap import reuse_freed_memory
+from core.embed.packed import linear_kernel_rates
 from core.locks import exclusive
 from core.paths import artifacts_root
 
 PROBE_ENV = "CAPSEARCH_PROBE"
 # 2: convolutional timm image towers' fast copy is fp32 (fp32_fast); 3: larger batches kept unless slower;
-# 4: timed with freed memory kept for reuse (core.embed.heap), as the engine now runs
-PROBE_VERSION = 4
+# 4: timed with freed memory kept for reuse (core.embed.heap), as the engine now runs; 5: fp32 copies on the
+# measured linear kernel (fp32_linear_kernel)
+PROBE_VERSION = 5
 BATCH_SIZES = (16, 32, 64)
 # A batch size is only probed when one batch is predicted to take at most this long (ViT-B-32 in fp32 on a
 # 2-vCPU AVX2 EPYC: 32 images in about 3.6 s).
@@ -61,6 +64,8 @@ class ImagePlan:
 
 
 DEFAULT_PLAN = ImagePlan(batch_size=64, threads=0, channels_last=False)  # threads 0: leave torch's
+# fp32_linear_kernel's answers in this process, by probe cache file (read once: queries ask on every call).
+_KERNELS: dict[Path, str] = {}
 
 
 def cpu_model() -> str:
@@ -93,13 +98,42 @@ def probe_file() -> Path:
     return artifacts_root() / "cache" / "engine_probe" / f"{machine_key()}.json"
 
 
-def _read_plans(path: Path) -> dict[str, Any]:
+def _read_section(path: Path, section: str) -> dict[str, Any]:
+    """One section (``plans``, ``kernels``) of a probe cache; empty when missing or unreadable."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    plans = data.get("plans") if isinstance(data, dict) else None
-    return plans if isinstance(plans, dict) else {}
+    entries = data.get(section) if isinstance(data, dict) else None
+    return entries if isinstance(entries, dict) else {}
+
+
+def _store(path: Path, section: str, key: str, value: Any) -> None:
+    """Set ``section[key]`` in the probe cache, atomically under its lock."""
+    with exclusive(path.parent):
+        sections = {name: _read_section(path, name) for name in ("plans", "kernels")}
+        sections[section][key] = value
+        write_json(path, {"machine": cpu_model(), "torch": torch.__version__, **sections})
+
+
+def fp32_linear_kernel(probe: bool = True) -> str:
+    """The faster fp32 linear kernel of this machine for packed copies (:mod:`core.embed.packed`):
+    ``onednn`` or ``mkl``, cached; not cached: measured (``probe``, about a second) or ``onednn``, the one
+    that held its speed under load. MKL must win by :data:`MARGIN`."""
+    path = probe_file()
+    if path in _KERNELS:
+        return _KERNELS[path]
+    cached = _read_section(path, "kernels").get("fp32 linear")
+    if isinstance(cached, dict) and cached.get("choice") in ("onednn", "mkl"):
+        _KERNELS[path] = str(cached["choice"])
+        return _KERNELS[path]
+    if os.environ.get(PROBE_ENV, "1").strip() == "0" or not probe:
+        return "onednn"
+    rates = linear_kernel_rates()
+    choice = "mkl" if rates["mkl"] > rates["onednn"] * MARGIN else "onednn"
+    _store(path, "kernels", "fp32 linear", {"choice": choice, "gflop_per_s": rates})
+    _KERNELS[path] = choice
+    return choice
 
 
 def _plan_of(entry: Any) -> ImagePlan | None:
@@ -181,7 +215,7 @@ def image_plan(
     if os.environ.get(PROBE_ENV, "1").strip() == "0":
         return DEFAULT_PLAN
     path = probe_file()
-    cached = _plan_of(_read_plans(path).get(key))
+    cached = _plan_of(_read_section(path, "plans").get(key))
     if cached is not None:
         return cached
     if not probe:
@@ -190,8 +224,5 @@ def image_plan(
         plan = probe_images(
             encode, shape, dtype, layouts=dtype != torch.float32 if layouts is None else layouts
         )
-    with exclusive(path.parent):
-        plans = _read_plans(path)
-        plans[key] = {k: v for k, v in asdict(plan).items() if k != "probed"}
-        write_json(path, {"machine": cpu_model(), "torch": torch.__version__, "plans": plans})
+    _store(path, "plans", key, {k: v for k, v in asdict(plan).items() if k != "probed"})
     return plan
