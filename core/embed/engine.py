@@ -13,10 +13,9 @@ images or captions are encoded in bulk, large freed activations stay in the heap
 Texts: all captions are tokenized, sorted by token length and batched, most batches holding one length
 (:func:`length_batches`); each batch runs the text transformer only up to its longest caption. For CLIP's
 causal text tower this is exact (position i attends only to positions <= i, and the pooled EOT token lies
-inside the kept prefix); packed blocks run a prefix shared by a batch's captions once, and the last
-block computes the pooled token alone; for a Hugging Face text
-tower with mean or CLS pooling it is exact too (padding is masked out of attention and pooling alike);
-other towers run at full context.
+inside the kept prefix), and packed blocks also run the prefix a batch's captions share once and the last
+block at the pooled token alone; for a Hugging Face text tower with mean or CLS pooling it is exact too
+(padding is masked out of attention and pooling alike); other towers run at full context.
 
 The towers run in ``lm.precision`` (see :mod:`core.models.device`): for every format but exact fp32 a
 copy of the model is kept (refreshed when the fp32 weights change), so ``lm.model`` itself stays as it
