@@ -148,7 +148,7 @@ def test_split_preprocessing_is_bit_identical(tmp_path: Path, tiny32: LoadedMode
 def test_fp32_linear_kernel_is_measured_once_and_kept(
     artifacts: Path, monkeypatch: pytest.MonkeyPatch, rates: tuple[float, float], choice: str
 ) -> None:
-    monkeypatch.setattr(tuning, "_KERNELS", {})
+    monkeypatch.setattr(tuning, "_fp32_kernel", {})
     assert tuning.fp32_linear_kernel(probe=False) == "onednn"  # nothing measured yet: the default
     calls = []
 
@@ -160,7 +160,7 @@ def test_fp32_linear_kernel_is_measured_once_and_kept(
     assert tuning.fp32_linear_kernel() == choice  # MKL must win by the margin
     stored = json.loads(tuning.probe_file().read_text())["kernels"]["fp32 linear"]
     assert stored["choice"] == choice
-    monkeypatch.setattr(tuning, "_KERNELS", {})  # a new process reads the file
+    monkeypatch.setattr(tuning, "_fp32_kernel", {})  # a new process reads the file
     assert tuning.fp32_linear_kernel() == choice and len(calls) == 1
 
 
@@ -173,8 +173,8 @@ def test_an_fp32fast_copy_runs_on_the_measured_kernel(
     if not packing_available():
         pytest.skip("this torch build has no oneDNN packed linear")
     fast = load_model("capsearch-tiny", device="cpu", precision="fp32fast")
-    monkeypatch.setattr(tuning, "_KERNELS", {tuning.probe_file(): "onednn"})
+    monkeypatch.setattr(tuning, "_fp32_kernel", {"choice": "onednn"})
     onednn = {m.onednn for m in inference_model(fast).modules() if isinstance(m, PackedLinear)}
-    monkeypatch.setattr(tuning, "_KERNELS", {tuning.probe_file(): "mkl"})
+    monkeypatch.setattr(tuning, "_fp32_kernel", {"choice": "mkl"})
     mkl = {m.onednn for m in inference_model(fast).modules() if isinstance(m, PackedLinear)}
     assert (onednn, mkl) == ({True}, {False})  # the copy is made again for the other kernel

@@ -184,10 +184,10 @@ def pack_for_cpu(model: nn.Module, onednn: bool = True) -> nn.Module:
 def linear_kernel_rates(width: int = 768, rows: int = 1024, rounds: int = 3) -> dict[str, float]:
     """GFLOP/s of one fp32 transformer block (ViT-B-32's width) as :class:`PackedBlock` on each fp32 linear
     kernel, the best of ``rounds`` interleaved rounds."""
-    torch.manual_seed(0)
-    block = ResidualAttentionBlock(width, width // 64).eval()
+    with torch.random.fork_rng():  # the caller's random state stays as it was
+        block = ResidualAttentionBlock(width, width // 64).eval()
     blocks = {"onednn": PackedBlock(block, onednn=True), "mkl": PackedBlock(block, onednn=False)}
-    x = torch.randn(rows // 64, 64, width)
+    x = torch.randn(rows // 64, 64, width, generator=torch.Generator().manual_seed(0))
     flop = 24 * rows * width * width
     best = dict.fromkeys(blocks, 0.0)
     with torch.inference_mode():

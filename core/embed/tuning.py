@@ -64,8 +64,9 @@ class ImagePlan:
 
 
 DEFAULT_PLAN = ImagePlan(batch_size=64, threads=0, channels_last=False)  # threads 0: leave torch's
-# fp32_linear_kernel's answers in this process, by probe cache file (read once: queries ask on every call).
-_KERNELS: dict[Path, str] = {}
+# What fp32_linear_kernel knows in this process: its "choice" once cached or measured, "read" once the probe
+# file had none (every query asks, and finding the probe file takes a millisecond).
+_fp32_kernel: dict[str, str] = {}
 
 
 def cpu_model() -> str:
@@ -120,19 +121,23 @@ def fp32_linear_kernel(probe: bool = True) -> str:
     """The faster fp32 linear kernel of this machine for packed copies (:mod:`core.embed.packed`):
     ``onednn`` or ``mkl``, cached; not cached: measured (``probe``, about a second) or ``onednn``, the one
     that held its speed under load. MKL must win by :data:`MARGIN`."""
+    if "choice" in _fp32_kernel:
+        return _fp32_kernel["choice"]
+    no_probe = os.environ.get(PROBE_ENV, "1").strip() == "0" or not probe
+    if no_probe and "read" in _fp32_kernel:
+        return "onednn"
     path = probe_file()
-    if path in _KERNELS:
-        return _KERNELS[path]
     cached = _read_section(path, "kernels").get("fp32 linear")
     if isinstance(cached, dict) and cached.get("choice") in ("onednn", "mkl"):
-        _KERNELS[path] = str(cached["choice"])
-        return _KERNELS[path]
-    if os.environ.get(PROBE_ENV, "1").strip() == "0" or not probe:
+        _fp32_kernel["choice"] = str(cached["choice"])
+        return _fp32_kernel["choice"]
+    _fp32_kernel["read"] = "no kernel cached"
+    if no_probe:
         return "onednn"
     rates = linear_kernel_rates()
     choice = "mkl" if rates["mkl"] > rates["onednn"] * MARGIN else "onednn"
     _store(path, "kernels", "fp32 linear", {"choice": choice, "gflop_per_s": rates})
-    _KERNELS[path] = choice
+    _fp32_kernel["choice"] = choice
     return choice
 
 
