@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason
 
 def _compact_visual() -> nn.Module:
     """The compact tower with every BatchNorm's statistics and affine map random, so each one counts (open_clip
-    starts the last one of each block at zero)."""
+    starts the last one of each block at zero), and the attention pool's query weights scaled up."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = build_model(open_clip.get_model_config("capsearch-compact-minilm128")).eval()
@@ -30,6 +30,7 @@ def _compact_visual() -> nn.Module:
                 m.bias.data.normal_(0, 0.2)
                 m.running_mean.normal_(0, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
+        model.visual.attnpool.q_proj.weight.data.mul_(30)  # a peaked attention: the query token matters
     return model
 
 
