@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import open_clip
@@ -170,11 +171,15 @@ def test_one_precision_rule_for_inference_and_training(monkeypatch: pytest.Monke
     assert resolve_precision(cpu, None) == "fp32"  # inference and evaluation: exact unless asked
     assert resolve_precision(cpu, "auto", TRAINING_DEFAULT) == "bf16"  # training: mixed precision
     assert resolve_precision(cpu, "fp32", TRAINING_DEFAULT) == "fp32"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # native bf16: no warning
+        assert resolve_precision(cpu, "bf16") == "bf16"
     monkeypatch.setenv("CAPSEARCH_PRECISION", "fast")  # stands in for a precision not given, on every path
     assert resolve_precision(cpu, None) == "bf16" and resolve_precision(cpu, "fp32") == "fp32"
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     assert resolve_precision(cpu, "fast") == "fp32fast"  # no native bf16: fp32 through the fast path
-    assert resolve_precision(cpu, "bf16") == "bf16"  # still available when asked by name
+    with pytest.warns(RuntimeWarning, match="emulated"):  # still available when asked by name, with a warning
+        assert resolve_precision(cpu, "bf16") == "bf16"
     assert resolve_precision(cpu, "fp32fast") == "fp32fast"
     with training_autocast(cpu, "fp32fast"):  # training has no fast path of its own: plain fp32
         assert not torch.is_autocast_enabled("cpu")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from contextlib import AbstractContextManager
 from typing import Literal, get_args
 
@@ -107,6 +108,13 @@ def resolve_precision(
         raise ModelError(f"unknown precision {wanted!r}", hint=f"use one of {', '.join(PRECISIONS)}")
     if wanted == "fp16" and device.type == "cpu":
         raise ModelError("fp16 is not supported on the CPU", hint="use --precision bf16, fast or fp32")
+    if wanted == "bf16" and device.type == "cpu" and not native_cpu_bf16():
+        warnings.warn(
+            "bf16 on this CPU (no AVX512-BF16 or AMX) is emulated, hundreds of times slower than fp32; "
+            "--precision fast runs fp32fast here",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return formats[wanted]
 
 
