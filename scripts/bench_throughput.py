@@ -7,7 +7,8 @@ process on the same Flickr8k test images:
   ``encode_image`` on batches of 32 under no_grad), the engine in fp32 (exact) and in the fast mode, timed
   in the order naive, fp32, fast, fast, fp32, naive and averaged per side (this machine is shared);
 * model only, on one batch of preprocessed images, in interleaved rounds (median reported): torch fp32,
-  torch fast (the engine's copy; for a convolutional timm tower, such as lit-lite2's, an fp32 copy: ``fast_computes_in``), ONNX Runtime
+  torch fast (the engine's copy; for a convolutional timm tower, such as lit-lite2's, an fp32 copy: ``fast_computes_in``),
+  torch fp32fast where fast computes in bf16 (torch's fastest fp32 arithmetic, to set against the runtimes' fp32), ONNX Runtime
   fp32 (all graph optimisations, ``--threads`` intra-op threads), OpenVINO fp32 and bf16 (throughput
   hint, ``--threads``); the ONNX graph is exported from the loaded model (TorchScript exporter, with
   the fused MHA path off) and checked against torch (least cosine, largest absolute difference);
@@ -266,39 +267,44 @@ def _close(out: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     }
 
 
+def torch_run(lm: LoadedModel, x: torch.Tensor, threads: int) -> Callable[[], torch.Tensor]:
+    """One forward pass of ``lm``'s image tower on ``x`` as the engine runs it: its inference copy, the
+    input's dtype and layout and the threads of its plan."""
+    plan, model = engine_plan(lm), inference_model(lm)
+    layout = torch.channels_last if plan.channels_last else torch.contiguous_format
+    xs = x.to(image_input_dtype(model, lm.dtype)).contiguous(memory_format=layout)
+
+    def run() -> torch.Tensor:
+        torch.set_num_threads(plan.threads or threads)
+        with torch.inference_mode():
+            return model.encode_image(xs)
+
+    return run
+
+
 def model_only(
-    lm32: LoadedModel, fast: LoadedModel, x: torch.Tensor, threads: int, rounds: int = 5
+    lm32: LoadedModel,
+    fast: LoadedModel,
+    x: torch.Tensor,
+    threads: int,
+    fp32fast: LoadedModel | None = None,
+    rounds: int = 5,
 ) -> dict[str, Any]:
     """Images/s of each backend on the same preprocessed batch ``x`` (no decoding), in interleaved rounds
-    (:func:`interleaved_rates`); torch runs as the engine does (its plan's threads, freed memory kept for
-    reuse)."""
-    plan32, plan_fast = engine_plan(lm32), engine_plan(fast)
-    copy_fast = inference_model(fast)
-    layout = torch.channels_last if plan_fast.channels_last else torch.contiguous_format
-    xf = x.to(image_input_dtype(copy_fast, fast.dtype)).contiguous(memory_format=layout)
-
-    def torch_run(
-        encode: Callable[[torch.Tensor], torch.Tensor], xs: torch.Tensor, n: int
-    ) -> Callable[[], torch.Tensor]:
-        def run() -> torch.Tensor:
-            torch.set_num_threads(n)
-            with torch.inference_mode():
-                return encode(xs)
-
-        return run
-
-    fp32_run = torch_run(lm32.model.encode_image, x, plan32.threads or threads)
-    fast_run = torch_run(copy_fast.encode_image, xf, plan_fast.threads or threads)
+    (:func:`interleaved_rates`); torch runs as the engine does (:func:`torch_run`, freed memory kept for
+    reuse); ``fp32fast``: also torch's fp32fast copy."""
+    fp32_run = torch_run(lm32, x, threads)
     reference = fp32_run().numpy()
-    runs: dict[str, Callable[[], object]] = {"torch_fp32": fp32_run, "torch_fast": fast_run}
-    details: dict[str, dict[str, Any]] = {
-        "torch_fp32": {},
-        "torch_fast": {
-            "format": fast.precision,
-            "computes_in": compute_format(fast),
-            **_close(fast_run().float().numpy(), reference),
-        },
-    }
+    runs: dict[str, Callable[[], object]] = {"torch_fp32": fp32_run}
+    details: dict[str, dict[str, Any]] = {"torch_fp32": {}}
+    for name, lm in (("torch_fast", fast), ("torch_fp32fast", fp32fast)):
+        if lm is not None:
+            runs[name] = run = torch_run(lm, x, threads)
+            details[name] = {
+                "format": lm.precision,
+                "computes_in": compute_format(lm),
+                **_close(run().float().numpy(), reference),
+            }
     out: dict[str, Any] = {"batch": len(x), "rounds": rounds}
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -417,6 +423,11 @@ def roofline(result: dict[str, Any], gflop: float, peaks: dict[str, float]) -> d
         ("engine_fast (end to end)", e2e["engine_fast"]["images_per_s"], fast_peak),
         ("torch_fp32 (model only)", mo["torch_fp32"]["images_per_s"], peaks["fp32"]),
         ("torch_fast (model only)", mo["torch_fast"]["images_per_s"], fast_peak),
+        *(
+            [("torch_fp32fast (model only)", mo["torch_fp32fast"]["images_per_s"], peaks["fp32"])]
+            if "torch_fp32fast" in mo
+            else []
+        ),
     ):
         achieved = rate * gflop
         rows[name] = {"gflop_per_s": round(achieved, 1), "of_peak": round(achieved / peak, 3)}
@@ -448,13 +459,18 @@ def main() -> None:
     paths, texts = flickr8k_test(args.flickr8k, args.images, args.captions)
     lm32 = load_model(args.model, device="cpu", precision="fp32")
     fast = load_model(args.model, device="cpu", precision="fast")
+    fp32fast = (
+        None if compute_format(fast) == "fp32" else load_model(args.model, device="cpu", precision="fp32fast")
+    )
     plans = {"fp32": engine_plan(lm32).__dict__, "fast": engine_plan(fast).__dict__}
+    if fp32fast is not None:
+        plans["fp32fast"] = engine_plan(fp32fast).__dict__
     print(f"{args.model}: plans {plans}", file=sys.stderr)
     x = torch.stack([lm32.preprocess(load_rgb(p)) for p in paths[: args.batch]])
     label = args.label or args.model.rstrip("/").split("/")[-1]
     if args.model_only:
         result: dict[str, Any] = {"model": args.model, "model_id": lm32.model_id, "threads": threads}
-        result |= {"fast_format": fast.precision, "model_only": model_only(lm32, fast, x, threads)}
+        result |= {"fast_format": fast.precision, "model_only": model_only(lm32, fast, x, threads, fp32fast)}
         finish(result, info, load_start, cpu_start, t_start)
         save_model_only(label, result)
         return
@@ -471,7 +487,7 @@ def main() -> None:
         "probe_cache": str(probe_file().name),
         "end_to_end": end_to_end(lm32, fast, paths),
     }
-    result["model_only"] = model_only(lm32, fast, x, threads)
+    result["model_only"] = model_only(lm32, fast, x, threads, fp32fast)
     result["roofline"] = roofline(result, gflop_per_image(lm32, x), peaks) | {"matmul_kernels": kernels}
     result["decode_alone"] = decode_alone(lm32, paths, max(x.shape[2:]))
     result["decode_workers"] = workers(fast, paths, tuple(args.workers))

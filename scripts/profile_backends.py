@@ -4,9 +4,10 @@ the model-only gap in ``bench_throughput.json``.
 For ``--model``, on one batch of random images at the model's input size:
 
 * torch: the engine's fast copy under ``torch.profiler``, self CPU time per operator (top ``--top``);
-* OpenVINO fp32 (the model exported as in ``bench_throughput.py``), with per-node performance counters,
-  time per node type and the kernels it picked, for the latency hint (one stream on all threads, as torch
-  runs) and the throughput hint (a stream per core);
+* OpenVINO in the number format torch's fast copy computes in (fp32, or bf16 where the CPU has it; the
+  model exported as in ``bench_throughput.py``), with per-node performance counters, time per node type and
+  the kernels it picked, for the latency hint (one stream on all threads, as torch runs) and the throughput
+  hint (a stream per core);
 * images/s of torch fast and both OpenVINO settings in interleaved rounds (median), so that one stream
   against several is measured, not assumed.
 
@@ -107,12 +108,18 @@ def main() -> None:
     layout = torch.channels_last if plan.channels_last else torch.contiguous_format
     xf = x.to(image_input_dtype(model, fast.dtype)).contiguous(memory_format=layout)
     torch.set_num_threads(plan.threads or threads)
-    entry: dict[str, Any] = {"model": args.model, "fast_format": fast.precision, "batch": args.batch}
+    computes_in = "bf16" if xf.dtype == torch.bfloat16 else "fp32"
+    entry: dict[str, Any] = {
+        "model": args.model,
+        "fast_format": fast.precision,
+        "fast_computes_in": computes_in,
+        "batch": args.batch,
+    }
     with reuse_freed_memory(), tempfile.TemporaryDirectory() as tmp:
         entry["torch_fast"] = torch_profile(model.encode_image, xf, args.top)
         path = export_onnx(lm32, x, Path(tmp))
         config = {
-            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_PRECISION_HINT": {"bf16": "bf16", "fp32": "f32"}[computes_in],
             "INFERENCE_NUM_THREADS": str(threads),
             "PERF_COUNT": "YES",
         }
@@ -122,7 +129,7 @@ def main() -> None:
         }
         xn = x.numpy()
         for hint, c in compiled.items():
-            entry[f"openvino_fp32_{hint.lower()}"] = {
+            entry[f"openvino_{computes_in}_{hint.lower()}"] = {
                 "streams": int(c.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")),
                 **openvino_profile(c, xn, args.top),
             }
@@ -133,7 +140,7 @@ def main() -> None:
 
         runs: dict[str, Any] = {"torch_fast": torch_run}
         for hint, c in compiled.items():
-            runs[f"openvino_fp32_{hint.lower()}"] = openvino_streams_run(ov, c, xn)[0]
+            runs[f"openvino_{computes_in}_{hint.lower()}"] = openvino_streams_run(ov, c, xn)[0]
         entry["interleaved_images_per_s"] = interleaved_rates(runs, args.batch, args.rounds)
     entry |= {"machine": machine_info(), "commit": commit(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
     out = results_dir() / RESULTS

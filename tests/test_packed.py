@@ -11,7 +11,13 @@ import torch
 from open_clip.transformer import QuickGELU, ResidualAttentionBlock
 from torch import nn
 
-from core.embed.packed import PackedBlock, PackedLinear, pack_for_cpu, packing_available
+from core.embed.packed import (
+    FirstTokenTransformer,
+    PackedBlock,
+    PackedLinear,
+    pack_for_cpu,
+    packing_available,
+)
 from core.models.checkpoint import build_model, make_tokenizer
 
 pytestmark = pytest.mark.skipif(
@@ -137,3 +143,25 @@ def test_packed_block_attends_to_a_shared_prefix_and_computes_rows_alone(causal:
     assert torch.allclose(want[:, 2:], tail, atol=1e-5)
     assert at_rows.shape == (3, 32)
     assert torch.allclose(want[torch.arange(3), rows + 2], at_rows, atol=1e-5)
+
+
+@pytest.mark.parametrize("pool_type", ["tok", "avg"])
+def test_a_vit_pooling_its_class_token_runs_its_last_block_at_that_token_alone(pool_type: str) -> None:
+    cfg = open_clip.get_model_config("capsearch-tiny")
+    cfg = {**cfg, "vision_cfg": {**cfg["vision_cfg"], "pool_type": pool_type}}
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model(cfg).eval()
+    for p in model.visual.parameters():  # attention that differs from token to token
+        p.data.normal_(0, 0.2)
+    exact = copy.deepcopy(model)
+    packed = pack_for_cpu(model)
+    transformer = packed.visual.transformer
+    assert isinstance(transformer, FirstTokenTransformer) == (pool_type == "tok")
+    images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        got = packed.encode_image(images)
+        want = exact.encode_image(images)
+        if pool_type == "tok":
+            assert transformer(torch.randn(3, 5, 64)).shape == (3, 1, 64)
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
