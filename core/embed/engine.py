@@ -55,7 +55,7 @@ from core.data.images import load_rgb
 from core.embed.fp32_fast import fp32_fast_copy, image_input_dtype
 from core.embed.heap import reuse_freed_memory
 from core.embed.packed import PackedBlock, pack_for_cpu, packing_available
-from core.embed.resnet_fast import faster_resnet_tower
+from core.embed.resnet_fast import fuse_resnet_tower, pool_mean_token
 from core.embed.tuning import DEFAULT_PLAN, PROBE_MIN_IMAGES, ImagePlan, fp32_linear_kernel, image_plan
 from core.errors import CapsearchError
 from core.models.checkpoint import ClipModel
@@ -106,12 +106,15 @@ def inference_model(lm: LoadedModel) -> ClipModel:
     cpu = lm.device.type == "cpu"
     cast = fp32_fast_copy(lm.model, channels_last=cpu)
     if cast is None:
-        cast = copy.deepcopy(lm.model).to(lm.dtype).eval()
+        cast = copy.deepcopy(lm.model).eval()
+        if cpu:
+            fuse_resnet_tower(cast, lm.dtype)
+        cast = cast.to(lm.dtype)
         if cpu:  # convolutions in oneDNN's preferred layout; changes no value of a linear
             cast = cast.to(memory_format=torch.channels_last)
     pack = PACK_CPU and cpu and lm.precision in ("bf16", "fp32fast") and packing_available(lm.dtype)
     if cpu:
-        faster_resnet_tower(cast, pack, onednn=kernel == "onednn")
+        pool_mean_token(cast, pack, onednn=kernel == "onednn")
     if pack:
         cast = pack_for_cpu(cast, onednn=kernel == "onednn")
     key = _weights_key(params, f"{lm.precision}|{kernel}")
