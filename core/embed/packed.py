@@ -160,7 +160,7 @@ class FirstTokenTransformer(nn.Module):
     block but the last runs as before, the last computes the class token's row alone
     (:meth:`PackedBlock.attend`: its keys and values still come from every token). Returns ``[b, 1, d]``, what
     the tower's pooling and ``ln_post`` read. On ViT-B-32 the last block's output projection and MLP then
-    run on 1 row in 50: 7% of the tower's arithmetic."""
+    run on 1 row in 50, which saves 6% of the tower's arithmetic (8.21 of 8.73 GFLOP per image left)."""
 
     def __init__(self, transformer: Transformer) -> None:
         super().__init__()
