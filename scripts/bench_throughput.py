@@ -578,15 +578,19 @@ def save(label: str, result: dict[str, Any]) -> None:
 
 
 def plot(everything: dict[str, Any], target: Path) -> None:
-    """One panel per model: images/s of every path (end to end and model only)."""
+    """One panel per model, three to a row: images/s of every path (end to end and model only)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     models = everything["models"]
-    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.5), squeeze=False)
-    for ax, (label, r) in zip(axes[0], models.items(), strict=True):
+    cols = min(3, len(models))
+    rows = -(-len(models) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.5 * rows), squeeze=False)
+    for ax in axes.flat[len(models) :]:
+        ax.axis("off")
+    for ax, (label, r) in zip(axes.flat, models.items(), strict=False):
         bars = {
             f"{k} e2e": v["images_per_s"]
             for k, v in r["end_to_end"].items()
