@@ -32,7 +32,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_throughput import export_onnx, interleaved_rates, openvino_streams_run  # noqa: E402
+from bench_throughput import compute_format, export_onnx, interleaved_rates, openvino_streams_run  # noqa: E402
 from benchlib import commit, machine_info, previous_results  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
@@ -108,7 +108,7 @@ def main() -> None:
     layout = torch.channels_last if plan.channels_last else torch.contiguous_format
     xf = x.to(image_input_dtype(model, fast.dtype)).contiguous(memory_format=layout)
     torch.set_num_threads(plan.threads or threads)
-    computes_in = "bf16" if xf.dtype == torch.bfloat16 else "fp32"
+    computes_in = compute_format(fast)
     entry: dict[str, Any] = {
         "model": args.model,
         "fast_format": fast.precision,

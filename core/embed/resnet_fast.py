@@ -6,9 +6,9 @@ adds 2%. So every BatchNorm is folded into the convolution before it, each ReLU 
 (oneDNN post-op), and a bottleneck's last convolution adds the shortcut and applies the ReLU in the same
 call (:func:`fuse_resnet_tower`): in fp32, and for a bf16 copy in fp32 before the cast, where oneDNN runs
 bf16 convolutions (on a 2-vCPU AMD EPYC Zen 5 the bf16 tower ran 12% faster so, in one process, and closer
-to fp32: on the trained demo model's test images mean 1 - cosine 1.3e-5 against 5.1e-5). In any format the attention pool
-computes its query, the attention and the output projection for the pooled (mean) token alone, the only
-token it returns (:func:`pool_mean_token`).
+to fp32: on the trained demo model's test images mean 1 - cosine 1.3e-5 against 5.1e-5). In any format the
+attention pool computes its query, the attention and the output projection for the pooled (mean) token
+alone, the only token it returns (:func:`pool_mean_token`).
 """
 
 from __future__ import annotations
