@@ -54,3 +54,41 @@ def test_a_new_photo_is_searchable_within_5_seconds(tmp_path, artifacts, tiny_mo
         stop.set()
         thread.join(timeout=10)
     lib.close()
+
+
+def test_updates_after_events_use_the_encoder_and_batch_size_of_the_first(tmp_path, artifacts, tiny_model):
+    """`library update --watch --backend openvino` (or `--engine ray`) must not fall back to torch in this
+    process for the updates the events start."""
+    from core.embed.engine import iter_image_batches
+    from core.library.watch import watch
+
+    photos = tmp_path / "photos"
+    make_folder(photos, 2)
+    lib, _ = library_of("e", [photos], tiny_model)
+    calls: list[tuple[int, int]] = []
+
+    def encode(paths, batch_size, reporter=None):
+        calls.append((len(paths), batch_size))
+        return iter_image_batches(tiny_model, paths, batch_size, reporter=reporter)
+
+    stop, updates = threading.Event(), []
+    thread = threading.Thread(
+        target=watch,
+        args=(lib, tiny_model, key_of(tiny_model)),
+        kwargs={"stop": stop, "on_update": updates.append, "batch_size": 3, "encode": encode},
+        daemon=True,
+    )
+    thread.start()
+    try:
+        time.sleep(0.5)
+        for i in range(5):
+            write_photo(photos / "new" / f"n{i}.jpg", 7000 + i)
+        deadline = time.monotonic() + 20
+        while sum(u.embedded for u in updates) < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    lib.close()
+    assert sum(u.embedded for u in updates) == 5
+    assert sum(n for n, _ in calls) == 5 and {b for _, b in calls} == {3}

@@ -167,12 +167,16 @@ def _run_update(lib: Library, args: argparse.Namespace) -> int:
         lm, model = _model(lib, args)
         load_s = time.perf_counter() - start
         with RichReporter() as reporter:
-            stats = update(lib, lm, model, reporter, args.batch_size, _encoder(args, lm, model))
+            encode = _encoder(args, lm, model)
+            stats = update(lib, lm, model, reporter, args.batch_size, encode)
         _print_stats(lib, stats, load_s)
         if args.watch:
             console.print(f"watching {len(lib.catalogue.roots())} folder(s) of {lib.name}; Ctrl+C stops")
             try:
-                watch(lib, lm, model, on_update=lambda s: _print_stats(lib, s, None))
+                watch(
+                    lib, lm, model, on_update=lambda s: _print_stats(lib, s, None),
+                    batch_size=args.batch_size, encode=encode,
+                )  # fmt: skip
             except KeyboardInterrupt:
                 console.print("stopped watching")
     return 0

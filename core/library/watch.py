@@ -17,7 +17,7 @@ from typing import Any
 from core.library.catalogue import ModelKey
 from core.library.home import LibraryError
 from core.library.library import Library
-from core.library.update import UpdateStats, update
+from core.library.update import DEFAULT_BATCH, ImageEncoder, UpdateStats, update
 from core.models.loading import LoadedModel
 from core.progress import Reporter, ensure
 
@@ -54,8 +54,12 @@ def watch(
     on_update: Callable[[UpdateStats], None] | None = None,
     quiet_s: float = QUIET_S,
     max_wait_s: float = MAX_WAIT_S,
+    batch_size: int = DEFAULT_BATCH,
+    encode: ImageEncoder | None = None,
 ) -> None:
-    """Update ``lib`` after every burst of file-system events until ``stop`` is set (or Ctrl+C)."""
+    """Update ``lib`` after every burst of file-system events until ``stop`` is set (or Ctrl+C), each time
+    as :func:`~core.library.update.update` with ``batch_size`` and ``encode`` (the same engine and backend as
+    the first update)."""
     reporter = ensure(reporter)
     stop = stop or threading.Event()
     lock = threading.Lock()
@@ -79,7 +83,7 @@ def watch(
                 if due:
                     pending.clear()
             if due:
-                stats = update(lib, lm, model, reporter)
+                stats = update(lib, lm, model, reporter, batch_size, encode)
                 if on_update is not None:
                     on_update(stats)
     finally:
