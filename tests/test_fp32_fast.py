@@ -182,3 +182,18 @@ def test_relu_and_relu6_after_a_convolution_are_fused_into_it() -> None:
     with torch.inference_mode():
         want, got = trunk(x), fused(x)
     assert (want - got).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_the_fp32_copy_of_a_bf16_model_is_packed_where_only_fp32_can_be(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a CPU that packs fp32 but not bf16 (AVX2), an explicit bf16 model whose fast copy is fp32 still gets
+    its linear layers packed: packing is gated by the copy's number format, not the model's."""
+    from core.embed import engine
+    from core.embed.packed import PackedLinear
+
+    monkeypatch.setattr(engine, "packing_available", lambda dtype=torch.float32: dtype == torch.float32)
+    lm = _timm_lm("bf16")
+    cast = inference_model(lm)
+    assert _dtypes(cast) == {torch.float32}
+    assert any(isinstance(m, PackedLinear) for m in cast.text.transformer.modules())

@@ -112,7 +112,8 @@ def inference_model(lm: LoadedModel) -> ClipModel:
         cast = cast.to(lm.dtype)
         if cpu:  # convolutions in oneDNN's preferred layout; changes no value of a linear
             cast = cast.to(memory_format=torch.channels_last)
-    pack = PACK_CPU and cpu and lm.precision in ("bf16", "fp32fast") and packing_available(lm.dtype)
+    copy_dtype = next(cast.parameters()).dtype  # fp32 where fp32_fast_copy made it, whatever lm.dtype is
+    pack = PACK_CPU and cpu and lm.precision in ("bf16", "fp32fast") and packing_available(copy_dtype)
     if cpu:
         pool_mean_token(cast, pack, onednn=kernel == "onednn")
     if pack:
