@@ -1,5 +1,5 @@
 """The compact models' ResNet image tower made faster (core.embed.resnet_fast): the same outputs as the
-open_clip tower, in fp32 to rounding, and in bf16 folded in fp32 before the cast."""
+open_clip tower, in fp32 to rounding; the fast mode of a compact model is that fp32 copy."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from open_clip.modified_resnet import AttentionPool2d, Bottleneck
 from torch import nn
 
 from core.embed import resnet_fast
+from core.embed.engine import inference_model
+from core.embed.fp32_fast import vectors_label
 from core.embed.packed import packing_available
 from core.models.checkpoint import build_model
+from core.models.loading import LoadedModel
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch has no oneDNN")
 
@@ -40,7 +43,7 @@ def test_faster_tower_gives_the_same_embeddings(pack: bool) -> None:
         pytest.skip("this torch build has no oneDNN packed linear")
     model = _compact_visual()
     fast = copy.deepcopy(model)
-    resnet_fast.fuse_resnet_tower(fast, torch.float32)
+    resnet_fast.fuse_resnet_tower(fast)
     resnet_fast.pool_mean_token(fast, pack)
     kinds = {type(m) for m in fast.visual.modules()}
     assert resnet_fast._FusedBottleneck in kinds and resnet_fast._PooledAttention in kinds
@@ -51,29 +54,26 @@ def test_faster_tower_gives_the_same_embeddings(pack: bool) -> None:
     assert torch.allclose(want, got, atol=1e-4, rtol=1e-4)
 
 
-def test_a_bf16_copy_is_folded_in_fp32_before_the_cast_where_onednn_runs_bf16() -> None:
+def test_a_compact_models_fast_copy_is_fused_fp32_with_its_own_vectors_key() -> None:
+    """bf16 moved a trained compact model's Recall@K by up to 0.8 point, so its fast mode computes in fp32,
+    folded and fused, and keeps its vectors apart from the earlier bf16 ones."""
     model = _compact_visual()
-    fast = copy.deepcopy(model)
-    resnet_fast.fuse_resnet_tower(fast, torch.bfloat16)
-    fast = fast.to(torch.bfloat16)
-    resnet_fast.pool_mean_token(fast, pack=False)
-    kinds = {type(m) for m in fast.visual.modules()}
-    folded = packing_available(torch.bfloat16)  # oneDNN runs bf16 convolutions on this CPU
-    assert (resnet_fast._FusedBottleneck in kinds) == folded and (Bottleneck in kinds) != folded
-    assert resnet_fast._PooledAttention in kinds
-    cast_first = copy.deepcopy(model).to(torch.bfloat16)
-    resnet_fast.fuse_resnet_tower(cast_first, torch.bfloat16)  # a fold is never computed in bf16
-    assert Bottleneck in {type(m) for m in cast_first.visual.modules()}
+    lm = LoadedModel("c", None, "c-test", model, None, None, torch.device("cpu"), 32, 32, "bf16")
+    cast = inference_model(lm)
+    assert {p.dtype for p in cast.parameters()} == {torch.float32}
+    kinds = {type(m) for m in cast.visual.modules()}
+    assert resnet_fast._FusedBottleneck in kinds and resnet_fast._PooledAttention in kinds
+    assert vectors_label(lm) == "fp32fast"
     x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         want = model.encode_image(x)
-        got = fast.encode_image(x.to(torch.bfloat16)).float()
-    assert torch.nn.functional.cosine_similarity(want, got).min() > 0.9999
+        got = cast.encode_image(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(want, got, atol=1e-4, rtol=1e-4)
 
 
 def test_other_towers_are_left_alone() -> None:
     model = build_model(open_clip.get_model_config("capsearch-tiny")).eval()
     before = [type(m) for m in model.modules()]
-    resnet_fast.fuse_resnet_tower(model, torch.float32)
+    resnet_fast.fuse_resnet_tower(model)
     resnet_fast.pool_mean_token(model, pack=False)
     assert [type(m) for m in model.modules()] == before

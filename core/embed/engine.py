@@ -106,12 +106,11 @@ def inference_model(lm: LoadedModel) -> ClipModel:
     cpu = lm.device.type == "cpu"
     cast = fp32_fast_copy(lm.model, channels_last=cpu)
     if cast is None:
-        cast = copy.deepcopy(lm.model).eval()
-        if cpu:
-            fuse_resnet_tower(cast, lm.dtype)
-        cast = cast.to(lm.dtype)
+        cast = copy.deepcopy(lm.model).eval().to(lm.dtype)
         if cpu:  # convolutions in oneDNN's preferred layout; changes no value of a linear
             cast = cast.to(memory_format=torch.channels_last)
+    elif cpu:
+        fuse_resnet_tower(cast)
     copy_dtype = next(cast.parameters()).dtype  # fp32 where fp32_fast_copy made it, whatever lm.dtype is
     pack = PACK_CPU and cpu and lm.precision in ("bf16", "fp32fast") and packing_available(copy_dtype)
     if cpu:

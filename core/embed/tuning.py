@@ -37,8 +37,9 @@ PROBE_ENV = "CAPSEARCH_PROBE"
 # 2: convolutional timm image towers' fast copy is fp32 (fp32_fast); 3: larger batches kept unless slower;
 # 4: timed with freed memory kept for reuse (core.embed.heap), as the engine now runs; 5: fp32 copies on the
 # measured linear kernel (fp32_linear_kernel); 6: a ViT's last block at its class token alone
-# (FirstTokenTransformer), a bf16 compact ResNet folded and fused (fuse_resnet_tower)
-PROBE_VERSION = 6
+# (FirstTokenTransformer), a bf16 compact ResNet folded and fused (fuse_resnet_tower); 7: the compact
+# models' fast copy is fp32 (fp32_fast)
+PROBE_VERSION = 7
 BATCH_SIZES = (16, 32, 64)
 # A batch size is only probed when one batch is predicted to take at most this long (ViT-B-32 in fp32 on a
 # 2-vCPU AVX2 EPYC: 32 images in about 3.6 s).
