@@ -1,13 +1,14 @@
 """Which part of a model drifts in the fast mode, and what each fix costs: Recall@K and images/s per variant.
 
-For one model (a trained checkpoint dir with a convolutional timm image trunk, e.g. lit-lite2) on a
-split of a prepared dataset: the images are decoded and preprocessed once (full decode, as fp32 does), the
-captions are encoded in fp32, all in bf16 (the fast copy before ``core.embed.fp32_fast``) and in the
-engine's fast mode now (captions/s of each), and the image tower is run in several variants (trunk and
-head each in fp32 or bf16, channels-last, BatchNorm folded into the convolutions; the fast copy before
-``fp32_fast``, and the engine's fast copy now). For each image variant: the image embeddings' cosine to
-fp32, exact Recall@K with each caption variant (the difference to all-fp32 in points), and model-only
-images/s on one batch (variants timed round-robin, best of 3, ``--threads`` intra-op threads).
+For one model (a trained checkpoint dir with a convolutional timm image trunk, e.g. lit-lite2, or a
+compact model's ResNet tower) on a split of a prepared dataset: the images are decoded and preprocessed
+once (full decode, as fp32 does), the captions are encoded in fp32, all in bf16 (the fast copy before
+``core.embed.fp32_fast``) and in the engine's fast mode now (captions/s of each), and the image tower is
+run in several variants (timm: trunk and head each in fp32 or bf16, channels-last, BatchNorm folded into
+the convolutions; compact: bf16 folded and fused; both: the fast copy before ``fp32_fast`` and the
+engine's fast copy now). For each image variant: the image embeddings' cosine to fp32, exact Recall@K with
+each caption variant (the difference to all-fp32 in points), and model-only images/s on one batch
+(variants timed round-robin, best of 3, ``--threads`` intra-op threads).
 
 Usage: CAPSEARCH_ARTIFACTS=/path/with/datasets flock /work/bench.lock .venv/bin/python \
     scripts/check_fast_parts.py --model /path/to/lit-lite2-flickr8k [--dataset flickr8k] [--split test]
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from benchlib import commit, flickr8k_dataset, machine_info  # noqa: E402
+from open_clip.modified_resnet import ModifiedResNet  # noqa: E402
 from torch import nn  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
@@ -40,6 +42,7 @@ from core.data.records import load_dataset  # noqa: E402
 from core.embed.engine import _SplitPreprocess, inference_model, token_lengths  # noqa: E402
 from core.embed.fp32_fast import fold_batch_norms, image_input_dtype  # noqa: E402
 from core.embed.packed import pack_for_cpu  # noqa: E402
+from core.embed.resnet_fast import fuse_resnet_tower, pool_mean_token  # noqa: E402
 from core.evaluation.recall import recall_metrics  # noqa: E402
 from core.models.loading import LoadedModel, load_model  # noqa: E402
 from core.models.text_tower import hf_text_tower  # noqa: E402
@@ -77,11 +80,33 @@ def all_bf16(lm32: LoadedModel) -> nn.Module:
     return pack_for_cpu(copy.deepcopy(lm32.model).to(BF16).eval().to(memory_format=CL))
 
 
+def bf16_folded_resnet(lm32: LoadedModel) -> nn.Module:
+    """A compact model's fast copy as the engine made it before its fast mode went fp32: the ResNet folded
+    and fused in fp32, then cast to bf16, channels-last, attention pool at the mean token, prepacked."""
+    model = copy.deepcopy(lm32.model).eval()
+    fuse_resnet_tower(model)
+    model = model.to(BF16).to(memory_format=CL)
+    pool_mean_token(model, pack=True)
+    return pack_for_cpu(model)
+
+
 def variants(lm32: LoadedModel, fast: LoadedModel) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     visual, before = lm32.model.visual, all_bf16(lm32).visual
     engine = inference_model(fast).visual
     engine_dtype = image_input_dtype(inference_model(fast), fast.dtype)
     f32 = torch.float32
+    if isinstance(visual, ModifiedResNet):
+        folded = bf16_folded_resnet(lm32).visual
+        return {
+            "fp32 (exact)": visual,
+            "all bf16 (the fast mode before fp32_fast)": lambda x: before(
+                x.to(BF16).contiguous(memory_format=CL)
+            ),
+            "bf16 folded and fused in fp32 before the cast": lambda x: folded(
+                x.to(BF16).contiguous(memory_format=CL)
+            ),
+            "engine fast now (fp32_fast)": lambda x: engine(x.to(engine_dtype)),
+        }
     return {
         "fp32 (exact)": visual,
         "all bf16 (the fast mode before fp32_fast)": lambda x: before(
