@@ -7,7 +7,7 @@ process on the same Flickr8k test images:
   ``encode_image`` on batches of 32 under no_grad), the engine in fp32 (exact) and in the fast mode, timed
   in the order naive, fp32, fast, fast, fp32, naive and averaged per side (this machine is shared);
 * model only, on one batch of preprocessed images, in interleaved rounds (median reported): torch fp32,
-  torch fast (the engine's copy; for a convolutional timm tower, such as lit-lite2's, an fp32 copy: ``fast_computes_in``),
+  torch fast (the engine's copy; for a convolutional image tower, lit-lite2's or a compact model's, an fp32 copy: ``fast_computes_in``),
   torch fp32fast where fast computes in bf16 (torch's fastest fp32 arithmetic, to set against the runtimes' fp32), ONNX Runtime
   fp32 (all graph optimisations, ``--threads`` intra-op threads), OpenVINO fp32 and bf16 (throughput
   hint, ``--threads``); the ONNX graph is exported from the loaded model (TorchScript exporter, with

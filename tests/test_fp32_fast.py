@@ -13,6 +13,7 @@ from PIL import Image
 from torch import nn
 
 from core.embed import fp32_fast
+from core.embed.conv_fusion import ConvClamp
 from core.embed.engine import encode_images, encode_texts, inference_model
 from core.embed.fp32_fast import fold_batch_norms, image_input_dtype
 from core.models.checkpoint import build_model, make_preprocess, make_tokenizer
@@ -155,7 +156,7 @@ def test_the_fast_copy_runs_the_tf_trunks_same_padding_statically(timm_pair) -> 
     static = [m for m in cast.visual.modules() if isinstance(m, fp32_fast._StaticSameConv)]
     assert static  # tf_efficientnet_lite0's strided convolutions
     assert all(m.conv.padding != (0, 0) for m in static if m.conv.stride == (2, 2))
-    assert any(isinstance(m, fp32_fast.ConvClamp) for m in cast.visual.modules())  # ReLU6 fused
+    assert any(isinstance(m, ConvClamp) for m in cast.visual.modules())  # ReLU6 fused
 
 
 def test_relu_and_relu6_after_a_convolution_are_fused_into_it() -> None:

@@ -55,7 +55,7 @@ from core.data.images import load_rgb
 from core.embed.fp32_fast import fp32_fast_copy, image_input_dtype
 from core.embed.heap import reuse_freed_memory
 from core.embed.packed import PackedBlock, pack_for_cpu, packing_available
-from core.embed.resnet_fast import fuse_resnet_tower, pool_mean_token
+from core.embed.resnet_fast import pool_mean_token
 from core.embed.tuning import DEFAULT_PLAN, PROBE_MIN_IMAGES, ImagePlan, fp32_linear_kernel, image_plan
 from core.errors import CapsearchError
 from core.models.checkpoint import ClipModel
@@ -106,11 +106,9 @@ def inference_model(lm: LoadedModel) -> ClipModel:
     cpu = lm.device.type == "cpu"
     cast = fp32_fast_copy(lm.model, channels_last=cpu)
     if cast is None:
-        cast = copy.deepcopy(lm.model).eval().to(lm.dtype)
+        cast = copy.deepcopy(lm.model).to(lm.dtype).eval()
         if cpu:  # convolutions in oneDNN's preferred layout; changes no value of a linear
             cast = cast.to(memory_format=torch.channels_last)
-    elif cpu:
-        fuse_resnet_tower(cast)
     copy_dtype = next(cast.parameters()).dtype  # fp32 where fp32_fast_copy made it, whatever lm.dtype is
     pack = PACK_CPU and cpu and lm.precision in ("bf16", "fp32fast") and packing_available(copy_dtype)
     if cpu:

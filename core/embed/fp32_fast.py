@@ -49,6 +49,8 @@ from open_clip.timm_model import TimmModel
 from timm.layers import Conv2dSame
 from torch import nn
 
+from core.embed.conv_fusion import ConvClamp, folded_into
+from core.embed.resnet_fast import fuse_resnet_tower
 from core.models.loading import LoadedModel
 
 # Folded and unfolded fp32 trunks must agree to this cosine on a random image, else the trunk is not folded.
@@ -81,22 +83,23 @@ def vectors_label(lm: LoadedModel) -> str:
 def fp32_fast_copy(model: nn.Module, channels_last: bool) -> nn.Module | None:
     """For a model of the kinds above, its fast inference copy: the whole model in fp32, in eval mode; a timm
     trunk's BatchNorms folded, its "same" padding static and its ReLU(6)s fused (all kept only when the
-    changed trunk gives the same output; ``core.embed.resnet_fast`` does a ``ModifiedResNet``'s); with
-    ``channels_last``, its image tower's weights in that layout. None for other models (they take the fast
-    format)."""
+    changed trunk gives the same output), a ``ModifiedResNet`` folded and fused on the CPU
+    (:func:`~core.embed.resnet_fast.fuse_resnet_tower`); with ``channels_last``, its image tower's weights
+    in that layout. None for other models (they take the fast format)."""
     if not fast_copy_is_fp32(model):
         return None
     cast = copy.deepcopy(model).float().eval()
     visual = conv_image_tower(cast)
-    if visual is None:
-        return cast.to(memory_format=torch.channels_last) if channels_last else cast
-    size = _input_size(visual)
-    folded = copy.deepcopy(visual.trunk)
-    changed = fold_batch_norms(folded) + static_same_padding(folded, size) + fuse_activations(folded)
-    if changed and _same_output(visual.trunk, folded, size):
-        visual.trunk = folded
+    if visual is None:  # a ModifiedResNet
+        fuse_resnet_tower(cast)
+    else:
+        size = _input_size(visual)
+        folded = copy.deepcopy(visual.trunk)
+        changed = fold_batch_norms(folded) + static_same_padding(folded, size) + fuse_activations(folded)
+        if changed and _same_output(visual.trunk, folded, size):
+            visual.trunk = folded
     if channels_last:
-        cast.visual = visual.to(memory_format=torch.channels_last)
+        cast.visual = cast.visual.to(memory_format=torch.channels_last)
     return cast
 
 
@@ -118,22 +121,6 @@ def _same_output(a: nn.Module, b: nn.Module, size: int) -> bool:
 def _input_size(visual: TimmModel) -> int:
     size = getattr(visual, "image_size", 224)
     return int(size[0] if isinstance(size, (tuple, list)) else size)
-
-
-def folded_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Module:
-    """Fold ``bn``'s eval-mode affine map into ``conv``'s weight and bias, in place, in float32; returns
-    what must still run after the convolution (timm's ``BatchNormAct2d`` keeps its dropout and
-    activation)."""
-    mean, var = bn.running_mean, bn.running_var
-    assert mean is not None and var is not None
-    with torch.no_grad():
-        scale = bn.weight.float() / torch.sqrt(var.float() + bn.eps)
-        bias = torch.zeros_like(mean.float()) if conv.bias is None else conv.bias.float()
-        shift = bn.bias.float() + (bias - mean.float()) * scale
-        conv.weight.copy_(conv.weight.float() * scale.view(-1, 1, 1, 1))
-        conv.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=False)
-    after = [getattr(bn, name) for name in ("drop", "act") if isinstance(getattr(bn, name, None), nn.Module)]
-    return nn.Sequential(*after) if after else nn.Identity()
 
 
 def fold_batch_norms(model: nn.Module) -> int:
@@ -232,21 +219,6 @@ def static_same_padding(trunk: nn.Module, size: int) -> int:
         assert isinstance(same, Conv2dSame)
         trunk.set_submodule(name, _StaticSameConv(same, hw))
     return len(sizes)
-
-
-class ConvClamp(nn.Module):
-    """A ``Conv2d`` followed by ReLU or ReLU6 in one oneDNN call (inference on the CPU only)."""
-
-    def __init__(self, conv: nn.Conv2d, act: nn.Module) -> None:
-        super().__init__()
-        self.conv = conv
-        self.attr, self.scalars = ("hardtanh", [0.0, 6.0]) if isinstance(act, nn.ReLU6) else ("relu", [])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.conv
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, c.weight, c.bias, c.padding, c.stride, c.dilation, c.groups, self.attr, self.scalars, ""
-        )
 
 
 def _clamp_of(module: nn.Module) -> nn.Module | None:

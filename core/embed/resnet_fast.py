@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from open_clip.modified_resnet import AttentionPool2d, Bottleneck, ModifiedResNet
 from torch import nn
 
-from core.embed.fp32_fast import ConvClamp, folded_into
+from core.embed.conv_fusion import ConvClamp, folded_into
 from core.embed.packed import PackedLinear
 
 

