@@ -14,7 +14,10 @@ process on the same Flickr8k test images:
   the fused MHA path off) and checked against torch (least cosine, largest absolute difference);
 * decode alone: PIL decode, decode + preprocess, simplejpeg where installed, and a 4032x3024 JPEG decoded
   fully against Pillow's ``draft`` (what the fast mode uses);
-* spawned decode workers (0 = one background thread) for the fast engine, start-up included;
+* spawned decode workers (0 = decoding in this process) for the fast engine, start-up included;
+* decode threads in this process: the fast engine end to end with one background decode thread (the
+  engine's way before) against its default (with a model on every core, each batch decoded between its
+  calls, split across as many threads), on the Flickr8k files and on 4032x3024 photos made from them;
 * the roofline: large fp32 and bf16 matmuls' GFLOP/s on this machine (``torch.matmul`` and oneDNN's
   prepacked linear, the faster taken as the peak) against the GFLOP/s each path achieves (FLOPs per image
   counted by torch's FlopCounterMode: the model's for the fp32 paths, the fast copy's for the fast ones,
@@ -56,6 +59,7 @@ from benchlib import FLICKR8K, clock, commit, machine_info, previous_results, ra
 
 from core.atomic import write_json  # noqa: E402
 from core.data.images import load_rgb  # noqa: E402
+from core.embed import engine  # noqa: E402
 from core.embed.engine import _SplitPreprocess, encode_images, encode_texts, engine_plan, inference_model  # noqa: E402
 from core.embed.fp32_fast import image_input_dtype  # noqa: E402
 from core.embed.heap import reuse_freed_memory  # noqa: E402
@@ -385,8 +389,37 @@ def end_to_end(lm32: LoadedModel, fast: LoadedModel, paths: list[Path]) -> dict[
     return out
 
 
+def decode_threads(fast: LoadedModel, paths: list[Path], photos: int) -> dict[str, Any]:
+    """The fast engine end to end with one background decode thread (``engine.DECODE_MODE`` background,
+    the engine's way before) and with its default (decoding threads never outnumber the cores beside the
+    model's: with a model on every core, each batch decoded between its calls, split across as many
+    threads), in the order ABBA, on the Flickr8k files and on ``photos`` 4032x3024 JPEGs (a phone
+    camera's size, decoded in ``draft``): 40 made from the first Flickr8k files, listed over and over."""
+    settings = {"one_background_thread": "background", "default": "auto"}
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        made = []
+        for i, path in enumerate(paths[:40]):
+            made.append(Path(tmp) / f"{i}.jpg")
+            load_rgb(path).resize((4032, 3024), Image.Resampling.BICUBIC).save(made[-1], quality=90)
+        big = [made[i % len(made)] for i in range(photos)]
+        for name, files in (("flickr8k", paths), ("photos_4032x3024", big)):
+            runs: dict[str, list[tuple[float, float]]] = {k: [] for k in settings}
+            for key in [*settings, *reversed(settings)]:
+                engine.DECODE_MODE = settings[key]
+                _, wall, cpu = clock(lambda files=files: encode_images(fast, files))
+                runs[key].append((wall, cpu))
+            engine.DECODE_MODE = "auto"
+            out[name] = {"images": len(files)} | {k: rates(len(files), t) for k, t in runs.items()}
+            out[name]["default_vs_one_background_thread"] = round(
+                out[name]["default"]["images_per_s"] / out[name]["one_background_thread"]["images_per_s"], 2
+            )
+    return out
+
+
 def workers(fast: LoadedModel, paths: list[Path], counts: tuple[int, ...]) -> dict[str, Any]:
-    """The fast engine with each number of spawned decode workers (0: a background thread)."""
+    """The fast engine with each number of spawned decode workers (0: decoding in threads of this
+    process, as ``decode_threads`` measures)."""
     out = {}
     for n in counts:
         _, wall, cpu = clock(lambda n=n: encode_images(fast, paths, workers=n))
@@ -463,6 +496,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--captions", type=int, default=0, help="captions to time (0: skip)")
     parser.add_argument("--batch", type=int, default=32, help="the model-only batch")
     parser.add_argument("--workers", type=int, nargs="*", default=[0, 1], help="decode workers to time")
+    parser.add_argument("--photos", type=int, default=400, help="4032x3024 JPEGs for decode_threads")
     parser.add_argument("--flickr8k", type=Path, default=FLICKR8K)
     parser.add_argument(
         "--model-only",
@@ -513,6 +547,7 @@ def main() -> None:
     result["roofline"] = roofline(result, *work, peaks) | {"matmul_kernels": kernels}
     result["decode_alone"] = decode_alone(lm32, paths, max(x.shape[2:]))
     result["decode_workers"] = workers(fast, paths, tuple(args.workers))
+    result["decode_threads"] = decode_threads(fast, paths, args.photos)
     if texts:
         result["captions"] = captions(lm32, fast, texts)
     finish(result, info, load_start, cpu_start, t_start)

@@ -20,6 +20,7 @@ from core.data.images import load_rgb
 from core.data.prepare import prepare_synthetic
 from core.data.records import PreparedDataset, load_dataset
 from core.embed import cache as cache_mod
+from core.embed import engine
 from core.embed.cache import split_embeddings
 from core.embed.engine import (
     MIN_BATCH_TOKENS,
@@ -166,6 +167,30 @@ def test_images_match_the_model_and_failures_are_skipped(
     assert np.abs(emb[ok] - reference).max() < 1e-5
     assert sum("skipped image" in line for line in reporter.logs) == 2
     assert reporter.updates[-1] == ("embed images", len(paths), len(paths))
+
+
+def test_decoding_threads_never_outnumber_the_free_cores_and_agree(
+    tiny32: LoadedModel, dataset: PreparedDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [dataset.image_path(r) for r in dataset.split("train")[:9]]
+    paths.insert(4, dataset.root / "missing.png")
+    calls: list[tuple[int, bool]] = []  # (threads, in the background)
+    split, background = engine.split_batches, engine._in_background
+    monkeypatch.setattr(engine, "split_batches", lambda *a: calls.append((a[2], False)) or split(*a))
+    monkeypatch.setattr(engine, "_in_background", lambda it: calls.append((-1, True)) or background(it))
+    results = []
+    for cores, threads, mode in [(2, 2, "auto"), (4, 1, "auto"), (2, 1, "auto"), (2, 2, "background")]:
+        monkeypatch.setattr(engine, "cpu_cores", lambda cores=cores: cores)
+        monkeypatch.setattr(engine, "model_threads", lambda plan, threads=threads: threads)
+        monkeypatch.setattr(engine, "DECODE_MODE", mode)
+        results.append(encode_images(tiny32, paths, batch_size=4, workers=0))
+    # every core busy: between the model's calls, split in two; 3 cores free: ahead, on 3 threads; 1 free:
+    # ahead on 1; background: one thread ahead whatever the cores
+    assert calls == [(2, False), (3, False), (-1, True), (1, False), (-1, True), (1, False), (-1, True)]
+    emb, failed = results[0]
+    assert failed == [(4, failed[0][1])] and not emb[4].any() and emb[[0, 9]].any()
+    for other, other_failed in results[1:]:
+        assert np.array_equal(other, emb) and other_failed == failed
 
 
 @pytest.mark.slow

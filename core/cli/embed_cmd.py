@@ -45,7 +45,9 @@ def register_embed(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", type=count(1), default=64, help="images per batch (default 64)")
     parser.add_argument(
-        "--workers", type=count(0), help="image decode processes (default: 0 on CPU = one background thread)"
+        "--workers",
+        type=count(0),
+        help="image decode processes (default: 0 on CPU = decoding threads in this process)",
     )
     parser.add_argument(
         "--engine",

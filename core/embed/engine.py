@@ -1,9 +1,11 @@
-"""The embedding engine: overlapped batched image encoding and length-bucketed text encoding.
+"""The embedding engine: batched image encoding fed by parallel decoding, and length-bucketed text encoding.
 
-Images: a DataLoader decodes (``core.data.images.load_rgb``) and preprocesses while the model runs: in
-``workers`` spawned processes, or with ``workers=0`` in one background thread (the CPU default: on a
-2-core machine the model is the bottleneck and a spawned worker costs seconds to start). An image that
-fails to decode gives a zero row and is listed, never an exception. On the CPU the intra-op threads, the
+Images are decoded (``core.data.images.load_rgb``) and preprocessed in ``workers`` spawned processes
+ahead of the model (the default with an accelerator) or, with ``workers=0`` (the CPU default: a spawned
+worker costs seconds to start), in threads that never outnumber the cores beside the model's: ahead in
+the background on cores the model leaves free, else each batch between the model's calls, split across as
+many threads as it uses (:func:`_decoded_batches`, :mod:`core.embed.split_decode`). An image that fails
+to decode gives a zero row and is listed, never an exception. On the CPU the intra-op threads, the
 batch size (when the caller gives none) and the input layout come from a short per-machine probe
 (:mod:`core.embed.tuning`). In the fast formats JPEGs are decoded at a reduced scale when the model's input
 is at most half their short side (``draft``); fp32 decodes at full size, so it stays the exact mode. While
@@ -34,11 +36,11 @@ import os
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import open_clip
@@ -56,6 +58,7 @@ from core.embed.fp32_fast import fp32_fast_copy, image_input_dtype
 from core.embed.heap import reuse_freed_memory
 from core.embed.packed import PackedBlock, pack_for_cpu, packing_available
 from core.embed.resnet_fast import pool_mean_token
+from core.embed.split_decode import Batch, Item, collated, split_batches
 from core.embed.tuning import DEFAULT_PLAN, PROBE_MIN_IMAGES, ImagePlan, fp32_linear_kernel, image_plan
 from core.errors import CapsearchError
 from core.models.checkpoint import ClipModel
@@ -68,6 +71,9 @@ _PREFETCH_DEPTH = 2
 # size a pass costs its arithmetic, not its reading of the weights.
 MIN_BATCH_TOKENS = 512
 QUERY_THREADS = 1
+# auto: decoding threads never outnumber the cores beside the model's (see _decoded_batches); background:
+# one background decode thread whatever the cores, as before, for a benchmark to compare.
+DECODE_MODE: Literal["auto", "background"] = "auto"
 # Prepack the linear layers of a bf16 or fp32fast CPU copy (see core.embed.packed); a benchmark turns it off
 # to compare.
 PACK_CPU = True
@@ -337,9 +343,12 @@ def encode_text_queries(lm: LoadedModel, texts: list[str]) -> np.ndarray:
 class _SplitPreprocess:
     """An open_clip preprocessing split in two: the PIL steps (resize, crop) to a uint8 CHW tensor in the
     decode thread or worker, and ``ToTensor``'s scaling plus ``Normalize`` on the whole batch in the model's
-    thread. Bit-identical to the one-image pipeline (the same float ops in the same order), and no small
-    per-image torch ops in the decode thread: run on all intra-op threads beside the model's, they made
-    decoding some 20x slower on a loaded 2-core machine (``bench_throughput.json``, decode alone)."""
+    thread. Bit-identical to the one-image pipeline (the same float ops in the same order), and no torch
+    op in the decode thread (the CHW copy is numpy's): run on all intra-op threads beside the model's, small
+    per-image ops made decoding some 20x slower on a loaded 2-core machine (``bench_throughput.json``,
+    decode alone), and a torch op in another thread starts that thread's own OpenMP team, whose threads
+    spin beside the model's after each op (a helper thread's CHW copy slowed the compact model's later
+    batches by 15%)."""
 
     def __init__(self, preprocess: Callable[..., torch.Tensor]) -> None:
         steps = list(getattr(preprocess, "transforms", []))
@@ -358,7 +367,7 @@ class _SplitPreprocess:
         if not self.split:
             return out
         pixels = np.asarray(out.convert("RGB") if out.mode != "RGB" else out, dtype=np.uint8)
-        return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
 
     def finish(self, batch: torch.Tensor) -> torch.Tensor:
         """A batch of :meth:`__call__` outputs as the model's float input."""
@@ -399,7 +408,7 @@ class _ImageFiles(Dataset):
             reason = f"{type(exc).__name__}: {exc}"
         return (
             i,
-            torch.zeros(self.shape, dtype=torch.uint8 if self.transform.split else torch.float32),
+            torch.from_numpy(np.zeros(self.shape, np.uint8 if self.transform.split else np.float32)),
             reason,
         )
 
@@ -414,13 +423,41 @@ class ImageBatch:
 
 
 def default_workers(device: torch.device) -> int:
-    """Decode processes: none on the CPU (one background thread instead), up to 8 with an accelerator."""
+    """Decode processes: none on the CPU (background threads instead), up to 8 with an accelerator."""
     if device.type == "cpu":
         return 0
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-def _in_background(iterable: Iterable[Any], depth: int = _PREFETCH_DEPTH) -> Iterator[Any]:
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+def model_threads(plan: ImagePlan) -> int:
+    """The intra-op threads an image plan runs on (0 in the plan: torch's current setting)."""
+    return plan.threads or torch.get_num_threads()
+
+
+def _decoded_batches(files: _ImageFiles, batch_size: int, model_cpu_threads: int) -> Iterator[Batch]:
+    """``files`` batch by batch, decoded in threads (:mod:`core.embed.split_decode`) that never outnumber
+    the cores beside the model's ``model_cpu_threads``: where the model leaves cores free, a background
+    thread decodes ahead while it runs, each batch split across as many threads as there are free cores;
+    where it uses every core, each batch is decoded between its calls, split across as many threads as it
+    uses. Collated in this thread."""
+    free = cpu_cores() - model_cpu_threads
+    decoded: Generator[list[Item], None, None]
+    if DECODE_MODE == "auto" and free < 1:
+        decoded = split_batches(files, batch_size, model_cpu_threads)
+    else:
+        decoded = _in_background(split_batches(files, batch_size, free if DECODE_MODE == "auto" else 1))
+    with closing(decoded):
+        for items in decoded:
+            yield collated(items)
+
+
+def _in_background(iterable: Iterable[Any], depth: int = _PREFETCH_DEPTH) -> Generator[Any, None, None]:
     """Iterate ``iterable`` in a daemon thread, ``depth`` items ahead of the consumer."""
     items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -442,6 +479,10 @@ def _in_background(iterable: Iterable[Any], depth: int = _PREFETCH_DEPTH) -> Ite
             put(("end", None))
         except BaseException as exc:  # handed to the consumer thread, which re-raises it
             put(("error", exc))
+        finally:
+            close = getattr(iterable, "close", None)
+            if close is not None:
+                close()
 
     thread = threading.Thread(target=produce, name="capsearch-decode", daemon=True)
     thread.start()
@@ -528,20 +569,26 @@ def _image_batches(
         workers = min(default_workers(lm.device), (len(paths) - 1) // batch_size)
     shape = input_shape(lm)
     preprocess = _SplitPreprocess(lm.preprocess)
-    loader = DataLoader(
-        _ImageFiles(list(paths), preprocess, shape, decode_min_side(lm, shape)),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        multiprocessing_context="spawn" if workers else None,
-        prefetch_factor=4 if workers else None,
-        pin_memory=lm.device.type == "cuda",
-    )
-    batches = iter(loader) if workers else _in_background(loader)
+    files = _ImageFiles(list(paths), preprocess, shape, decode_min_side(lm, shape))
+    batches: Iterator[Batch]
+    if workers:
+        batches = iter(
+            DataLoader(
+                files,
+                batch_size=batch_size,
+                shuffle=False,
+                num_workers=workers,
+                multiprocessing_context="spawn",
+                prefetch_factor=4,
+                pin_memory=lm.device.type == "cuda",
+            )
+        )
+    else:
+        batches = _decoded_batches(files, batch_size, model_threads(plan) if lm.device.type == "cpu" else 0)
     done = 0
     layout = torch.channels_last if plan.channels_last else torch.contiguous_format
     try:
-        with torch.inference_mode(), _intra_op_threads(plan.threads or torch.get_num_threads()):
+        with torch.inference_mode(), _intra_op_threads(model_threads(plan)):
             for indices, images, reasons in batches:
                 reporter.check_cancelled()
                 ok = [j for j, reason in enumerate(reasons) if not reason]
