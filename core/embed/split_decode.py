@@ -6,10 +6,10 @@ threads than on one, small JPEGs 1.2-1.6x (more of their time is Python, under t
 its decoding threads from outnumbering the cores beside the model's (:mod:`core.embed.engine`): a model on
 every core gets each batch decoded between its calls, split across as many pool threads as it uses (the
 model's thread waits: with it decoding a share itself, the pretrained-tower lit model ran small JPEGs 15%
-slower than with one background decode thread). Against
-one background decode thread beside it, the engine's way before (``scripts/bench_throughput.py``,
-``decode_threads``, same machine): the compact ResNet model ran such photos 1.44x faster end to end and
-small Flickr8k JPEGs 1.11x, ViT-B-32 in bf16 1.17x and 1.16x.
+slower than with one background decode thread). Against one background decode thread beside the model,
+the engine's way before (``scripts/bench_throughput.py``, ``decode_threads``, same machine), such photos
+ran 1.69x faster end to end with the compact model, 1.23x with lit-lite2 and 1.15-1.20x with ViT-B-32 in
+bf16; small Flickr8k JPEGs came level (0.92-1.07x).
 
 No torch op runs in these threads: the items are collated in the model's thread (:func:`collated`).
 A torch op in another thread starts that thread's own OpenMP team, whose threads spin beside the model's
