@@ -8,7 +8,7 @@ every core gets each batch decoded between its calls, split across as many pool 
 model's thread waits: with it decoding a share itself, the pretrained-tower lit model ran small JPEGs 15%
 slower than with one background decode thread). Against one background decode thread beside the model,
 the engine's way before (``scripts/bench_throughput.py``, ``decode_threads``, same machine), such photos
-ran 1.69x faster end to end with the compact model, 1.23x with lit-lite2 and 1.15-1.20x with ViT-B-32 in
+ran 1.69x faster end to end with the compact model, 1.23x with lit-lite2 and 1.07-1.20x with ViT-B-32 in
 bf16; small Flickr8k JPEGs came level (0.92-1.07x).
 
 No torch op runs in these threads: the items are collated in the model's thread (:func:`collated`).
