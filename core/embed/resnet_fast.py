@@ -118,4 +118,3 @@ def fuse_resnet_tower(model: nn.Module) -> None:
         for i, block in enumerate(layer):
             if type(block) is Bottleneck:
                 layer[i] = _FusedBottleneck(block)
-    visual.to(memory_format=torch.channels_last)
