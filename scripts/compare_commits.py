@@ -4,6 +4,7 @@ runs compare fairly).
 
     .venv/bin/python scripts/compare_commits.py OLD NEW --bench query_latency --rounds 5
     .venv/bin/python scripts/compare_commits.py OLD NEW --bench first_paint --rounds 5
+    .venv/bin/python scripts/compare_commits.py OLD NEW --bench training_flickr8k --rounds 3
 
 Writes artifacts/results/compare_<bench>.json. Each commit runs its own scripts and code with this
 checkout's .venv (the `capsearch` command of a commit is a shim calling that commit's entry point).
@@ -38,6 +39,29 @@ BENCHES = {
         ["--runs", "1"],
         "bench_first_paint.json",
         ("first_paint_s", "median"),
+    ),
+    "training_demo": (
+        "bench_training.py",
+        ["--case", "demo", "--runs", "1"],
+        "bench_training_demo.json",
+        ("steps_per_s", "median"),
+    ),
+    "training_flickr8k": (
+        "bench_training.py",
+        [
+            "--case",
+            "flickr8k-compact",
+            "--runs",
+            "1",
+            "--steps",
+            "20",
+            "--warmup",
+            "3",
+            "--flickr8k",
+            str(FLICKR8K),
+        ],
+        "bench_training_flickr8k_compact.json",
+        ("steps_per_s", "median"),
     ),
 }
 
