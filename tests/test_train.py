@@ -6,7 +6,9 @@ import dataclasses
 
 import pytest
 import torch
+from heap_helpers import PAGES, faults_of_last_allocation
 
+from core.embed.heap import _glibc
 from core.errors import Cancelled
 from core.progress import Reporter
 from core.train.freeze import apply_freeze
@@ -52,6 +54,28 @@ def test_min_steps_outlast_a_spent_time_budget(synthetic_small, artifacts):
     cfg = dataclasses.replace(FAST, epochs=4, time_budget_s=1e-6, min_steps=5)
     result = train(start_model(TINY), synthetic_small, artifacts / "m", cfg, Recorder())
     assert (result.steps, result.stopped) == (5, "time-budget")
+
+
+@pytest.mark.skipif(_glibc() is None, reason="glibc's malloc only (this libc is not glibc)")
+def test_large_activations_freed_during_training_are_reused(synthetic_small, artifacts):
+    """Between steps, a large freed tensor (a batch's activations) stays in the heap for the next step
+    instead of being unmapped and faulted in again page by page; after training it is given back."""
+
+    class FaultCounter(Recorder):
+        def __init__(self) -> None:
+            super().__init__(cancel_at=3)
+            self.faults: list[int] = []
+
+        def update(self, stage: str, done: int, total: int | None = None, **info) -> None:
+            super().update(stage, done, total, **info)
+            if stage == "train":
+                self.faults.append(faults_of_last_allocation())
+
+    rec = FaultCounter()
+    with pytest.raises(Cancelled):
+        train(start_model(TINY), synthetic_small, artifacts / "m", FAST, rec)
+    assert len(rec.faults) == 3 and max(rec.faults) < PAGES // 10, rec.faults
+    assert faults_of_last_allocation() > PAGES // 2  # outside training, glibc maps it afresh again
 
 
 def test_recall_rises_well_above_chance(synthetic_small, artifacts):

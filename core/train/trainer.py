@@ -31,6 +31,7 @@ from torch import nn
 
 from core.atomic import atomic_path, write_json
 from core.data.records import PreparedDataset
+from core.embed.heap import reuse_freed_memory
 from core.errors import Cancelled, CapsearchError
 from core.locks import exclusive
 from core.models.checkpoint import ClipModel, save_checkpoint_dir
@@ -400,8 +401,9 @@ class Trainer:
 
     # -- run -------------------------------------------------------------------------------------
     def run(self, resume: bool = True) -> TrainResult:
-        """Train (resuming from the last state unless ``resume`` is False), holding ``out_dir``'s lock."""
-        with exclusive(self.out_dir, self.reporter.log):
+        """Train (resuming from the last state unless ``resume`` is False), holding ``out_dir``'s lock. Freed
+        activations stay in the heap for the next step (:mod:`core.embed.heap`)."""
+        with exclusive(self.out_dir, self.reporter.log), reuse_freed_memory():
             return self._run(resume)
 
     def _run(self, resume: bool) -> TrainResult:
