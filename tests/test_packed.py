@@ -15,6 +15,7 @@ from core.embed.packed import (
     FirstTokenTransformer,
     PackedBlock,
     PackedLinear,
+    PatchLinear,
     pack_for_cpu,
     packing_available,
 )
@@ -158,6 +159,7 @@ def test_a_vit_pooling_its_class_token_runs_its_last_block_at_that_token_alone(p
     packed = pack_for_cpu(model)
     transformer = packed.visual.transformer
     assert isinstance(transformer, FirstTokenTransformer) == (pool_type == "tok")
+    assert isinstance(packed.visual.conv1, PatchLinear)
     images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         got = packed.encode_image(images)
@@ -165,3 +167,28 @@ def test_a_vit_pooling_its_class_token_runs_its_last_block_at_that_token_alone(p
         if pool_type == "tok":
             assert transformer(torch.randn(3, 5, 64)).shape == (3, 1, 64)
     assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize("size", [64, 70])  # at 70 px the convolution leaves out a 6-pixel remainder
+@pytest.mark.parametrize("bias", [False, True])
+def test_patch_linear_equals_the_patch_convolution(onednn: bool, size: int, bias: bool) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 48, 16, stride=16, bias=bias)
+    patch = PatchLinear(conv, onednn)
+    images = torch.randn(2, 3, size, size)
+    with torch.inference_mode():
+        want = conv(images)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            got = patch(images.contiguous(memory_format=layout))
+            assert got.shape == want.shape == (2, 48, 4, 4)
+            assert torch.allclose(got, want, atol=1e-5)
+    assert got.reshape(2, 48, -1).permute(0, 2, 1).is_contiguous()  # open_clip's tokens, without a copy
+
+
+def test_only_a_convolution_striding_by_its_kernel_becomes_a_patch_linear() -> None:
+    assert PatchLinear.supports(nn.Conv2d(3, 8, 4, stride=4))
+    assert not PatchLinear.supports(nn.Conv2d(3, 8, 4, stride=2))
+    assert not PatchLinear.supports(nn.Conv2d(3, 8, 4, stride=4, padding=1))
+    assert not PatchLinear.supports(nn.Conv2d(4, 8, 4, stride=4, groups=2))
+    assert not PatchLinear.supports(nn.Conv2d(3, 8, 4, stride=4, dilation=2))
