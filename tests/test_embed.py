@@ -323,6 +323,7 @@ def test_cli_embed_builds_then_reuses(
         ("val", 6, False),
         ("test", 6, False),
     ]
+    assert {(r["precision"], r["computed_in"]) for r in rows} == {("fp32", "fp32")}
     assert main(build_parser(), argv) == 0
     assert all(r["reused"] for r in json.loads(capsys.readouterr().out))
     with pytest.raises(SystemExit) as refused:  # refused by the parser, before any work

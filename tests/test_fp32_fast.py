@@ -133,6 +133,24 @@ def test_vectors_of_the_fp32_fast_copy_get_their_own_cache_and_library_keys(timm
     assert model_key("tiny", tiny).key.endswith(".bf16")
 
 
+def test_asking_bf16_of_a_model_whose_fast_copy_stays_fp32_is_said(
+    timm_pair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from core.cli.console import print_format_note
+
+    exact, fast = timm_pair
+    tiny = load_model("capsearch-tiny", device="cpu", precision="bf16")
+    monkeypatch.delenv("CAPSEARCH_PRECISION", raising=False)
+    print_format_note(fast, "BF16")
+    assert "computes bf16 in fp32 (vectors: fp32fast)" in capsys.readouterr().err
+    for lm, asked in ((fast, "fast"), (fast, None), (tiny, "bf16"), (exact, "fp32")):
+        print_format_note(lm, asked)  # asked for fast, or computed as asked: nothing to say
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("CAPSEARCH_PRECISION", "bf16")
+    print_format_note(fast, None)
+    assert "vectors: fp32fast" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("size", [64, 63])
 @pytest.mark.parametrize(("kernel", "stride", "groups"), [(3, 2, 8), (5, 2, 8), (3, 2, 1), (5, 1, 8)])
 def test_static_same_padding_computes_what_conv2d_same_does(

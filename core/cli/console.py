@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -26,6 +27,9 @@ from core.errors import Cancelled, CapsearchError
 from core.paths import artifacts_root
 from core.progress import Reporter
 from core.safe_text import markup_safe, visible
+
+if TYPE_CHECKING:
+    from core.models.loading import LoadedModel
 
 console = Console(stderr=True)
 Handler = Callable[[argparse.Namespace], int]
@@ -115,6 +119,17 @@ def report_error(err: CapsearchError) -> int:
     if err.hint:
         console.print(f"[dim]hint:[/] {markup_safe(err.hint)}", highlight=False, soft_wrap=True)
     return 2
+
+
+def print_format_note(lm: LoadedModel, asked: str | None) -> None:
+    """Say so on stderr where the precision ``asked`` (else ``$CAPSEARCH_PRECISION``) named a format that
+    ``lm``'s vectors are not computed in."""
+    from core.embed.fp32_fast import format_note
+    from core.models.device import PRECISION_ENV
+
+    note = format_note(lm, asked or os.environ.get(PRECISION_ENV))
+    if note is not None:
+        console.print(f"[dim]note:[/] {markup_safe(note)}", highlight=False, soft_wrap=True)
 
 
 def add_command(

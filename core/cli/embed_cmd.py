@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from core.cli.console import RichReporter, add_command
+from core.cli.console import RichReporter, add_command, print_format_note
 from core.cli.numbers import count
 from core.cli.options import BACKEND_CHOICES, PRECISION_CHOICES, add_common_options, dataset_of, model_of
 from core.errors import CapsearchError
@@ -77,6 +77,7 @@ def register_embed(sub: argparse._SubParsersAction) -> None:
 def _embed(args: argparse.Namespace) -> int:
     from core.data.records import load_dataset
     from core.embed.cache import split_embeddings
+    from core.embed.fp32_fast import vectors_label
     from core.models.loading import load_model
 
     if args.engine == "ray":
@@ -95,6 +96,7 @@ def _embed(args: argparse.Namespace) -> int:
     splits = data.splits if args.split == "all" else [args.split]
     name = model_of(args)
     lm = load_model(name, args.pretrained, device=args.device, precision=args.precision)
+    print_format_note(lm, args.precision)
     if args.backend != "torch":
         from core.embed.openvino_backend import check_backend
 
@@ -120,7 +122,7 @@ def _embed(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
     else:
-        title = f"embeddings of {data.name} by {lm.model_id} ({lm.precision} on {lm.device})"
+        title = f"embeddings of {data.name} by {lm.model_id} ({vectors_label(lm)} on {lm.device})"
         Console().print(_table(title, rows))
     return 0
 
@@ -154,9 +156,12 @@ def _summary(
     lm: LoadedModel, dataset: str, split: str, emb: SplitEmbeddings, seconds: float
 ) -> dict[str, Any]:
     """One split's embedding run as JSON."""
+    from core.embed.fp32_fast import vectors_label
+
     return {
         "model_id": lm.model_id,
         "precision": lm.precision,
+        "computed_in": vectors_label(lm),
         "device": str(lm.device),
         "dataset": dataset,
         "split": split,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from core.cli.console import RichReporter, add_command, console
+from core.cli.console import RichReporter, add_command, console, print_format_note
 from core.cli.duplicates_cmd import SHOWN, add_rule_options, describe_rule, groups_table, rule_of
 from core.cli.numbers import count
 from core.cli.options import BACKEND_CHOICES, PRECISION_CHOICES
@@ -133,6 +133,7 @@ def _model(lib: Library, args: argparse.Namespace) -> tuple[LoadedModel, ModelKe
     name = args.model or (current.name if current else None) or default_library_model(console.print)
     precision = args.precision or (current.precision if current and not args.model else LIBRARY_PRECISION)
     lm = load_model(name, device=args.device, precision=precision)
+    print_format_note(lm, args.precision)
     return lm, model_key(name, lm)
 
 
