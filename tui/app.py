@@ -18,6 +18,7 @@ from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.screen import Screen
 
+from core.embed.heap import share_one_arena
 from core.errors import Cancelled, CapsearchError
 from core.progress import Reporter
 from core.safe_text import markup_safe
@@ -98,6 +99,7 @@ class CapsearchApp(App[None]):
     def __init__(self, source: Source | None = None, retriever: Any = None) -> None:
         """Open ``source`` (default: the built-in demo); tests may inject an open ``retriever`` instead."""
         super().__init__()
+        share_one_arena()  # the workers encode and train in threads: let them reuse freed memory too
         self.source = source or Source()
         self.search_lock = threading.Lock()
         self.reporters: weakref.WeakSet[Reporter] = weakref.WeakSet()

@@ -29,6 +29,7 @@ from core.data.images import load_rgb_bytes
 from core.data.records import PreparedDataset, load_dataset
 from core.directions import Direction
 from core.embed.engine import encode_pil_query, encode_text_queries
+from core.embed.heap import share_one_arena
 from core.errors import CapsearchError, ModelError
 from core.index.store import IndexKey, Side
 from core.index.vector_index import VectorIndex
@@ -114,6 +115,7 @@ class Engine:
     def __init__(
         self, settings: Settings, metrics: Metrics, loaded: tuple[PreparedDataset, LoadedModel] | None = None
     ):
+        share_one_arena()  # it loads, embeds and encodes in threads: let them reuse freed memory too
         self.settings = settings
         self.metrics = metrics
         self._loaded = loaded

@@ -293,3 +293,12 @@ def test_no_dataset_serves_the_demo(monkeypatch, synthetic_small, tiny_model) ->
         assert engine.retriever.model_id == "capsearch-tiny@random" and engine.reason is None
     finally:
         engine.close()
+
+
+def test_the_engine_lets_its_threads_reuse_freed_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.serve.engine
+
+    calls: list[None] = []
+    monkeypatch.setattr(core.serve.engine, "share_one_arena", lambda: calls.append(None))
+    Engine(Settings(reload_check_s=0), Metrics()).close()
+    assert len(calls) == 1  # before it starts its loading and model threads (core.embed.heap)

@@ -67,3 +67,12 @@ def test_the_full_cli_lists_the_app_command(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "app" in capsys.readouterr().out
+
+
+def test_the_app_lets_its_worker_threads_reuse_freed_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tui.app
+
+    calls: list[None] = []
+    monkeypatch.setattr(tui.app, "share_one_arena", lambda: calls.append(None))
+    tui.app.CapsearchApp()
+    assert len(calls) == 1  # before any worker thread starts (core.embed.heap)
