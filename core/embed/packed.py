@@ -158,8 +158,9 @@ class PackedBlock(nn.Module):
 class PatchLinear(nn.Module):
     """A ViT's patch embedding, a convolution whose stride is its kernel, as one packed linear layer over the
     image's patches (oneDNN's convolution ran ViT-B-32's at about half the bf16 rate of its linear layers).
-    Takes channels-last images as the engine feeds them and returns ``[b, width, grid_h, grid_w]`` as the
-    convolution does, laid out so that open_clip's flattening to tokens copies nothing."""
+    Takes images in either layout (channels-last ones are gathered into patches with one copy) and returns
+    ``[b, width, grid_h, grid_w]`` as the convolution does, laid out so that open_clip's flattening to tokens
+    copies nothing."""
 
     def __init__(self, conv: nn.Conv2d, onednn: bool = True) -> None:
         super().__init__()
@@ -234,8 +235,7 @@ def pack_for_cpu(model: nn.Module, onednn: bool = True) -> nn.Module:
     """Pack, in place, the linear layers of a bf16 or fp32 CPU inference copy of ``model`` (see the module
     notes; ``onednn`` False, for fp32: blocks as :class:`PackedBlock` on torch's own matmul), a ViT image
     tower's patch embedding as :class:`PatchLinear` and, pooling its class token, its transformer as
-    :class:`FirstTokenTransformer`. The result can no longer be trained,
-    copied or moved; returns ``model``."""
+    :class:`FirstTokenTransformer`. The result can no longer be trained, copied or moved; returns ``model``."""
     for module in list(model.modules()):
         for name, child in module.named_children():
             if isinstance(child, ResidualAttentionBlock):
