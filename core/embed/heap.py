@@ -17,10 +17,10 @@ model's from 4.34 to 4.77 (median of 4 interleaved runs, artifacts/results/compa
 Each thread's first allocation ties it to an arena, and glibc gives new threads arenas of their own (up to
 8 per core) whose heaps hold at most 64 MiB: a larger allocation there is always mmap'd, whatever the
 thresholds. So in a thread (a TUI worker, a service thread) the setting above did nothing for the large
-activations: lit-lite2's exact fp32 engine ran 16.3-22.8 images/s in a thread against 34.9-55.7 in the main
-thread of the same process (Zen 5 EPYC). :func:`share_one_arena`, called by the app and the service before
-they start their threads, makes every thread started afterwards allocate from the main arena, as the main
-thread does (38.2-43.6 against 34.7-49.8).
+activations: lit-lite2's exact fp32 engine ran 22.9 images/s in a new thread against 45.5 in the main thread
+of the same process (Zen 5 EPYC, medians of 5, scripts/bench_thread_heap.py). :func:`share_one_arena`,
+called by the app and the service before they start their threads, makes every thread started afterwards
+allocate from the main arena, as the main thread does: 48.7 against 49.8.
 
 :func:`reuse_freed_memory` raises both thresholds for the duration of a block (nested and concurrent
 blocks share one setting); on leaving the last block the thresholds go to glibc's 64-bit defaults' upper
