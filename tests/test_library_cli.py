@@ -23,7 +23,8 @@ def test_library_commands_and_search(tmp_path, artifacts, capsys):
     assert main(["library", "list"]) == 0
     assert "photos" in capsys.readouterr().out
     assert main(["library", "status"]) == 0
-    assert "files 9" in capsys.readouterr().out
+    status = capsys.readouterr().out
+    assert "files 9" in status and "capsearch-tiny@random (fp32)" in status
 
     assert main(["search", "a dog", "-k", "3", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

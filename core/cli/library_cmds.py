@@ -202,7 +202,7 @@ def _print_stats(lib: Library, stats: UpdateStats, load_s: float | None) -> None
 # -- status / list / remove ---------------------------------------------------------------------------------
 def _status(args: argparse.Namespace) -> int:
     from core.library.home import resolve_library
-    from core.library.library import Library
+    from core.library.library import Library, computed_in
 
     with Library.open(resolve_library(args.name)) as lib:
         active, target = lib.active, lib.target
@@ -217,9 +217,8 @@ def _status(args: argparse.Namespace) -> int:
             f"  files {counts['files']}, contents {counts['contents']}, embedded {counts['embedded']}, "
             f"unreadable {counts['failed']}"
         )
-        out.print(
-            f"  model {markup_safe(active.model_id) if active else '-'} ({active.precision if active else '-'})"
-        )
+        vectors = markup_safe(computed_in(active)) if active else "-"
+        out.print(f"  model {markup_safe(active.model_id) if active else '-'} ({vectors})")
         if target is not None and active is not None and target.key != active.key:
             missing = len(lib.catalogue.missing_vectors(target.key))
             out.print(f"  switching to {markup_safe(target.model_id)}: {missing} contents still to embed")

@@ -40,6 +40,12 @@ def model_key(name: str, lm: LoadedModel) -> ModelKey:
     return ModelKey(key, name, lm.model_id, lm.precision, lm.embed_dim)
 
 
+def computed_in(model: ModelKey) -> str:
+    """What ``model``'s vectors are computed in, as :func:`model_key` named it in the key."""
+    base = safe_name(model.model_id) + "."
+    return model.key[len(base) :] if model.key.startswith(base) else "fp32"
+
+
 @dataclass
 class Library:
     """One library, open; close it (or use ``with``) to release the catalogue."""
