@@ -19,8 +19,10 @@ Each thread's first allocation ties it to an arena, and glibc gives new threads 
 thresholds. So in a thread (a TUI worker, a service thread) the setting above did nothing for the large
 activations: lit-lite2's exact fp32 engine ran 22.9 images/s in a new thread against 45.5 in the main thread
 of the same process (Zen 5 EPYC, medians of 5, scripts/bench_thread_heap.py). :func:`share_one_arena`,
-called by the app and the service before they start their threads, makes every thread started afterwards
-allocate from the main arena, as the main thread does: 48.7 against 49.8.
+called by the app and the service before they start their threads, caps glibc at one arena, so threads
+started afterwards are handed an existing arena, the main one unless another thread made its own before:
+a new thread then ran 48.7 against 49.8. glibc's placement of repeated large blocks is not regular
+enough to count a thread's page faults reliably, so the benchmark, not a test, carries that figure.
 
 :func:`reuse_freed_memory` raises both thresholds for the duration of a block (nested and concurrent
 blocks share one setting); on leaving the last block the thresholds go to glibc's 64-bit defaults' upper
@@ -68,7 +70,8 @@ def _set(libc: ctypes.CDLL, mmap: int, trim: int) -> None:
 
 
 def share_one_arena() -> None:
-    """Make threads that allocate for the first time from now on use the main arena (see above)."""
+    """Cap glibc at one arena: threads that allocate for the first time from now on share an existing one
+    (see above)."""
     libc = _glibc()
     if libc is not None:
         libc.mallopt(M_ARENA_MAX, 1)
