@@ -6,9 +6,9 @@ own progress reports, so validation, data loading and checkpoints stay out of th
 
 Cases: ``demo``, the demo model's recipe on the built-in synthetic scenes (what scripts/run.sh trains under a
 65 s budget); ``flickr8k-compact``, capsearch-compact-minilm128 on the Flickr8k train split with
-scripts/train_compact_flickr8k.py's recipe (batch 128, five captions per image). Each run trains a fresh
-model for ``--steps`` steps, then stops through the trainer's own cancellation, and rates the steps after
-the first ``--warmup``. Writes artifacts/results/bench_training_<case>.json (earlier runs kept in its
+scripts/train_compact_flickr8k.py's recipe, read from its command-line defaults (batch 128, five captions
+per image, crops and flips). Each run trains a fresh model for ``--steps`` steps, then stops through the
+trainer's own cancellation, and rates the steps after the first ``--warmup``. Writes artifacts/results/bench_training_<case>.json (earlier runs kept in its
 ``runs``); scripts/compare_commits.py --bench training_demo | training_flickr8k runs two commits alternately.
 """
 
@@ -64,18 +64,11 @@ def demo_case() -> tuple[str, PreparedDataset, TrainConfig]:
 
 
 def flickr8k_compact_case(source: Path) -> tuple[str, PreparedDataset, TrainConfig]:
-    cfg = TrainConfig(
-        epochs=200,
-        batch_size=128,
-        lr=1e-3,
-        warmup_steps=50,
-        freeze="frozen-text",
-        captions_per_image=5,
-        crop_scale=0.4,
-        weight_decay=0.2,
-        device="cpu",
-    )
-    return "capsearch-compact-minilm128", flickr8k_dataset(source=source), cfg
+    from train_compact_flickr8k import VARIANTS, parser, train_config
+
+    args = parser().parse_args([])
+    config, freeze = VARIANTS[args.variant]
+    return config, flickr8k_dataset(source=source), train_config(args, freeze)
 
 
 def one_run(config: str, dataset: PreparedDataset, cfg: TrainConfig, steps: int, warmup: int) -> float:

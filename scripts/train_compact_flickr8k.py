@@ -187,7 +187,8 @@ def compare(paths: list[Path], out_name: str) -> None:
     print(json.dumps({"better": best, **{v: s["test_mean_recall"] for v, s in summary.items()}}))
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line, its defaults the recipe (scripts/bench_training.py trains with them too)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", choices=sorted(VARIANTS), default="minilm128")
     ap.add_argument("--name", default="compact-flickr8k-128")
@@ -210,7 +211,11 @@ def main() -> None:
     ap.add_argument("--compare-name", default="compact-comparison")
     ap.add_argument("--eval-only", action="store_true", help="only test the saved best checkpoint of --name")
     ap.add_argument("--note", default="", help="note stored with --eval-only results")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.compare:
         compare(args.compare, args.compare_name)
     elif args.eval_only:
