@@ -11,8 +11,8 @@ for the same reason.
 
 Training allocates and frees far more per step (activations, their gradients, the optimizer's temporaries),
 so the trainer (:mod:`core.train.trainer`) keeps freed memory for its whole run as well: on a 2-vCPU AMD
-EPYC (Zen 5) the compact model's Flickr8k recipe (batch 128, flips off) went from 0.77 to 1.32 steps/s and the demo
-model's from 4.34 to 4.77 (median of 4 interleaved runs, artifacts/results/compare_training_*.json).
+EPYC (Zen 5) the compact model's Flickr8k recipe (batch 128, flips off) went from 0.77 to 1.32 steps/s and
+the demo model's from 4.34 to 4.77 (median of 4 interleaved runs, artifacts/results/compare_training_*.json).
 
 Each thread's first allocation ties it to an arena, and glibc gives new threads arenas of their own (up to
 8 per core) whose heaps hold at most 64 MiB: a larger allocation there is always mmap'd, whatever the
