@@ -124,6 +124,7 @@ def test_fold_batch_norms_keeps_the_output_and_skips_a_norm_after_no_conv() -> N
 def test_vectors_of_the_fp32_fast_copy_get_their_own_cache_and_library_keys(timm_pair) -> None:
     from core.embed.fp32_fast import vectors_label
     from core.library.library import computed_in, model_key
+    from core.serve.app import model_out
 
     exact, fast = timm_pair
     tiny = load_model("capsearch-tiny", device="cpu", precision="bf16")
@@ -133,6 +134,12 @@ def test_vectors_of_the_fp32_fast_copy_get_their_own_cache_and_library_keys(timm
     assert model_key("tiny", tiny).key.endswith(".bf16")
     keys = [model_key("lite0", exact), key, model_key("tiny", tiny)]
     assert [computed_in(k) for k in keys] == ["fp32", "fp32fast", "bf16"]  # what library status shows
+    models = [model_out(lm) for lm in (exact, fast, tiny)]  # what the service's /v1/models says
+    assert [(m["precision"], m["computed_in"]) for m in models] == [
+        ("fp32", "fp32"),
+        ("bf16", "fp32fast"),
+        ("bf16", "bf16"),
+    ]
 
 
 def test_asking_bf16_of_a_model_whose_fast_copy_stays_fp32_is_said(

@@ -32,7 +32,6 @@ with BatchNorm folded and channels-last (:mod:`core.embed.fp32_fast`).
 from __future__ import annotations
 
 import copy
-import os
 import queue
 import threading
 import weakref
@@ -59,7 +58,14 @@ from core.embed.heap import reuse_freed_memory
 from core.embed.packed import PackedBlock, pack_for_cpu, packing_available
 from core.embed.resnet_fast import pool_mean_token
 from core.embed.split_decode import Batch, Item, collated, split_batches
-from core.embed.tuning import DEFAULT_PLAN, PROBE_MIN_IMAGES, ImagePlan, fp32_linear_kernel, image_plan
+from core.embed.tuning import (
+    DEFAULT_PLAN,
+    PROBE_MIN_IMAGES,
+    ImagePlan,
+    cpu_cores,
+    fp32_linear_kernel,
+    image_plan,
+)
 from core.errors import CapsearchError
 from core.models.checkpoint import ClipModel
 from core.models.loading import LoadedModel
@@ -426,13 +432,7 @@ def default_workers(device: torch.device) -> int:
     """Decode processes: none on the CPU (background threads instead), up to 8 with an accelerator."""
     if device.type == "cpu":
         return 0
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
-
-
-def cpu_cores() -> int:
-    """The cores this process may run on."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    return max(1, min(8, cpu_cores() - 1))
 
 
 def model_threads(plan: ImagePlan) -> int:

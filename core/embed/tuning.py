@@ -82,11 +82,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity: fewer than the machine's under ``taskset`` or a
+    container's CPU set)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
 def machine_key() -> str:
-    """What a probe result depends on besides the model: CPU model, cores, bf16 support, torch."""
+    """What a probe result depends on besides the model: CPU model, the cores this process may use, bf16
+    support, torch."""
     parts = [
         cpu_model(),
-        str(os.cpu_count()),
+        str(cpu_cores()),
         str(torch.get_num_threads()),
         str(torch.cpu._is_avx512_bf16_supported()),
         str(torch.cpu._is_amx_tile_supported()),

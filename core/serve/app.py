@@ -19,7 +19,9 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import __version__
+from core.embed.fp32_fast import vectors_label
 from core.errors import CapsearchError
+from core.models.loading import LoadedModel
 from core.serve import files
 from core.serve.engine import Engine, decode_base64
 from core.serve.engine import Query as SearchQuery
@@ -169,17 +171,8 @@ def _routes(engine: Engine, metrics: Metrics) -> APIRouter:
 
     @router.get("/v1/models", response_model=list[ModelOut], tags=["catalogue"])
     def models() -> list[dict[str, Any]]:
-        """The model this service searches with."""
-        lm = engine.ready().lm
-        return [
-            {
-                "model_id": lm.model_id,
-                "embed_dim": lm.embed_dim,
-                "precision": lm.precision,
-                "device": str(lm.device),
-                "context_length": lm.context_length,
-            }
-        ]
+        """The model this service searches with, and the format its vectors are computed in."""
+        return [model_out(engine.ready().lm)]
 
     @router.post(
         "/v1/search",
@@ -268,6 +261,19 @@ def _routes(engine: Engine, metrics: Metrics) -> APIRouter:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def model_out(lm: LoadedModel) -> dict[str, Any]:
+    """``/v1/models``' entry for ``lm``: ``precision`` as asked, ``computed_in`` what its vectors are computed
+    in (fp32fast for a model kind whose fast copy stays fp32, :mod:`core.embed.fp32_fast`)."""
+    return {
+        "model_id": lm.model_id,
+        "embed_dim": lm.embed_dim,
+        "precision": lm.precision,
+        "computed_in": vectors_label(lm),
+        "device": str(lm.device),
+        "context_length": lm.context_length,
+    }
 
 
 def _matches(request: Request, etag: str) -> bool:

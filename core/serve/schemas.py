@@ -195,5 +195,6 @@ class ModelOut(Strict):
     model_id: str
     embed_dim: int
     precision: str
+    computed_in: str
     device: str
     context_length: int

@@ -78,6 +78,7 @@ def test_health_ready_catalogue(client, engine) -> None:
     assert ds["name"] == "synthetic" and ds["split"] == "test" and ds["images"] == engine.retriever.size
     (model,) = client.get("/v1/models").json()
     assert model["model_id"] == "capsearch-tiny@random" and model["embed_dim"] == 64
+    assert model["precision"] == model["computed_in"] == engine.ready().lm.precision == "fp32"
 
 
 def test_not_ready_until_loaded(synthetic_small, tiny_model) -> None:
