@@ -27,16 +27,17 @@ def machine_info() -> dict[str, Any]:
     import PIL
     import torch
 
-    cpu = platform.processor()
+    fields: dict[str, str] = {}  # the first CPU's
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
     return {
-        "cpu": cpu,
+        "cpu": fields.get("model name", platform.processor()),
+        # the generation, where the name does not say it: AMD EPYC 25/1 Zen 3, 26/2 Zen 5
+        "cpu_family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average": list(os.getloadavg()),
