@@ -99,6 +99,19 @@ def test_a_larger_batch_is_kept_unless_it_is_slower(slowdown: float, chosen: int
     assert tuning.probe_images(encode, (3, 8, 8), torch.float32, layouts=False).batch_size == chosen
 
 
+def test_probe_settings_take_turns_and_each_counts_its_best_call() -> None:
+    order: list[int] = []
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        order.append(len(x))
+        time.sleep(0.05 if order.count(len(x)) == 2 else 0.001)  # each setting's first timed call is slow
+        return x
+
+    rates = tuning._best_rates(encode, {n: (torch.zeros(n, 1), 1) for n in (1, 2)})
+    assert order == [1, 2] * (tuning.MAX_TIMED_CALLS + 1)  # a warm-up round, then timed rounds in turn
+    assert rates[1] > 100 and rates[2] > 200  # the best call (about 1 ms), not the slow one (50 ms)
+
+
 def test_fast_path_matches_fp32_within_tolerance(
     artifacts: Path, tmp_path: Path, tiny32: LoadedModel, tiny_bf16: LoadedModel
 ) -> None:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -38,8 +38,8 @@ PROBE_ENV = "CAPSEARCH_PROBE"
 # 4: timed with freed memory kept for reuse (core.embed.heap), as the engine now runs; 5: fp32 copies on the
 # measured linear kernel (fp32_linear_kernel); 6: a ViT's last block at its class token alone
 # (FirstTokenTransformer), a bf16 compact ResNet folded and fused (fuse_resnet_tower); 7: the compact
-# models' fast copy is fp32 (fp32_fast)
-PROBE_VERSION = 7
+# models' fast copy is fp32 (fp32_fast); 8: settings timed in turns, each the best of its calls (MIN_TIMED_S)
+PROBE_VERSION = 8
 BATCH_SIZES = (16, 32, 64)
 # A batch size is only probed when one batch is predicted to take at most this long (ViT-B-32 in fp32 on a
 # 2-vCPU AVX2 EPYC: 32 images in about 3.6 s).
@@ -52,6 +52,14 @@ PROBE_MIN_IMAGES = 256
 # fp32fast copy probed 11.96 images/s at batch 16 and not 5% more at 32, yet ran 5-15% faster end to end
 # at 32 in each of four rounds.
 MARGIN = 1.05
+# Each setting is timed as the best of its calls over at least this long (at most MAX_TIMED_CALLS calls),
+# the settings compared taking turns (_best_rates): a compact model's call takes 40-160 ms, and timed once,
+# one setting after the other, the probe's choice followed the VM's jitter (six probes of one model on a
+# 2-vCPU AMD EPYC (Zen 5) chose batches 16, 16, 32, 64, 64, 32 and once channels-last).
+MIN_TIMED_S = 0.3
+MAX_TIMED_CALLS = 5
+K = TypeVar("K")
+Setting = tuple[torch.Tensor, int]  # an input batch and the intra-op threads to run it on
 
 
 @dataclass(frozen=True)
@@ -167,21 +175,27 @@ def _plan_of(entry: Any) -> ImagePlan | None:
     return plan if plan.batch_size > 0 and plan.threads > 0 else None
 
 
-def _seconds(run: Callable[[], object]) -> float:
-    run()  # warm-up: oneDNN builds its primitives for a new shape on the first call
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
-
-
-def _rate(encode: Callable[[torch.Tensor], object], x: torch.Tensor, threads: int) -> float:
+def _best_rates(encode: Callable[[torch.Tensor], object], settings: dict[K, Setting]) -> dict[K, float]:
+    """Images/s of each setting, the best of its calls. The settings take turns, one call each per round
+    after a warm-up call each (oneDNN builds its primitives for a new shape on the first), until each has
+    spent :data:`MIN_TIMED_S` or made :data:`MAX_TIMED_CALLS` calls: a slow second of the machine falls on
+    all of them alike."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    timed: dict[K, list[float]] = {key: [] for key in settings}
     try:
         with torch.inference_mode():
-            return x.shape[0] / _seconds(lambda: encode(x))
+            for round_ in range(MAX_TIMED_CALLS + 1):
+                for key, (x, threads) in settings.items():
+                    if round_ and sum(timed[key]) >= MIN_TIMED_S:
+                        continue
+                    torch.set_num_threads(threads)
+                    start = time.perf_counter()
+                    encode(x)
+                    if round_:
+                        timed[key].append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(previous)
+    return {key: settings[key][0].shape[0] / min(calls) for key, calls in timed.items()}
 
 
 def probe_images(
@@ -190,9 +204,9 @@ def probe_images(
     dtype: torch.dtype,
     layouts: bool,
 ) -> ImagePlan:
-    """Time ``encode`` on random images: 1 thread against all at batch 16, then larger batches (kept
-    unless slower by :data:`MARGIN`), then (``layouts``) a channels-last input (which, as another thread
-    count, must win by :data:`MARGIN`)."""
+    """Time ``encode`` on random images (:func:`_best_rates`): 1 thread against all at batch 16, then the
+    batch sizes (the largest kept that is not slower than the fastest by :data:`MARGIN`), then
+    (``layouts``) a channels-last input (which, as another thread count, must win by :data:`MARGIN`)."""
     threads_all = max(1, torch.get_num_threads())
 
     def images(n: int, channels_last: bool = False) -> torch.Tensor:
@@ -200,19 +214,16 @@ def probe_images(
         return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
     first = images(BATCH_SIZES[0])
-    rates = {t: _rate(encode, first, t) for t in sorted({1, threads_all})}
-    threads = max(rates, key=lambda t: rates[t] * (MARGIN if t == threads_all else 1.0))
-    plan = ImagePlan(BATCH_SIZES[0], threads, False, rates[threads], True)
-    for size in BATCH_SIZES[1:]:
-        if size / plan.images_per_s > MAX_PROBE_BATCH_S:
-            break
-        rate = _rate(encode, images(size), threads)
-        if rate * MARGIN >= plan.images_per_s:
-            plan = replace(plan, batch_size=size, images_per_s=rate)
+    by_threads = _best_rates(encode, {t: (first, t) for t in sorted({1, threads_all})})
+    threads = max(by_threads, key=lambda t: by_threads[t] * (MARGIN if t == threads_all else 1.0))
+    sizes = [n for n in BATCH_SIZES if n == len(first) or n / by_threads[threads] <= MAX_PROBE_BATCH_S]
+    by_size = _best_rates(encode, {n: (images(n), threads) for n in sizes})
+    size = max(n for n in sizes if by_size[n] * MARGIN >= max(by_size.values()))
+    plan = ImagePlan(size, threads, False, by_size[size], True)
     if layouts and len(shape) == 3:
-        rate = _rate(encode, images(plan.batch_size, True), threads)
-        if rate > plan.images_per_s * MARGIN:
-            plan = replace(plan, channels_last=True, images_per_s=rate)
+        by_layout = _best_rates(encode, {cl: (images(size, cl), threads) for cl in (False, True)})
+        if by_layout[True] > by_layout[False] * MARGIN:
+            plan = replace(plan, channels_last=True, images_per_s=by_layout[True])
     return replace(plan, images_per_s=round(plan.images_per_s, 2))
 
 
