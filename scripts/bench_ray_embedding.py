@@ -1,7 +1,8 @@
 """Image embedding throughput on Ray (a local Ray on 2 CPUs) against the single-process engine.
 
-Same images (the first ``--images`` of a Flickr8k prepared under the artifacts root), same model (ViT-B-32,
-seeded random init, fp32), same batches of ``--batch-size``. Local: ``core.embed.engine.encode_images``
+Same images (the first ``--images`` of a Flickr8k prepared under the artifacts root), same model
+(``--model``, default ViT-B-32 seeded random init; ``--precision``, default fp32), same batches of
+``--batch-size``. Local: ``core.embed.engine.encode_images``
 with the model already loaded, torch on every core (what ``capsearch embed`` runs for a split's images).
 Ray: ``core.embed.ray_engine.run_units`` on the same batches, as ``capsearch embed --engine ray`` runs
 them, once with two 1-CPU actors and once with one 2-CPU actor. A Ray run's time counts from submitting
@@ -11,7 +12,8 @@ marginal rate (the extra images over the extra time of the full run) is the rate
 The local engine runs one untimed warm-up batch first. The largest
 difference between the Ray and local vectors is recorded as a check.
 
-Usage: python scripts/bench_ray_embedding.py [--images 256] [--batch-size 32] (under flock /work/bench.lock)
+Usage: python scripts/bench_ray_embedding.py [--images 256] [--batch-size 32] [--model M] [--precision P]
+(under flock /work/bench.lock)
 Writes artifacts/results/ray_embedding.json.
 """
 
@@ -40,7 +42,6 @@ from core.embed.ray_engine import ModelSpec, RayOptions, import_ray, run_units  
 from core.models.loading import LoadedModel, load_model  # noqa: E402
 from core.paths import results_dir  # noqa: E402
 
-MODEL = "ViT-B-32"
 RAY_CPUS = 2
 
 
@@ -115,7 +116,7 @@ def local_run(lm: LoadedModel, paths: list[Path], batch_size: int) -> tuple[np.n
 
 
 def ray_pass(
-    ray: Any, lm: LoadedModel, paths: list[Path], batch_size: int, options: RayOptions
+    ray: Any, lm: LoadedModel, paths: list[Path], batch_size: int, options: RayOptions, model: str
 ) -> tuple[np.ndarray, float, float]:
     """One Ray run of ``paths`` in batches of ``batch_size``: the vectors, its wall time and its first
     unit's arrival (both counted from submitting the work: actor start and model load included)."""
@@ -126,7 +127,7 @@ def ray_pass(
     out = np.zeros((len(paths), lm.embed_dim), np.float32)
     first = None
     start = time.perf_counter()
-    for row in run_units(ray, units, ModelSpec.of(MODEL, None, lm), options):
+    for row in run_units(ray, units, ModelSpec.of(model, None, lm), options):
         n = int(row["unit"])
         vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(-1, lm.embed_dim)
         out[n * batch_size : n * batch_size + len(vectors)] = vectors
@@ -145,14 +146,20 @@ def ray_cpu(measure: Any) -> tuple[Any, float]:
 
 
 def ray_run(
-    ray: Any, lm: LoadedModel, paths: list[Path], batch_size: int, actors: int, cpus_per_actor: int
+    ray: Any,
+    lm: LoadedModel,
+    paths: list[Path],
+    batch_size: int,
+    actors: int,
+    cpus_per_actor: int,
+    model: str,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """A warm-up-sized run (one batch per actor: the fixed cost of a run), then the full run; the
     marginal rate is the extra images over the extra time."""
     options = RayOptions(actors=actors, cpus_per_actor=cpus_per_actor, batch_size=batch_size)
     few = paths[: actors * batch_size]
-    (_, fixed_s, _), fixed_cpu = ray_cpu(lambda: ray_pass(ray, lm, few, batch_size, options))
-    (vectors, wall, first_s), cpu = ray_cpu(lambda: ray_pass(ray, lm, paths, batch_size, options))
+    (_, fixed_s, _), fixed_cpu = ray_cpu(lambda: ray_pass(ray, lm, few, batch_size, options, model))
+    (vectors, wall, first_s), cpu = ray_cpu(lambda: ray_pass(ray, lm, paths, batch_size, options, model))
     extra = len(paths) - len(few)
     marginal = extra / (wall - fixed_s) if wall > fixed_s else None
     return vectors, {
@@ -184,6 +191,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--model", default="ViT-B-32", help="a name or checkpoint folder")
+    parser.add_argument("--precision", default="fp32")
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -191,7 +200,7 @@ def main() -> int:
     data = flickr8k_dataset()
     paths = [data.image_path(r) for r in data.split("test")[: args.images]]
     machine_start = machine_info()
-    lm = load_model(MODEL, device="cpu", precision="fp32")
+    lm = load_model(args.model, device="cpu", precision=args.precision)
     reference, local_before = local_run(lm, paths, args.batch_size)
 
     start = time.perf_counter()
@@ -200,7 +209,7 @@ def main() -> int:
     runs = []
     try:
         for actors, cpus_per_actor in ((2, 1), (1, 2)):
-            vectors, run = ray_run(ray, lm, paths, args.batch_size, actors, cpus_per_actor)
+            vectors, run = ray_run(ray, lm, paths, args.batch_size, actors, cpus_per_actor, args.model)
             run["max_abs_diff_vs_local"] = float(np.abs(vectors - reference).max())
             runs.append(run)
     finally:
@@ -216,7 +225,7 @@ def main() -> int:
     run_record = {
         "commit": commit(),
         "model": lm.model_id,
-        "precision": "fp32",
+        "precision": lm.precision,
         "images": len(paths),
         "dataset": f"{data.name} test split, first {len(paths)} images",
         "batch_size": args.batch_size,
