@@ -9,7 +9,8 @@ them, once with two 1-CPU actors and once with one 2-CPU actor. A Ray run's time
 the work to the last vector, so it includes starting the actors and loading a model in each (the
 ``ray.init`` time is given apart). Its fixed cost is measured by a run of one batch per actor; the
 marginal rate (the extra images over the extra time of the full run) is the rate once the actors are up.
-The local engine runs one untimed warm-up batch first. The largest
+Inside the actors, each unit's encoding is timed too (``in_actor_images_per_s``: one actor's rate, free of
+the actors' start). The local engine runs one untimed warm-up batch first. The largest
 difference between the Ray and local vectors is recorded as a check.
 
 Usage: python scripts/bench_ray_embedding.py [--images 256] [--batch-size 32] [--model M] [--precision P]
@@ -38,7 +39,7 @@ from benchlib import commit, flickr8k_dataset, machine_info, runs_log  # noqa: E
 
 from core.atomic import write_json  # noqa: E402
 from core.embed.engine import encode_images  # noqa: E402
-from core.embed.ray_engine import ModelSpec, RayOptions, import_ray, run_units  # noqa: E402
+from core.embed.ray_engine import ModelSpec, RayOptions, UnitEncoder, import_ray, run_units  # noqa: E402
 from core.models.loading import LoadedModel, load_model  # noqa: E402
 from core.paths import results_dir  # noqa: E402
 
@@ -99,6 +100,16 @@ class DescendantsCpu:
         return sum(self.seen.values())
 
 
+class TimedEncoder(UnitEncoder):
+    """The engine's actor, also returning the seconds each call (one unit) took inside the actor."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        out = super().__call__(batch)
+        out["encode_s"] = np.full(len(out["unit"]), (time.perf_counter() - start) / len(out["unit"]))
+        return out
+
+
 def local_run(lm: LoadedModel, paths: list[Path], batch_size: int) -> tuple[np.ndarray, dict[str, Any]]:
     """The local engine on ``paths``, after one untimed warm-up batch (first-call setup)."""
     encode_images(lm, paths[:batch_size], batch_size=batch_size, workers=0)
@@ -117,22 +128,25 @@ def local_run(lm: LoadedModel, paths: list[Path], batch_size: int) -> tuple[np.n
 
 def ray_pass(
     ray: Any, lm: LoadedModel, paths: list[Path], batch_size: int, options: RayOptions, model: str
-) -> tuple[np.ndarray, float, float]:
+) -> tuple[np.ndarray, float, float, float]:
     """One Ray run of ``paths`` in batches of ``batch_size``: the vectors, its wall time and its first
-    unit's arrival (both counted from submitting the work: actor start and model load included)."""
+    unit's arrival (both counted from submitting the work: actor start and model load included), and the
+    seconds the actors spent encoding (summed over actors)."""
     units = [
         {"unit": n, "kind": "images", "payload": json.dumps([str(p) for p in paths[s : s + batch_size]])}
         for n, s in enumerate(range(0, len(paths), batch_size))
     ]
     out = np.zeros((len(paths), lm.embed_dim), np.float32)
     first = None
+    encode_s = 0.0
     start = time.perf_counter()
-    for row in run_units(ray, units, ModelSpec.of(model, None, lm), options):
+    for row in run_units(ray, units, ModelSpec.of(model, None, lm), options, TimedEncoder):
+        encode_s += float(row["encode_s"])
         n = int(row["unit"])
         vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(-1, lm.embed_dim)
         out[n * batch_size : n * batch_size + len(vectors)] = vectors
         first = time.perf_counter() - start if first is None else first
-    return out, time.perf_counter() - start, first or 0.0
+    return out, time.perf_counter() - start, first or 0.0, encode_s
 
 
 def ray_cpu(measure: Any) -> tuple[Any, float]:
@@ -158,8 +172,10 @@ def ray_run(
     marginal rate is the extra images over the extra time."""
     options = RayOptions(actors=actors, cpus_per_actor=cpus_per_actor, batch_size=batch_size)
     few = paths[: actors * batch_size]
-    (_, fixed_s, _), fixed_cpu = ray_cpu(lambda: ray_pass(ray, lm, few, batch_size, options, model))
-    (vectors, wall, first_s), cpu = ray_cpu(lambda: ray_pass(ray, lm, paths, batch_size, options, model))
+    (_, fixed_s, _, _), fixed_cpu = ray_cpu(lambda: ray_pass(ray, lm, few, batch_size, options, model))
+    (vectors, wall, first_s, encode_s), cpu = ray_cpu(
+        lambda: ray_pass(ray, lm, paths, batch_size, options, model)
+    )
     extra = len(paths) - len(few)
     marginal = extra / (wall - fixed_s) if wall > fixed_s else None
     return vectors, {
@@ -174,6 +190,8 @@ def ray_run(
         "fixed_run_cpu_s": round(fixed_cpu, 2),
         "marginal_images_per_s": round(marginal, 2) if marginal else None,
         "marginal_cpu_s_per_image": round((cpu - fixed_cpu) / extra, 4) if extra else None,
+        # inside the actors, the full run: one actor's rate (images over the actors' summed encoding time)
+        "in_actor_images_per_s": round(len(paths) / encode_s, 2),
     }
 
 
