@@ -39,6 +39,7 @@ from benchlib import commit, flickr8k_dataset, machine_info, runs_log  # noqa: E
 
 from core.atomic import write_json  # noqa: E402
 from core.embed.engine import encode_images  # noqa: E402
+from core.embed.fp32_fast import vectors_label  # noqa: E402
 from core.embed.ray_engine import ModelSpec, RayOptions, UnitEncoder, import_ray, run_units  # noqa: E402
 from core.models.loading import LoadedModel, load_model  # noqa: E402
 from core.paths import results_dir  # noqa: E402
@@ -244,6 +245,7 @@ def main() -> int:
         "commit": commit(),
         "model": lm.model_id,
         "precision": lm.precision,
+        "computed_in": vectors_label(lm),
         "images": len(paths),
         "dataset": f"{data.name} test split, first {len(paths)} images",
         "batch_size": args.batch_size,
