@@ -22,12 +22,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import FLICKR8K, commit, machine_info, runs_log
+from benchlib import FLICKR8K, clock, commit, machine_info, runs_log
 
 from core.atomic import write_json
 from core.paths import results_dir
@@ -37,14 +36,8 @@ PIXEL_IMAGES = 20
 
 
 def _best_rate(run: Any, items: int, reps: int) -> float:
-    best = min(_seconds(run) for _ in range(reps))
-    return items / best
-
-
-def _seconds(run: Any) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
+    """Items per second of ``run``'s fastest of ``reps`` calls (a slow first call does not count)."""
+    return items / min(clock(run)[1] for _ in range(reps))
 
 
 def measure(model: str, images: int, photo: Path, pixels: Path) -> dict[str, Any]:
