@@ -58,3 +58,22 @@ def test_without_a_model_the_cli_opens_the_newest_one_trained_on_the_dataset(
     assert model_of(_args(str(synthetic_small.dir), "capsearch-tiny")) == "capsearch-tiny"
     with pytest.raises(ModelError, match="demo model has not been trained"):
         model_of(_args())
+
+
+def test_commands_that_read_no_vectors_of_a_model_import_no_torch(artifacts: Path, tmp_path: Path) -> None:
+    """Listing, status, housekeeping and a rescan with nothing new start without torch or open_clip."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    assert main(["library", "add", str(photos), "--model", "capsearch-tiny", "--device", "cpu"]) == 0
+    for command in (["--version"], ["datasets"], ["where"], ["library", "list"], ["library", "status"],
+                    ["library", "update"], ["clean"]):  # fmt: skip
+        code = (
+            "import sys\n"
+            "from core.cli import main\n"
+            f"try: rc = main({command!r})\n"
+            "except SystemExit as exc: rc = exc.code\n"
+            "heavy = sorted(m for m in ('torch', 'open_clip', 'transformers') if m in sys.modules)\n"
+            "print(rc, heavy, file=sys.stderr); sys.exit(0 if rc == 0 and not heavy else 1)\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert proc.returncode == 0, (command, proc.stderr[-2000:])

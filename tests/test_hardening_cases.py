@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from core.cli import main as capsearch
-from core.embed.cache import CAPTION_FILE, IMAGE_FILE, MANIFEST, split_embeddings
+from core.embed.cache import split_embeddings
+from core.embed.chunks import CAPTION_FILE, IMAGE_FILE, MANIFEST
 from core.models.loading import load_model
 from core.progress import Reporter
 

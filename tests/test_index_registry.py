@@ -201,7 +201,7 @@ def test_a_saved_index_opens_memory_mapped(tmp_path: Path) -> None:
 
 
 def test_build_from_embedding_cache_chunks(tmp_path: Path, data) -> None:
-    from core.embed.cache import chunk_file, save_keyed_chunk
+    from core.embed.chunks import chunk_file, save_keyed_chunk
 
     x, q, _ = data
     n = 8_000

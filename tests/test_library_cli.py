@@ -107,3 +107,50 @@ def test_a_new_library_embeds_in_the_fast_mode_and_keeps_its_precision(tmp_path,
         assert lib.active is not None and lib.active.precision == fast
         (count,) = lib.catalogue.db.execute("SELECT COUNT(*) FROM models").fetchone()
         assert count == 1
+
+
+def _no_model_load(*args, **kwargs):
+    raise AssertionError("a rescan with nothing to embed loaded the model")
+
+
+def test_a_rescan_loads_the_model_only_when_a_file_needs_embedding(tmp_path, artifacts, capsys, monkeypatch):
+    from core.library.library import Library
+    from core.models import loading
+
+    photos = tmp_path / "photos"
+    make_folder(photos, 3)
+    assert main(["library", "add", str(photos), *MODEL]) == 0
+    real_load = loading.load_model
+    monkeypatch.setattr(loading, "load_model", _no_model_load)
+    capsys.readouterr()
+    assert main(["library", "update"]) == 0
+    err = capsys.readouterr().err
+    assert "0 embedded" in err and "model " not in err  # no model, so no loading time either
+    write_photo(photos / "new.jpg", 91)
+    loads = []
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    assert main(["library", "update"]) == 0
+    assert "1 new" in capsys.readouterr().err and len(loads) == 1
+    with Library.open("photos") as lib:
+        assert lib.active is not None and lib.catalogue.embedded_count(lib.active.key) == 4
+
+
+def test_a_model_that_keys_its_vectors_anew_embeds_the_whole_library(tmp_path, artifacts, capsys, monkeypatch):
+    """The library's model, loaded for a new file, may compute its vectors differently than before (its file
+    or the CPU changed): then every photo is embedded under the new key, as ``--model`` would."""
+    import dataclasses
+
+    from core.library import library
+
+    photos = tmp_path / "photos"
+    make_folder(photos, 3)
+    assert main(["library", "add", str(photos), *MODEL]) == 0
+    real_key = library.model_key
+    monkeypatch.setattr(library, "model_key", lambda n, lm: dataclasses.replace(real_key(n, lm), key="moved"))
+    write_photo(photos / "new.jpg", 91)
+    capsys.readouterr()
+    assert main(["library", "update"]) == 0
+    assert "4 embedded" in capsys.readouterr().err
+    with library.Library.open("photos") as lib:
+        assert lib.active is not None and lib.active.key == "moved"
+        assert lib.catalogue.embedded_count("moved") == 4

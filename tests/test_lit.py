@@ -80,6 +80,14 @@ def test_config_loads_embeds_and_names_its_packages(synthetic_small, artifacts) 
     assert np.allclose(np.linalg.norm(emb.image_emb, axis=1), 1, atol=1e-4)
 
 
+def test_loading_prints_no_progress_bar_of_transformers(capfd: pytest.CaptureFixture[str]) -> None:
+    from transformers.utils import logging as hf_logging
+
+    load_model(LITE0, device="cpu")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # switched off for the load only
+
+
 def test_model_id_changes_with_a_package_version(monkeypatch: pytest.MonkeyPatch) -> None:
     before = load_model(LITE0, device="cpu").model_id
     real = towers.package_version
@@ -91,7 +99,7 @@ def test_model_id_changes_with_a_package_version(monkeypatch: pytest.MonkeyPatch
 
 
 def test_frozen_feature_cache_round_trip_in_the_embedding_cache_format(synthetic_small, artifacts) -> None:
-    from core.embed.cache import FORMAT, MANIFEST
+    from core.embed.chunks import FORMAT, MANIFEST
     from core.models.checkpoint import build_model
 
     cfg = lit_model_cfg(LITE0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,11 +22,13 @@ from core.errors import CapsearchError
 from core.safe_text import markup_safe
 
 if TYPE_CHECKING:
+    from core.embed.engine import ImageBatch
     from core.library.catalogue import ModelKey
     from core.library.filters import Filters
     from core.library.library import Library
     from core.library.update import ImageEncoder, UpdateStats
     from core.models.loading import LoadedModel
+    from core.progress import Reporter
     from core.search.library_search import LibraryHit, LibrarySearcher
 
 DEFAULT_NAME = "photos"
@@ -137,6 +141,46 @@ def _model(lib: Library, args: argparse.Namespace) -> tuple[LoadedModel, ModelKe
     return lm, model_key(name, lm)
 
 
+class _ModelChanged(Exception):
+    """The library's model, once loaded, keys its vectors differently (its file or this CPU changed)."""
+
+    def __init__(self, lm: LoadedModel, model: ModelKey) -> None:
+        super().__init__(model.key)
+        self.lm, self.model = lm, model
+
+
+@dataclass
+class _LoadOnFirstBatch:
+    """This process's engine with the library's own model (its vectors keyed ``key``), loaded when the first
+    file needs embedding: a rescan that finds nothing new loads no model (importing torch and loading
+    weights take seconds)."""
+
+    lib: Library
+    args: argparse.Namespace
+    key: str
+    load_s: float | None = None
+
+    def __call__(
+        self, paths: list[Path], batch_size: int, reporter: Reporter | None = None
+    ) -> Iterable[ImageBatch]:
+        start = time.perf_counter()  # importing the engine is part of the wait
+        from core.embed.engine import iter_image_batches
+
+        lm, model = _model(self.lib, self.args)
+        self.load_s = time.perf_counter() - start
+        if model.key != self.key:
+            raise _ModelChanged(lm, model)
+        return iter_image_batches(lm, paths, batch_size, reporter=reporter)
+
+
+def _loads_on_demand(args: argparse.Namespace) -> bool:
+    """Whether this update embeds with the library's own model in this process, so the model can wait."""
+    return not (args.model or args.precision or args.watch) and (args.engine, args.backend) == (
+        "local",
+        "torch",
+    )
+
+
 def _encoder(args: argparse.Namespace, lm: LoadedModel, model: ModelKey) -> ImageEncoder | None:
     """With ``--engine ray``, the Ray engine's image batches for this model; with ``--backend openvino``,
     this process's batches on OpenVINO; else None (this process, torch)."""
@@ -164,9 +208,20 @@ def _run_update(lib: Library, args: argparse.Namespace) -> int:
     from core.library.watch import watch
 
     with lib:
-        start = time.perf_counter()
-        lm, model = _model(lib, args)
-        load_s = time.perf_counter() - start
+        target = lib.target
+        if target is not None and _loads_on_demand(args):
+            on_demand = _LoadOnFirstBatch(lib, args, target.key)
+            try:
+                with RichReporter() as reporter:
+                    stats = update(lib, None, target, reporter, args.batch_size, on_demand)
+                _print_stats(lib, stats, on_demand.load_s)
+                return 0
+            except _ModelChanged as changed:  # nothing was embedded yet: embed for the new key
+                lm, model, load_s = changed.lm, changed.model, on_demand.load_s
+        else:
+            start = time.perf_counter()
+            lm, model = _model(lib, args)
+            load_s = time.perf_counter() - start
         with RichReporter() as reporter:
             encode = _encoder(args, lm, model)
             stats = update(lib, lm, model, reporter, args.batch_size, encode)

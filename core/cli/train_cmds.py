@@ -99,8 +99,7 @@ def _add_train_options(
     patience: int | None = 3,
 ) -> None:
     """Add the training options; a default of None means "the recipe's" (fine-tuning)."""
-    from core.train.freeze import POLICIES
-    from core.train.loss import LOSSES
+    from core.train.choices import LOSSES, POLICIES
 
     p.add_argument("--epochs", type=count(1), default=epochs, help=f"epochs (default {_default(epochs)})")
     p.add_argument("--batch-size", type=count(1), default=128, help="batch size (default 128)")

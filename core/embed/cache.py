@@ -11,9 +11,7 @@ Work is saved in chunks of ``chunk_size`` images (with their captions), each fil
 the in-progress manifest records the checksum they belong to: an interrupted run resumes from its completed
 chunks. When every chunk is done the chunks are joined into the two arrays and the manifest is completed.
 
-Keyed chunks (:func:`save_keyed_chunk`) are the same ``.npz`` files plus a ``keys`` array naming each row:
-a photo library (:mod:`core.library`) keeps its vectors in them for good, one chunk per embedded batch,
-keyed by content hash, with each chunk's sha256 recorded in its catalogue.
+The files themselves (and the keyed chunks a photo library keeps its vectors in) are :mod:`core.embed.chunks`.
 """
 
 from __future__ import annotations
@@ -21,16 +19,24 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from core.atomic import atomic_path, file_sha256, save_npy, write_json
+from core.atomic import file_sha256, save_npy, write_json
 from core.data.records import ImageRecord, PreparedDataset
+from core.embed.chunks import (
+    CAPTION_FILE,
+    FORMAT,
+    IMAGE_FILE,
+    MANIFEST,
+    Chunk,
+    chunk_file,
+    load_chunk,
+    save_chunk,
+)
 from core.embed.engine import encode_texts, iter_image_batches
 from core.embed.fp32_fast import vectors_label
 from core.locks import exclusive
@@ -38,10 +44,6 @@ from core.models.loading import LoadedModel
 from core.paths import embeddings_dir, safe_name, split_folder
 from core.progress import Reporter, ensure
 
-FORMAT = 2  # 2: the complete arrays' sha256 in the manifest, verified on every load
-MANIFEST = "manifest.json"
-IMAGE_FILE = "image_emb.npy"
-CAPTION_FILE = "caption_emb.npy"
 DEFAULT_CHUNK = 512
 
 
@@ -86,10 +88,6 @@ def input_checksum(lm: LoadedModel, dataset: PreparedDataset, records: list[Imag
     return digest.hexdigest()
 
 
-def chunk_file(folder: Path, k: int) -> Path:
-    return folder / f"chunk-{k:05d}.npz"
-
-
 def read_manifest(folder: Path) -> dict[str, Any] | None:
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
@@ -118,64 +116,6 @@ def _load_complete(
     if images.shape != (n_images, dim) or captions.shape != (n_captions, dim):
         return None
     return images, captions
-
-
-def load_chunk(path: Path, n_images: int, n_captions: int, dim: int) -> Chunk | None:
-    """A completed chunk ``(images, captions, failed)`` or None when missing or damaged."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            images, captions = z["images"], z["captions"]
-            failed = list(zip(z["failed_index"].tolist(), z["failed_reason"].tolist(), strict=True))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
-        return None
-    if images.shape != (n_images, dim) or captions.shape != (n_captions, dim):
-        return None
-    return images, captions, failed
-
-
-def save_chunk(
-    path: Path,
-    images: np.ndarray,
-    captions: np.ndarray,
-    failed: list[tuple[int, str]],
-    keys: list[str] | None = None,
-) -> None:
-    """Write one chunk atomically; ``keys`` (a keyed chunk, see :func:`save_keyed_chunk`) names each row."""
-    extra: dict[str, Any] = {} if keys is None else {"keys": np.array(keys, dtype=np.str_)}
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(
-            fh,
-            images=images,
-            captions=captions,
-            failed_index=np.array([i for i, _ in failed], dtype=np.int64),
-            failed_reason=np.array([r for _, r in failed], dtype=np.str_),
-            **extra,
-        )
-
-
-# -- keyed chunks: the same chunk files, each row named by a key (a library's content hashes) ----------------
-def save_keyed_chunk(path: Path, keys: list[str], images: np.ndarray) -> str:
-    """Write a chunk of image vectors whose rows are named by ``keys`` (no captions, no failed rows: a
-    library records failures in its catalogue); returns the file's sha256, which a reader must check."""
-    if len(keys) != len(images):
-        raise ValueError(f"{len(keys)} keys for {len(images)} vectors")
-    dim = images.shape[1]
-    save_chunk(path, images, np.zeros((0, dim), np.float32), [], keys)
-    return file_sha256(path)
-
-
-def load_keyed_chunk(path: Path, sha256: str, dim: int) -> tuple[list[str], np.ndarray] | None:
-    """A keyed chunk's (keys, vectors) when its bytes hash to ``sha256``; None when missing or damaged."""
-    try:
-        if file_sha256(path) != sha256:
-            return None
-        with np.load(path, allow_pickle=False) as z:
-            keys, images = z["keys"].tolist(), z["images"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
-        return None
-    if images.ndim != 2 or images.shape != (len(keys), dim) or images.dtype != np.float32:
-        return None
-    return [str(k) for k in keys], images
 
 
 def _stale_reason(
@@ -212,7 +152,6 @@ class _Shifted(Reporter):
         self.parent.check_cancelled()
 
 
-Chunk = tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]
 """A chunk's image embeddings, caption embeddings and failed images (row within the chunk, reason)."""
 
 

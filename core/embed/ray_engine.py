@@ -34,22 +34,16 @@ import numpy as np
 from core.atomic import file_sha256, write_json
 from core.data.records import ImageRecord, PreparedDataset
 from core.embed.cache import (
-    CAPTION_FILE,
     DEFAULT_CHUNK,
-    FORMAT,
-    IMAGE_FILE,
-    MANIFEST,
     Chunks,
     SplitEmbeddings,
     cache_dir,
-    chunk_file,
     clear_cache,
     input_checksum,
-    load_chunk,
     read_manifest,
-    save_chunk,
     split_embeddings,
 )
+from core.embed.chunks import CAPTION_FILE, FORMAT, IMAGE_FILE, MANIFEST, chunk_file, load_chunk, save_chunk
 from core.embed.engine import ImageBatch
 from core.errors import CapsearchError, IndexMismatchError
 from core.locks import exclusive

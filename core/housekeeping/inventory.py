@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from core.atomic import is_stale_temp
-from core.embed.cache import FORMAT as EMBED_FORMAT
-from core.embed.cache import MANIFEST
+from core.embed.chunks import FORMAT as EMBED_FORMAT
+from core.embed.chunks import MANIFEST
 from core.housekeeping.usage import Usage, measure, real_subdirs
 from core.index.vector_index import META_FILE as INDEX_META
 from core.models.catalogue import META_FILE as MODEL_META

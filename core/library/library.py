@@ -16,18 +16,20 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.embed.fp32_fast import vectors_label
 from core.index.mutable import MutableIndex
 from core.index.vector_index import IndexSpec
 from core.library.catalogue import Catalogue, ModelKey
 from core.library.home import CATALOGUE_FILE, LibraryError, library_dir, library_names
 from core.library.vectors import VectorStore
-from core.models.loading import LoadedModel
 from core.paths import safe_name
 from core.progress import Reporter, ensure
+
+if TYPE_CHECKING:  # a model is loaded (torch, open_clip) only by the commands that embed
+    from core.models.loading import LoadedModel
 
 INDEX_KINDS = ("auto", "exact", "hnsw")
 
@@ -35,6 +37,8 @@ INDEX_KINDS = ("auto", "exact", "hnsw")
 def model_key(name: str, lm: LoadedModel) -> ModelKey:
     """The key of ``lm``'s vectors (``name``: how to load it again): its id made file-safe, plus what the
     vectors are computed in unless fp32 (:func:`core.embed.fp32_fast.vectors_label`)."""
+    from core.embed.fp32_fast import vectors_label
+
     label = vectors_label(lm)
     key = safe_name(lm.model_id) + ("" if label == "fp32" else f".{label}")
     return ModelKey(key, name, lm.model_id, lm.precision, lm.embed_dim)

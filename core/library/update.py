@@ -16,28 +16,30 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from core.data.phash import file_fingerprint
-from core.embed.engine import ImageBatch, iter_image_batches
 from core.index.mutable import MutableIndex
 from core.library.catalogue import ModelKey, NewFile
 from core.library.library import Library
 from core.library.scan import Excludes, image_extensions, read_file, walk, with_fingerprints
 from core.library.vectors import VectorStore
 from core.locks import exclusive
-from core.models.loading import LoadedModel
 from core.progress import Reporter, ensure
 from core.safe_text import visible
+
+if TYPE_CHECKING:  # the engine (torch, open_clip) is imported when there is something to embed
+    from core.embed.engine import ImageBatch
+    from core.models.loading import LoadedModel
 
 HASH_BATCH = 500
 DEFAULT_BATCH = 32
 # The saved index is rewritten once the file changes it lacks pass this many, or this share of the library:
 # until then whoever opens it catches it up from the vector chunks (a few chunks to read, not a 40 MB index
 # to load and write on every small rescan).
-ImageEncoder = Callable[..., Iterable[ImageBatch]]
+ImageEncoder = Callable[..., "Iterable[ImageBatch]"]
 """Called as ``encode(paths, batch_size, reporter=reporter)``: the batches of ``iter_image_batches``."""
 SAVE_AFTER = 500
 SAVE_AFTER_SHARE = 0.05
@@ -142,7 +144,7 @@ def hash_missing(lib: Library, reporter: Reporter) -> int:
 
 def embed_missing(
     lib: Library,
-    lm: LoadedModel,
+    lm: LoadedModel | None,
     model: ModelKey,
     store: VectorStore,
     reporter: Reporter,
@@ -150,16 +152,22 @@ def embed_missing(
     batch_size: int = DEFAULT_BATCH,
     encode: ImageEncoder | None = None,
 ) -> None:
-    """Embed every content without a vector for ``model`` (with ``encode``, default this process's engine):
-    per batch, one durable chunk, then one catalogue transaction (a failed image marks every file holding
-    its content). Batches may arrive in any order."""
+    """Embed every content without a vector for ``model`` (with ``encode``, else this process's engine and
+    ``lm``): per batch, one durable chunk, then one catalogue transaction (a failed image marks every file
+    holding its content). Batches may arrive in any order."""
     cat = lib.catalogue
     todo = cat.missing_vectors(model.key)
     if not todo:
         return
-    start = time.perf_counter()
     paths = [Path(p) for _, p in todo]
-    batches = (encode or partial(iter_image_batches, lm))(paths, batch_size, reporter=reporter)
+    if encode is None:
+        if lm is None:
+            raise ValueError("embedding needs a loaded model or an encoder")
+        from core.embed.engine import iter_image_batches
+
+        encode = partial(iter_image_batches, lm)
+    batches = encode(paths, batch_size, reporter=reporter)  # a model loaded on demand is loaded by now
+    start = time.perf_counter()
     for batch in batches:
         failed_at = {pos: reason for pos, reason in batch.failed}
         ok = [j for j, pos in enumerate(batch.indices.tolist()) if pos not in failed_at]
@@ -177,15 +185,16 @@ def embed_missing(
 
 def update(
     lib: Library,
-    lm: LoadedModel,
+    lm: LoadedModel | None,
     model: ModelKey,
     reporter: Reporter | None = None,
     batch_size: int = DEFAULT_BATCH,
     encode: ImageEncoder | None = None,
 ) -> UpdateStats:
     """Rescan ``lib`` and embed what changed with ``lm`` (``model`` is its key; ``encode``, when given, runs
-    it elsewhere, e.g. on Ray); save the index once the changes it lacks pass :data:`SAVE_AFTER` (until then
-    every opener catches it up from the vectors)."""
+    it elsewhere, e.g. on Ray, or loads it when first needed, and ``lm`` may then be None); save the index
+    once the changes it lacks pass :data:`SAVE_AFTER` (until then every opener catches it up from the
+    vectors)."""
     reporter = ensure(reporter)
     stats = UpdateStats()
     with exclusive(lib.folder, reporter.log):

@@ -1,4 +1,4 @@
-"""A library's vectors for one model key: keyed chunk files (:func:`core.embed.cache.save_keyed_chunk`)
+"""A library's vectors for one model key: keyed chunk files (:func:`core.embed.chunks.save_keyed_chunk`)
 under ``vectors/<key>/``, one per embedded batch, and a ``manifest.json`` in the embedding cache's format.
 
 The catalogue's ``chunks`` table is the truth about which chunk files count (a chunk written by a run
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from core.atomic import write_json
-from core.embed.cache import FORMAT, MANIFEST, chunk_file, load_keyed_chunk, save_keyed_chunk
+from core.embed.chunks import FORMAT, MANIFEST, chunk_file, load_keyed_chunk, save_keyed_chunk
 from core.library.catalogue import Catalogue, ModelKey
 
 

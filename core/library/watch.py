@@ -12,14 +12,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.library.catalogue import ModelKey
 from core.library.home import LibraryError
 from core.library.library import Library
 from core.library.update import DEFAULT_BATCH, ImageEncoder, UpdateStats, update
-from core.models.loading import LoadedModel
 from core.progress import Reporter, ensure
+
+if TYPE_CHECKING:
+    from core.models.loading import LoadedModel
 
 QUIET_S = 0.5
 MAX_WAIT_S = 3.0

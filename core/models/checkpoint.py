@@ -39,13 +39,19 @@ open_clip.add_model_config(CONFIG_DIR)
 
 @contextmanager
 def quiet_open_clip() -> Iterator[None]:
-    """Silence the root-logger warnings of open_clip ("initialized randomly") and transformers."""
-    previous = logging.root.manager.disable
+    """Silence the root-logger warnings of open_clip ("initialized randomly") and transformers, and the
+    latter's "Loading weights" progress bar, which would otherwise print on stderr through the CLI's own."""
+    from transformers.utils import logging as hf_logging  # imported by open_clip already
+
+    previous, bars = logging.root.manager.disable, hf_logging.is_progress_bar_enabled()
     logging.disable(logging.WARNING)
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         logging.disable(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def build_model(model_cfg: dict[str, Any], pretrained_text: bool = False) -> nn.Module:

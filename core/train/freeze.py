@@ -20,8 +20,8 @@ import re
 from torch import nn
 
 from core.errors import CapsearchError
+from core.train.choices import POLICIES
 
-POLICIES = ("full", "last:N", "proj-norm", "proj", "frozen-text")
 _NORMS = (nn.LayerNorm, nn.BatchNorm2d, nn.GroupNorm)
 _PROJ = re.compile(r"^(visual\.proj|visual\.attnpool\.c_proj\.|visual\.head\.|text_projection|text\.proj\b)")
 _HEAD = re.compile(

@@ -33,14 +33,8 @@ from torch import nn
 from torchvision import transforms
 
 from core.data.records import ImageRecord, PreparedDataset
-from core.embed.cache import (
-    CAPTION_FILE,
-    IMAGE_FILE,
-    MANIFEST,
-    SplitEmbeddings,
-    cache_dir,
-    split_embeddings,
-)
+from core.embed.cache import SplitEmbeddings, cache_dir, split_embeddings
+from core.embed.chunks import CAPTION_FILE, IMAGE_FILE, MANIFEST
 from core.models.checkpoint import make_tokenizer
 from core.models.device import resolve_precision
 from core.models.loading import LoadedModel

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from core.errors import CapsearchError
+from core.train.choices import LOSSES
 
-Loss = Literal["clip", "margin"]
-LOSSES: tuple[str, ...] = get_args(Loss)
 MAX_LOGIT_SCALE = math.log(100.0)  # open_clip clamps the learnable temperature so that exp(scale) <= 100
 
 

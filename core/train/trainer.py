@@ -45,9 +45,10 @@ from core.models.device import (
 )
 from core.progress import Reporter, ensure
 from core.safe_load import load_torch_file
+from core.train.choices import LOSSES, Loss
 from core.train.data import augment, epoch_batches, normalize
 from core.train.freeze import apply_freeze, parse_policy, set_train_mode
-from core.train.loss import LOSSES, Loss, clamp_logit_scale, make_loss
+from core.train.loss import clamp_logit_scale, make_loss
 from core.train.schedule import lr_factor, progress_of
 from core.train.setup import StartModel
 from core.train.validation import SplitData, evaluate, flat_metrics
