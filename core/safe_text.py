@@ -10,7 +10,9 @@ character as a ``\\x1b``-style escape, and lone surrogates (file names that are 
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 from rich.markup import escape
 
@@ -28,6 +30,8 @@ def _escape_char(ch: str) -> str:
 
 # C0 and C1 controls, DEL, lone surrogates, and the invisible format characters above.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff" + "".join(sorted(_INVISIBLE_FORMAT)) + "]")
+# The same less C0 controls, which JSON escapes in its strings itself (and which it may use between them).
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\ud800-\udfff" + "".join(sorted(_INVISIBLE_FORMAT)) + "]")
 
 
 def visible(text: object) -> str:
@@ -57,3 +61,11 @@ def markup_safe(text: object) -> str:
 def is_clean(text: str) -> bool:
     """True when ``text`` holds no character :func:`visible` would escape."""
     return _UNSAFE.search(text) is None
+
+
+def json_text(value: object, **options: Any) -> str:
+    """``json.dumps(value, ensure_ascii=False, **options)`` with every character :func:`visible` would escape
+    written as a ``\\uXXXX`` escape: the same JSON, with readable non-ASCII text, nothing in it that acts on
+    a terminal and nothing that fails to encode (a non-UTF-8 file name's lone surrogates)."""
+    text = json.dumps(value, ensure_ascii=False, **options)
+    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
+import pytest
 from library_helpers import make_folder, scene, write_photo
 
 from core.cli import main
@@ -135,7 +137,9 @@ def test_a_rescan_loads_the_model_only_when_a_file_needs_embedding(tmp_path, art
         assert lib.active is not None and lib.catalogue.embedded_count(lib.active.key) == 4
 
 
-def test_a_model_that_keys_its_vectors_anew_embeds_the_whole_library(tmp_path, artifacts, capsys, monkeypatch):
+def test_a_model_that_keys_its_vectors_anew_embeds_the_whole_library(
+    tmp_path, artifacts, capsys, monkeypatch
+):
     """The library's model, loaded for a new file, may compute its vectors differently than before (its file
     or the CPU changed): then every photo is embedded under the new key, as ``--model`` would."""
     import dataclasses
@@ -154,3 +158,37 @@ def test_a_model_that_keys_its_vectors_anew_embeds_the_whole_library(tmp_path, a
     with library.Library.open("photos") as lib:
         assert lib.active is not None and lib.active.key == "moved"
         assert lib.catalogue.embedded_count("moved") == 4
+
+
+def test_a_photo_whose_name_is_not_utf8_is_catalogued_searched_and_printed_exactly(
+    tmp_path, artifacts, capsysbinary, monkeypatch
+):
+    """Latin-1 names (old archives) reach Python as lone surrogates: the catalogue keeps them, ``--in``
+    matches such a folder, ``--paths``/``--paths0`` give a pipe the file's own bytes, ``--json`` escapes
+    them, and a terminal sees them escaped."""
+    import os
+    import sys
+
+    photos = tmp_path / "photos"
+    make_folder(photos, 3)
+    folder = os.path.join(os.fsencode(photos), b"d\xe9j\xe0")
+    try:
+        os.mkdir(folder)
+    except OSError:
+        pytest.skip("this file system takes only UTF-8 names")
+    write_photo(Path(os.fsdecode(os.path.join(folder, b"caf\xe9.jpg"))), 91)
+    assert main(["library", "add", str(photos), *MODEL]) == 0
+    capsysbinary.readouterr()
+    odd = os.fsdecode(folder)
+    assert main(["search", "a dog", "--in", odd, "--paths", "-k", "5"]) == 0
+    assert capsysbinary.readouterr().out == os.path.join(folder, b"caf\xe9.jpg") + b"\n"
+    assert main(["search", "a dog", "--paths0", "-k", "9"]) == 0
+    listed = capsysbinary.readouterr().out.split(b"\0")
+    assert listed[-1] == b"" and os.path.join(folder, b"caf\xe9.jpg") in listed and len(listed) == 5
+    assert main(["search", "a dog", "--json", "-k", "9"]) == 0
+    out = capsysbinary.readouterr().out
+    assert b"caf\\udce9.jpg" in out
+    assert os.path.join(odd, "caf\udce9.jpg") in {h["path"] for h in json.loads(out)["hits"]}
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(["search", "a dog", "--in", odd, "--paths"]) == 0
+    assert capsysbinary.readouterr().out.endswith(b"/d\\udce9j\\udce0/caf\\udce9.jpg\n")

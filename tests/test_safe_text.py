@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 
 from hypothesis import example, given
 from hypothesis import strategies as st
 from rich.console import Console
 from rich.text import Text
 
-from core.safe_text import is_clean, markup_safe, visible
+from core.safe_text import is_clean, json_text, markup_safe, visible
 
 ATTACKS = [
     "\x1b[2J\x1b[H",  # clear screen, cursor home
@@ -70,3 +71,21 @@ def test_text_without_controls_passes_through(text):
     assert Text.from_markup("[i]" + markup_safe(text) + "[/i]").plain == text
     if not text.endswith("\\"):
         assert Text.from_markup(markup_safe(text)).plain == text
+
+
+@given(
+    st.recursive(st.text() | st.integers(), lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner))
+)
+def test_json_text_means_the_same_json_and_shows_nothing_raw(value):
+    text = json_text(value, indent=2)
+    assert json.loads(text) == value
+    text.encode("utf-8")  # lone surrogates (non-UTF-8 file names) are escaped, not left to fail
+    assert is_clean(text.replace("\n", ""))  # only the indentation's newlines are raw
+
+
+def test_json_text_keeps_readable_text_and_escapes_attacks():
+    assert json_text(["très 犬", *ATTACKS]) == (
+        '["très 犬", "\\u001b[2J\\u001b[H", "\\u001b]0;owned\\u0007", '
+        '"\\u001b]8;;http://evil.example/\\u001b\\\\click\\u001b]8;;\\u001b\\\\", "\\u001b[5A\\u001b[10C", '
+        '"\\u009b2J", "line\\rover", "abc\\u202eexe.jpg", "caf\\udce9.jpg"]'
+    )

@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -119,6 +120,21 @@ def report_error(err: CapsearchError) -> int:
     if err.hint:
         console.print(f"[dim]hint:[/] {markup_safe(err.hint)}", highlight=False, soft_wrap=True)
     return 2
+
+
+def print_paths(paths: Iterable[str | Path], nul: bool = False) -> None:
+    """Result paths on stdout, one per line, or each ended by a NUL byte (``nul``, for ``xargs -0``: names may
+    hold newlines). Into a pipe they go as the file system's own bytes, so that they name the files (a
+    non-UTF-8 name too); on a terminal as :func:`~core.safe_text.visible` shows them, so that none acts."""
+    if sys.stdout.isatty() and not nul:
+        for path in paths:
+            print(visible(path))
+        return
+    sys.stdout.flush()
+    end = b"\0" if nul else b"\n"
+    for path in paths:
+        sys.stdout.buffer.write(os.fsencode(path) + end)
+    sys.stdout.buffer.flush()
 
 
 def print_format_note(lm: LoadedModel, asked: str | None) -> None:

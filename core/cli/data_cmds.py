@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from core.data.splits import DEFAULT_RATIOS, parse_ratios
 from core.errors import CapsearchError, DatasetError
 from core.paths import datasets_dir
 from core.progress import Reporter
+from core.safe_text import json_text
 
 out_console = Console()
 
@@ -206,7 +206,7 @@ def _prepare_synthetic(args: argparse.Namespace) -> int:
 
 def _summarise(ds: PreparedDataset, as_json: bool) -> int:
     if as_json:
-        print(json.dumps(ds.meta, indent=2, sort_keys=True))
+        print(json_text(ds.meta, indent=2, sort_keys=True))
         return 0
     meta = ds.meta
     out_console.print(
@@ -238,7 +238,7 @@ def _summarise(ds: PreparedDataset, as_json: bool) -> int:
 def _datasets(args: argparse.Namespace) -> int:
     found = list_datasets()
     if args.json:
-        print(json.dumps([ds.meta for ds in found], indent=2, sort_keys=True))
+        print(json_text([ds.meta for ds in found], indent=2, sort_keys=True))
         return 0
     if not found:
         out_console.print(f"no prepared datasets under {datasets_dir()}; try `capsearch prepare synthetic`")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -20,7 +19,7 @@ from core.near_duplicates import (
     PIXEL_HASH_DISTANCE,
     PIXEL_THRESHOLD,
 )
-from core.safe_text import markup_safe
+from core.safe_text import json_text, markup_safe
 
 if TYPE_CHECKING:
     from core.index.duplicates import DuplicateGroup, DuplicateRule
@@ -131,7 +130,7 @@ def _duplicates(args: argparse.Namespace) -> int:
             lm, data, splits, reporter=reporter, rule=rule_of(args), hashed=not args.embeddings_only
         )
     if args.json:
-        print(json.dumps(found.to_dict(), indent=2, ensure_ascii=False))
+        print(json_text(found.to_dict(), indent=2))
         return 0
     out = Console()
     grouped = sum(len(g.ids) for g in found.groups)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import time
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ from core.cli.console import RichReporter, add_command, print_format_note
 from core.cli.numbers import count
 from core.cli.options import BACKEND_CHOICES, PRECISION_CHOICES, add_common_options, dataset_of, model_of
 from core.errors import CapsearchError
-from core.safe_text import markup_safe
+from core.safe_text import json_text, markup_safe
 
 if TYPE_CHECKING:
     from core.data.records import PreparedDataset
@@ -120,7 +119,7 @@ def _embed(args: argparse.Namespace) -> int:
             summary = _summary(lm, data.name, split, emb, time.perf_counter() - start)
             rows.append({**summary, "engine": args.engine, "backend": args.backend})
     if args.json:
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        print(json_text(rows, indent=2))
     else:
         title = f"embeddings of {data.name} by {lm.model_id} ({vectors_label(lm)} on {lm.device})"
         Console().print(_table(title, rows))

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ from core.cli.console import add_command
 from core.errors import CapsearchError
 from core.housekeeping.usage import parts
 from core.paths import artifacts_home
-from core.safe_text import markup_safe
+from core.safe_text import json_text, markup_safe
 
 if TYPE_CHECKING:
     from core.housekeeping.inventory import Artifact
@@ -75,7 +74,7 @@ def _where(args: argparse.Namespace) -> int:
             "exists": home.root.is_dir(),
             "parts": {name: {"bytes": u.bytes, "files": u.files} for name, u in found},
         }
-        print(json.dumps(payload, indent=2))
+        print(json_text(payload, indent=2))
         return 0
     out.print(f"[bold]{markup_safe(str(home.root))}[/]", soft_wrap=True, highlight=False)
     out.print(f"why: {home.describe()}", highlight=False, soft_wrap=True)
@@ -134,7 +133,7 @@ def _clean(args: argparse.Namespace) -> int:
     if not stale or args.dry_run:
         if args.json:
             print(
-                json.dumps(
+                json_text(
                     {"root": str(home.root), "items": [_row(i) for i in items], "removed": []}, indent=2
                 )
             )
@@ -156,7 +155,7 @@ def _clean(args: argparse.Namespace) -> int:
             "refused": {i.name: why for i, why in result.refused},
             "freed_bytes": result.freed,
         }
-        print(json.dumps(payload, indent=2))
+        print(json_text(payload, indent=2))
         return 0 if not result.refused else 1
     out.print(f"deleted {len(result.removed)} items, freed {human(result.freed)}", highlight=False)
     for item, why in result.refused:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from core.cli.console import RichReporter, add_command, console, print_format_note
+from core.cli.console import RichReporter, add_command, console, print_format_note, print_paths
 from core.cli.duplicates_cmd import SHOWN, add_rule_options, describe_rule, groups_table, rule_of
 from core.cli.numbers import count
 from core.cli.options import BACKEND_CHOICES, PRECISION_CHOICES
 from core.errors import CapsearchError
-from core.safe_text import markup_safe
+from core.safe_text import json_text, markup_safe
 
 if TYPE_CHECKING:
     from core.embed.engine import ImageBatch
@@ -329,7 +328,7 @@ def _duplicates(args: argparse.Namespace) -> int:
         found = library_duplicates(lib, rule, hashed, reporter)
     groups = found.groups
     if args.json:
-        print(json.dumps(found.to_dict(), indent=2))
+        print(json_text(found.to_dict(), indent=2))
         return 0
     out = Console()
     grouped = sum(len(g.ids) for g in groups)
@@ -420,11 +419,10 @@ def search_library(args: argparse.Namespace, image_query: bool, query: str) -> i
     try:
         search = searcher.image_to_image if image_query else searcher.search_text
         hits = search(query, args.k, filters)
-        if args.paths:
-            for hit in hits:
-                print(hit.path)
+        if args.paths or args.paths0:
+            print_paths((hit.path for hit in hits), nul=args.paths0)
         elif args.json:
-            print(json.dumps(_library_json(searcher, image_query, query, args.k, filters, hits), indent=2))
+            print(json_text(_library_json(searcher, image_query, query, args.k, filters, hits), indent=2))
         else:
             _print_library_hits(searcher, query, hits)
     finally:

@@ -6,12 +6,12 @@ per step (at least 5, or ``--captions-per-image`` when larger)."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from rich.console import Console
 
 from core.cli.console import RichReporter, console
+from core.safe_text import json_text
 
 
 def train_lit_command(args: argparse.Namespace) -> int:
@@ -31,7 +31,7 @@ def train_lit_command(args: argparse.Namespace) -> int:
     brief["feature_seconds"] = summary["feature_seconds"]
     brief["val"] = summary["val"]
     if args.json:
-        print(json.dumps(brief, indent=2))
+        print(json_text(brief, indent=2))
     else:
         from core.cli.train_cmds import _recall_table
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from core.cli.console import Handler, RichReporter, add_command, console
+from core.cli.console import Handler, RichReporter, add_command, console, print_paths
 from core.cli.embed_cmd import register_embed
 from core.cli.index_options import add_index_options, index_spec
 from core.cli.library_cmds import add_library_search_options, library_requested, search_library
@@ -19,7 +18,7 @@ from core.directions import EVALUATED, Direction
 from core.errors import CapsearchError
 from core.index.kind_base import IndexSpec
 from core.index.registry import CHOICES as KINDS
-from core.safe_text import markup_safe
+from core.safe_text import json_text, markup_safe
 
 if TYPE_CHECKING:
     from core.data.records import ImageRecord
@@ -159,7 +158,7 @@ def _eval(args: argparse.Namespace) -> int:
     path = save_result(result)
     if args.json:
         summary = {**result.to_json(), "ranks_file": ranks_path(path).name, "path": str(path)}
-        print(json.dumps(summary, indent=2))
+        print(json_text(summary, indent=2))
         return 0
     out = Console()
     out.print(_metrics_table(result))
@@ -239,6 +238,9 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
     output.add_argument(
         "--paths", action="store_true", help="print only image paths, one per line (for pipes)"
     )
+    output.add_argument(
+        "--paths0", action="store_true", help="print only image paths, each ended by a NUL byte (xargs -0)"
+    )
     add_library_search_options(parser)
 
 
@@ -285,15 +287,10 @@ def _search(args: argparse.Namespace) -> int:
         )
     hits = retriever.search(direction, query, args.k)
     truth = retriever.ground_truth(query) if direction is Direction.TEXT_TO_IMAGE else None
-    if args.paths:
-        for hit in hits:
-            print(hit.path)
+    if args.paths or args.paths0:
+        print_paths((hit.path for hit in hits), nul=args.paths0)
     elif args.json:
-        print(
-            json.dumps(
-                search_json(retriever, direction, query, args.k, hits, truth), indent=2, ensure_ascii=False
-            )
-        )
+        print(json_text(search_json(retriever, direction, query, args.k, hits, truth), indent=2))
     else:
         _print_hits(retriever, direction, query, hits, truth)
     return 0

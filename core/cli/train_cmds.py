@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from rich_argparse import RawDescriptionRichHelpFormatter
 from core.cli.console import RichReporter, add_command, console
 from core.cli.numbers import count, number
 from core.cli.options import PRECISION_CHOICES
-from core.safe_text import markup_safe
+from core.safe_text import json_text, markup_safe
 
 DEFAULT_CONFIG = "capsearch-lit-lite2"  # frozen pretrained towers + trained heads (core.train.lit)
 DEMO_QUERY = "a large red circle on a white background"
@@ -230,7 +229,7 @@ def _train(args: argparse.Namespace) -> int:
         "val": result.best_val,
     }
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json_text(summary, indent=2))
     else:
         if result.best_val:
             Console().print(
@@ -259,7 +258,7 @@ def _finetune(args: argparse.Namespace) -> int:
             **_overrides(args),
         ).to_json()
     if args.json:
-        print(json.dumps({k: v for k, v in summary.items() if k not in ("val_curve",)}, indent=2))
+        print(json_text({k: v for k, v in summary.items() if k not in ("val_curve",)}, indent=2))
         return 0
     out = Console()
     out.print(

@@ -12,6 +12,10 @@ transaction that bumps ``generation``; an index saved with the generation it ref
 
 Format 2 added ``files.phash``, format 3 ``files.thumb``; an older catalogue is migrated in place when
 opened (the columns added, empty: :func:`core.library.update.hash_missing` fills them).
+
+Paths are stored as the file system's bytes (:func:`db_text`), read back with ``surrogateescape``: a file
+whose name is not UTF-8 (an old archive's Latin-1 names) keeps the exact name Python's ``os`` functions
+gave it, where binding that ``str`` as SQLite text would fail. UTF-8 names are stored as before.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from core.data.phash import Fingerprint
 from core.library.home import LibraryError
 
 FORMAT = 3
+PATH_PARAM = "CAST(? AS TEXT)"  # a path parameter: :func:`db_text`'s bytes, stored and compared as text
 _MIGRATIONS = {  # from format N to N + 1
     1: "ALTER TABLE files ADD COLUMN phash TEXT",
     2: "ALTER TABLE files ADD COLUMN thumb BLOB",
@@ -116,6 +121,16 @@ class ModelKey:
 _FILE_COLUMNS = "id, path, size, mtime_ns, hash, taken, camera, width, height, failed, phash"
 
 
+def db_text(path: str) -> bytes:
+    """``path`` (a name from ``os``, non-UTF-8 bytes as lone surrogates) as the bytes SQLite stores for it,
+    bound through :data:`PATH_PARAM`."""
+    return path.encode("utf-8", "surrogateescape")
+
+
+def _read_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
 class Catalogue:
     """An open catalogue; use as a context manager or call :meth:`close`."""
 
@@ -123,6 +138,7 @@ class Catalogue:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
+        self.db.text_factory = _read_text
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: a lost last commit orphans a chunk, no more
         self.db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); runs outside a transaction
@@ -198,8 +214,12 @@ class Catalogue:
 
     def add_roots(self, roots: Iterable[str], excludes: Iterable[str]) -> None:
         with self.change() as db:
-            db.executemany("INSERT OR IGNORE INTO roots VALUES (?)", [(r,) for r in roots])
-            db.executemany("INSERT OR IGNORE INTO excludes VALUES (?)", [(e,) for e in excludes])
+            db.executemany(
+                f"INSERT OR IGNORE INTO roots VALUES ({PATH_PARAM})", [(db_text(r),) for r in roots]
+            )
+            db.executemany(
+                f"INSERT OR IGNORE INTO excludes VALUES ({PATH_PARAM})", [(db_text(e),) for e in excludes]
+            )
 
     # -- models ----------------------------------------------------------------------------------------
     def model(self, key: str | None) -> ModelKey | None:
@@ -221,7 +241,8 @@ class Catalogue:
         return [FileRow(*r) for r in self.db.execute(f"SELECT {_FILE_COLUMNS} FROM files ORDER BY id")]
 
     def file_by_path(self, path: str) -> FileRow | None:
-        row = self.db.execute(f"SELECT {_FILE_COLUMNS} FROM files WHERE path = ?", (path,)).fetchone()
+        sql = f"SELECT {_FILE_COLUMNS} FROM files WHERE path = {PATH_PARAM}"
+        row = self.db.execute(sql, (db_text(path),)).fetchone()
         return None if row is None else FileRow(*row)
 
     def files_by_id(self, ids: Iterable[int]) -> dict[int, FileRow]:
@@ -252,10 +273,10 @@ class Catalogue:
             db.executemany(
                 "INSERT INTO files "
                 "(path, size, mtime_ns, hash, taken, camera, width, height, failed, phash, thumb) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"VALUES ({PATH_PARAM}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
-                        f.path,
+                        db_text(f.path),
                         f.size,
                         f.mtime_ns,
                         f.hash,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.library.catalogue import Catalogue
+from core.library.catalogue import PATH_PARAM, Catalogue, db_text
 from core.library.home import LibraryError
 
 SORTS = ("score", "date")
@@ -61,7 +61,7 @@ class Filters:
         if not self.selective:
             return None
         where: list[str] = ["failed IS NULL"]
-        args: list[float | int | str] = []
+        args: list[float | int | str | bytes] = []
         when = "COALESCE(taken, mtime_ns / 1e9)"
         if self.after is not None:
             where.append(f"{when} >= ?")
@@ -70,9 +70,9 @@ class Filters:
             where.append(f"{when} < ?")
             args.append(self.before)
         if self.folder is not None:
-            prefix = self.folder.rstrip(os.sep) + os.sep
-            where.append("substr(path, 1, ?) = ?")
-            args += [len(prefix), prefix]
+            prefix = db_text(self.folder.rstrip(os.sep) + os.sep)
+            where.append(f"substr(path, 1, length({PATH_PARAM})) = {PATH_PARAM}")  # ends at a separator
+            args += [prefix, prefix]
         if self.camera is not None:
             where.append("camera LIKE ? ESCAPE '\\'")
             args.append(f"%{_like(self.camera)}%")
