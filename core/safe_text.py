@@ -69,3 +69,18 @@ def json_text(value: object, **options: Any) -> str:
     a terminal and nothing that fails to encode (a non-UTF-8 file name's lone surrogates)."""
     text = json.dumps(value, ensure_ascii=False, **options)
     return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def shell_quoted(text: str) -> str:
+    """``text`` unchanged when :func:`is_clean`, else as bash's ``$'...'`` quoting, every byte of a character
+    :func:`visible` would escape written ``\\xNN`` (a non-UTF-8 name's own bytes): pasted into a shell it
+    names the exact file, where no plain text could (a clipboard holds text)."""
+    if is_clean(text):
+        return text
+    out = []
+    for ch in text:
+        if _UNSAFE.match(ch):
+            out.extend(f"\\x{b:02x}" for b in ch.encode("utf-8", "surrogateescape"))
+        else:
+            out.append("\\" + ch if ch in "\\'" else ch)
+    return "$'" + "".join(out) + "'"

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
+import shutil
+import subprocess
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from rich.console import Console
 from rich.text import Text
 
-from core.safe_text import is_clean, json_text, markup_safe, visible
+from core.safe_text import is_clean, json_text, markup_safe, shell_quoted, visible
 
 ATTACKS = [
     "\x1b[2J\x1b[H",  # clear screen, cursor home
@@ -89,3 +93,17 @@ def test_json_text_keeps_readable_text_and_escapes_attacks():
         '"\\u001b]8;;http://evil.example/\\u001b\\\\click\\u001b]8;;\\u001b\\\\", "\\u001b[5A\\u001b[10C", '
         '"\\u009b2J", "line\\rover", "abc\\u202eexe.jpg", "caf\\udce9.jpg"]'
     )
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_shell_quoting_gives_a_shell_the_exact_bytes_of_a_name():
+    names = [*ATTACKS, "it's a \\ dir/x.jpg", "plain é 犬.jpg"]
+    quoted = [shell_quoted(n) for n in names]
+    assert quoted[-2:] == names[-2:]  # plain text stays as it is
+    assert shell_quoted("it's\x1b") == "$'it\\'s\\x1b'"
+    assert shell_quoted("caf\udce9.jpg") == "$'caf\\xe9.jpg'"
+    words = [q if q.startswith("$'") else shlex.quote(q) for q in quoted]
+    script = "\n".join(f"printf '%s\\0' {word}" for word in words)
+    out = subprocess.run(["bash", "-c", script], capture_output=True, check=True).stdout
+    assert out.split(b"\0")[:-1] == [n.encode("utf-8", "surrogateescape") for n in names]
+    assert all(is_clean(q) for q in quoted)

@@ -122,7 +122,8 @@ def test_a_gone_file_or_a_failing_viewer_is_an_error(tmp_path: Path, monkeypatch
 
 @pytest.mark.asyncio
 async def test_hostile_file_names_are_shown_escaped(make_app, tmp_path, launched, monkeypatch) -> None:
-    """A file name with a terminal escape is notified escaped; the viewer still gets the real path."""
+    """A file name with a terminal escape is notified escaped; the viewer still gets the real path, and the
+    clipboard bash quoting of it (raw, a paste could end a terminal's bracketed paste and run the rest)."""
     evil = tmp_path / "\x1b]0;pwned\x07a0.jpg"
     evil.write_bytes(b"not really a jpeg")
     app = make_app()
@@ -131,6 +132,21 @@ async def test_hostile_file_names_are_shown_escaped(make_app, tmp_path, launched
         monkeypatch.setattr(app.screen, "_selected_path", lambda: evil)
         await pilot.press("ctrl+s", "ctrl+y")
         assert launched == [[OPENER, str(evil)]]
-        assert app.clipboard == str(evil)
+        assert app.clipboard == f"$'{tmp_path}/\\x1b]0;pwned\\x07a0.jpg'"
         for note in notifications(app):
             assert "\x1b" not in note and "\\x1b]0;pwned\\x07a0.jpg" in note
+
+
+@pytest.mark.asyncio
+async def test_a_name_that_is_not_text_is_copied_as_shell_quoting(make_app, launched, monkeypatch) -> None:
+    """A photo named in Latin-1 (lone surrogates in Python) cannot go on the clipboard as text, and Textual's
+    copy would fail to encode it: bash's $'...' quoting names the file exactly."""
+    odd = Path("/photos/caf\udce9.jpg")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        monkeypatch.setattr(app.screen, "_selected_path", lambda: odd)
+        await pilot.press("ctrl+y")
+        assert app.clipboard == "$'/photos/caf\\xe9.jpg'"
+        title = "Copied the path (as a shell $'…' string: the name is not plain text)"
+        assert notifications(app) == [f"{title}: $'/photos/caf\\xe9.jpg'"]

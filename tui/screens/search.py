@@ -23,7 +23,7 @@ from textual.timer import Timer
 from textual.widgets import Input, ListView
 
 from core.errors import CapsearchError
-from core.safe_text import markup_safe, visible
+from core.safe_text import markup_safe, shell_quoted, visible
 from tui.library_filters import FilterError, SearchFilters, parse_filters
 from tui.library_session import LibraryRetriever, default_library_name
 from tui.messages import LibraryUpdated
@@ -366,8 +366,10 @@ class SearchScreen(CapsearchScreen):
     def action_copy_path(self) -> None:
         path = self._selected_path()
         if path is not None:
-            self.app.copy_to_clipboard(str(path))
-            self.notify(markup_safe(path), title="Copied the path")
+            text = shell_quoted(str(path))  # a clipboard holds text: a name that is not, as bash quoting
+            self.app.copy_to_clipboard(text)
+            quoted = " (as a shell $'…' string: the name is not plain text)" if text != str(path) else ""
+            self.notify(markup_safe(text), title="Copied the path" + quoted)
 
     def action_filters(self) -> None:
         row = self.query_one(FilterRow)
