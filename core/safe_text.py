@@ -77,7 +77,7 @@ def shell_quoted(text: str) -> str:
     names the exact file, where no plain text could (a clipboard holds text)."""
     if is_clean(text):
         return text
-    out = []
+    out: list[str] = []
     for ch in text:
         if _UNSAFE.match(ch):
             out.extend(f"\\x{b:02x}" for b in ch.encode("utf-8", "surrogateescape"))
