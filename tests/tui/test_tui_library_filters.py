@@ -212,7 +212,12 @@ async def test_browse_lists_the_library_files_and_opens_one_in_search(photo_libr
         screen = app.screen
         assert isinstance(screen, BrowseScreen)
         assert [r.id for r in screen.shown] == sorted(ALL)
-        assert screen.query_one("#browse-table", DataTable).row_count == 8
+        table = screen.query_one("#browse-table", DataTable)
+        assert table.row_count == 8
+        assert [c.label.plain for c in table.columns.values()] == ["#", "path", "date · camera"]
+        assert (
+            screen.query_one("#browse-filter", Input).placeholder == "filter: date · camera or path contains…"
+        )
         screen.query_one("#browse-filter", Input).value = "canon"  # date · camera is the caption
         await settle(pilot)
         assert [r.id for r in screen.shown] == sorted(n for n in ALL if n.startswith("2020"))

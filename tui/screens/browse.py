@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Label, Select
+from textual.widgets.data_table import ColumnKey
 
 from core.data.records import SPLITS
 from core.safe_text import markup_safe
@@ -20,6 +22,8 @@ from tui.widgets.detail_pane import DetailPane
 from tui.workers import run_task
 
 PAGE_SIZE = 50
+ID_WIDTH, PATH_WIDTH = 22, 30  # a library file is named by its path under a root
+LIBRARY_NOTE = "date · camera"  # what a library file shows in place of captions
 
 
 def filter_records(records: list[Any], needle: str) -> list[Any]:
@@ -66,7 +70,7 @@ class BrowseScreen(CapsearchScreen):
             with Vertical(id="browse-left"):
                 table: DataTable[str] = DataTable(id="browse-table", cursor_type="row", zebra_stripes=True)
                 table.add_column("#", key="n", width=5)
-                table.add_column("id", key="id", width=22)
+                table.add_column("id", key="id", width=ID_WIDTH)
                 table.add_column("captions", key="captions")
                 yield table
             yield DetailPane(id="browse-detail")
@@ -79,9 +83,25 @@ class BrowseScreen(CapsearchScreen):
         if isinstance(retriever, LibraryRetriever):
             self._dataset_changed(retriever.browse_view())
 
+    def _name_columns(self, library: bool) -> None:
+        """A dataset lists image ids and captions; a library its files' paths and their date and camera."""
+        table = self.query_one("#browse-table", DataTable)
+        for key, label in (
+            ("id", "path" if library else "id"),
+            ("captions", LIBRARY_NOTE if library else "captions"),
+        ):
+            table.columns[ColumnKey(key)].label = Text(label)
+        table.columns[ColumnKey("id")].width = (
+            PATH_WIDTH if library else ID_WIDTH
+        )  # applied as rows are added
+        what = f"{LIBRARY_NOTE} or path" if library else "caption"
+        self.query_one("#browse-filter", Input).placeholder = f"filter: {what} contains…"
+        self.query_one("#browse-jump", Input).placeholder = "go to path…" if library else "go to id…"
+
     def _dataset_changed(self, dataset: Any) -> None:
         if dataset is None and isinstance(self.app.retriever, LibraryRetriever):
             return  # a library is open: its files are shown
+        self._name_columns(isinstance(self.app.retriever, LibraryRetriever))
         if dataset is None:
             self.query_one("#browse-page", Label).update("no dataset open yet (Ctrl+O opens one)")
             return
@@ -125,7 +145,7 @@ class BrowseScreen(CapsearchScreen):
         table = self.query_one("#browse-table", DataTable)
         table.clear()
         start = self.page * PAGE_SIZE
-        room = max(16, table.size.width - 5 - 22 - 8)  # the caption column fills what the table has left
+        room = max(16, table.size.width - 5 - table.columns[ColumnKey("id")].width - 8)  # what is left
         for i, record in enumerate(self.shown[start : start + PAGE_SIZE], start + 1):
             first = record.captions[0] if record.captions else "(no captions)"
             more = f" (+{len(record.captions) - 1})" if len(record.captions) > 1 else ""

@@ -15,6 +15,15 @@ if TYPE_CHECKING:
     from tui.app import CapsearchApp
 
 
+MODEL_WIDTH = 40
+"""Longest model id shown whole: a pretrained-tower model's id also names its packages and versions (over
+100 characters), which pushed the index and vector count off the one line."""
+
+
+def _shortened(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 class StatusBar(Static):
     """Follows the app's ``retriever`` and ``activity`` reactives."""
 
@@ -37,11 +46,11 @@ class StatusBar(Static):
 
     def _refresh(self, _value: Any = None) -> None:
         retriever, activity = self.app.retriever, self.app.activity
-        text = Text()
+        text = Text(no_wrap=True, overflow="ellipsis")
         if retriever is not None:
             for label, value in (
                 ("dataset", f"{retriever.dataset}/{retriever.split}"),
-                ("model", retriever.model_id),
+                ("model", _shortened(retriever.model_id, MODEL_WIDTH)),
                 ("index", retriever.index_kind),
                 ("vectors", f"{retriever.size:,}"),
             ):
