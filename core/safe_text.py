@@ -80,7 +80,8 @@ def shell_quoted(text: str) -> str:
     out: list[str] = []
     for ch in text:
         if _UNSAFE.match(ch):
-            out.extend(f"\\x{b:02x}" for b in ch.encode("utf-8", "surrogateescape"))
+            raw = ch.encode("utf-8", "surrogateescape" if "\udc80" <= ch <= "\udcff" else "surrogatepass")
+            out.extend(f"\\x{b:02x}" for b in raw)
         else:
             out.append("\\" + ch if ch in "\\'" else ch)
     return "$'" + "".join(out) + "'"

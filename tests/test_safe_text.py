@@ -107,3 +107,8 @@ def test_shell_quoting_gives_a_shell_the_exact_bytes_of_a_name():
     out = subprocess.run(["bash", "-c", script], capture_output=True, check=True).stdout
     assert out.split(b"\0")[:-1] == [n.encode("utf-8", "surrogateescape") for n in names]
     assert all(is_clean(q) for q in quoted)
+
+
+@given(st.text(alphabet=st.characters() | st.characters(categories=["Cs"])))  # lone surrogates included
+def test_shell_quoting_is_clean_for_any_text(text):
+    assert is_clean(shell_quoted(text))
