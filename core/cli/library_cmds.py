@@ -174,10 +174,8 @@ class _LoadOnFirstBatch:
 
 def _loads_on_demand(args: argparse.Namespace) -> bool:
     """Whether this update embeds with the library's own model in this process, so the model can wait."""
-    return not (args.model or args.precision or args.watch) and (args.engine, args.backend) == (
-        "local",
-        "torch",
-    )
+    asked_other = args.model or args.precision or args.watch
+    return not asked_other and args.engine == "local" and args.backend == "torch"
 
 
 def _encoder(args: argparse.Namespace, lm: LoadedModel, model: ModelKey) -> ImageEncoder | None:

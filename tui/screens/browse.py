@@ -91,9 +91,8 @@ class BrowseScreen(CapsearchScreen):
             ("captions", LIBRARY_NOTE if library else "captions"),
         ):
             table.columns[ColumnKey(key)].label = Text(label)
-        table.columns[ColumnKey("id")].width = (
-            PATH_WIDTH if library else ID_WIDTH
-        )  # applied as rows are added
+        # the width applies as the page's rows are added (_render_page)
+        table.columns[ColumnKey("id")].width = PATH_WIDTH if library else ID_WIDTH
         what = f"{LIBRARY_NOTE} or path" if library else "caption"
         self.query_one("#browse-filter", Input).placeholder = f"filter: {what} contains…"
         self.query_one("#browse-jump", Input).placeholder = "go to path…" if library else "go to id…"
