@@ -14,12 +14,15 @@ from core.errors import CapsearchError
 from core.safe_text import markup_safe
 
 SERVE_DESCRIPTION = """\
-Serve search over HTTP (OpenAPI docs at /docs). With no options it serves the built-in demo, prepared and
-trained on the first start as `capsearch app` does (GET /readyz answers 503 until it is ready).
+Serve search over HTTP (OpenAPI docs at /docs). With no options it serves the default photo library when
+there is one, else the built-in demo, prepared and trained on the first start as `capsearch app` does
+(GET /readyz answers 503 until it is ready). A library is served as it grows: what `capsearch library
+update` (or `--watch`) commits is searchable within --reload-s.
 
 Examples:
-  capsearch serve                                   # the demo on http://127.0.0.1:8000
+  capsearch serve                                   # on http://127.0.0.1:8000
   curl 'localhost:8000/v1/search?q=a+red+circle&k=3'
+  curl 'localhost:8000/v1/search?q=a+birthday+cake&after=2024-01-01&sort=date'   # a library
   capsearch serve --dataset flickr8k --model ViT-B-32 --token "$(openssl rand -hex 16)"
 """
 
@@ -29,11 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub,
         "serve",
         serve,
-        help="serve search over HTTP (FastAPI; default: the built-in demo on 127.0.0.1:8000)",
+        help="serve search over HTTP (FastAPI; default: the default library, else the built-in demo, on "
+        "127.0.0.1:8000)",
         description=SERVE_DESCRIPTION,
         formatter_class=RawDescriptionRichHelpFormatter,
     )
-    parser.add_argument("--dataset", help="a prepared dataset's name or folder (default: the built-in demo)")
+    parser.add_argument("--dataset", help="a prepared dataset's name or folder")
+    parser.add_argument(
+        "--library", help="a photo library (default without --dataset or --model: the default library)"
+    )
     parser.add_argument(
         "--model", help="model (default: the newest trained on the dataset, else the demo model)"
     )
@@ -69,6 +76,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--batch-window-ms", type=float, default=3.0, help="text micro-batch window (default 3 ms)"
     )
     parser.add_argument("--max-batch", type=int, default=32, help="largest text micro-batch (default 32)")
+    parser.add_argument(
+        "--reload-s",
+        type=float,
+        default=10.0,
+        help="how often to look for a rebuilt index or an updated library (default 10 s; 0: never)",
+    )
+
+
+def _library(args: argparse.Namespace) -> str | None:
+    """The library to serve: ``--library``, else the default library when no dataset or model is named."""
+    if args.library is None:
+        if args.dataset or args.model:
+            return None
+        from core.library.home import default_library
+
+        return default_library()
+    given = [f"--{name}" for name in ("dataset", "model", "pretrained", "precision") if getattr(args, name)]
+    given += [
+        f"--{name}"
+        for name, default in (("split", "test"), ("index", "auto"))
+        if getattr(args, name) != default
+    ]
+    if given:
+        raise CapsearchError(
+            f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to a library: it is served with "
+            "the model and index it was built with",
+            hint="drop them, or change the library with `capsearch library update --model M`",
+        )
+    return str(args.library)
 
 
 def _server_class() -> type:
@@ -98,8 +134,11 @@ def serve(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise CapsearchError(f"--port must be 1-65535, got {args.port}")
+    if args.reload_s < 0:
+        raise CapsearchError(f"--reload-s must be 0 or more, got {args.reload_s}")
     settings = Settings(
         dataset=args.dataset,
+        library=_library(args),
         model=args.model,
         pretrained=args.pretrained,
         split=args.split,
@@ -111,6 +150,7 @@ def serve(args: argparse.Namespace) -> int:
         log_queries=args.log_queries,
         batch_window_ms=args.batch_window_ms,
         max_batch=args.max_batch,
+        reload_check_s=args.reload_s,
         freeze_heap=True,  # this process serves one engine: keep the collector off the loaded model
     )
     engine = Engine(settings, Metrics(), preflight(settings))

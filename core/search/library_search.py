@@ -60,20 +60,35 @@ class LibraryHit:
 
 
 class LibrarySearcher:
-    """Search one library with its active model; build with :meth:`open`."""
+    """Search one library with its active model; build with :meth:`open`. ``generation``: the catalogue
+    generation read before the index was caught up (the index holds at least that; -1 when unknown)."""
 
     def __init__(
-        self, lib: Library, lm: LoadedModel, model: ModelKey, store: VectorStore, index: MutableIndex
+        self,
+        lib: Library,
+        lm: LoadedModel,
+        model: ModelKey,
+        store: VectorStore,
+        index: MutableIndex,
+        generation: int = -1,
     ) -> None:
         self.lib, self.lm, self.model, self.store, self.index = lib, lm, model, store, index
+        self.generation = generation
         self._encode_text = lru_cache(maxsize=256)(lambda text: encode_text_query(lm, text))
 
     @classmethod
     def open(
-        cls, name: str | None = None, reporter: Reporter | None = None, device: str | None = None
+        cls,
+        name: str | None = None,
+        reporter: Reporter | None = None,
+        device: str | None = None,
+        lm: LoadedModel | None = None,
     ) -> LibrarySearcher:
+        """Open library ``name`` (default: the default library) with its active model: ``lm`` when it is
+        that model (a service reopening a changed library), else loaded."""
         reporter = ensure(reporter)
         lib = Library.open(resolve_library(name))
+        generation = lib.catalogue.generation  # read first: a change committed while opening is seen later
         model = lib.active
         if model is None:
             lib.close()
@@ -81,7 +96,8 @@ class LibrarySearcher:
                 f"library {lib.name!r} has nothing embedded yet",
                 hint=f"run `capsearch library update {lib.name}`",
             )
-        lm = load_model(model.name, device=device, precision=model.precision)
+        if lm is None or (lm.model_id, lm.precision) != (model.model_id, model.precision):
+            lm = load_model(model.name, device=device, precision=model.precision)
         if lm.model_id != model.model_id:
             lib.close()
             raise IndexMismatchError(
@@ -89,7 +105,7 @@ class LibrarySearcher:
                 hint=f"re-embed it: `capsearch library update {lib.name} --model {model.name}`",
             )
         store = lib.store(model)
-        return cls(lib, lm, model, store, lib.index(model, store, reporter))
+        return cls(lib, lm, model, store, lib.index(model, store, reporter), generation)
 
     def close(self) -> None:
         self.lib.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -22,10 +22,12 @@ from core import __version__
 from core.embed.fp32_fast import vectors_label
 from core.errors import CapsearchError
 from core.models.loading import LoadedModel
+from core.safe_text import json_text
 from core.serve import files
+from core.serve.dataset import ServedDataset
 from core.serve.engine import Engine, decode_base64
-from core.serve.engine import Query as SearchQuery
-from core.serve.errors import NotFound, PayloadTooLarge, ServiceError, UnsupportedMediaType
+from core.serve.errors import PayloadTooLarge, ServiceError, UnsupportedMediaType
+from core.serve.library import ServedLibrary
 from core.serve.metrics import Metrics
 from core.serve.middleware import ServiceMiddleware, configure_access_log
 from core.serve.schemas import (
@@ -34,6 +36,7 @@ from core.serve.schemas import (
     EmbedResponse,
     ErrorBody,
     Health,
+    LibraryOut,
     ModelOut,
     Ready,
     SearchForm,
@@ -41,6 +44,7 @@ from core.serve.schemas import (
     SearchResponse,
     Target,
 )
+from core.serve.served import Query as SearchQuery
 from core.serve.settings import MAX_K, MAX_QUERY_CHARS, Settings
 
 log = logging.getLogger("capsearch.serve")
@@ -49,7 +53,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for status, what in (
         (400, "a bad query (unparseable arithmetic, an undecodable image, wrong embedding size)"),
         (401, "missing or wrong bearer token (when the service has one)"),
-        (404, "no such image id"),
+        (404, "no such image id, or another dataset, split or library than the one served"),
         (413, "body or upload over 20 MB"),
         (415, "a content type the endpoint does not take"),
         (422, "a field is missing, unknown or out of range"),
@@ -96,8 +100,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app = FastAPI(
         title="capsearch",
         version=__version__,
-        description="Image <-> text retrieval over a captioned image collection.",
+        description="Image <-> text retrieval over a captioned image collection or a photo library.",
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
     )
     app.state.engine = engine
     app.include_router(_routes(engine, metrics))
@@ -119,6 +124,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON with every character :func:`core.safe_text.json_text` escapes written as ``\\uXXXX``: a file name
+    that is not UTF-8 (lone surrogates) is sent, not a 500, and no control character reaches a terminal."""
+
+    def render(self, content: Any) -> bytes:
+        return json_text(content, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -145,34 +158,29 @@ def _routes(engine: Engine, metrics: Metrics) -> APIRouter:
         return {"status": "ok"}
 
     @router.get("/readyz", response_model=Ready, tags=["health"], responses={503: {"model": Ready}})
-    def readyz() -> JSONResponse:
-        """The model and index are loaded: 200, else 503 with the reason."""
-        r = engine.retriever
+    def readyz() -> SafeJSONResponse:
+        """The model and collection are loaded: 200, else 503 with the reason."""
+        r = engine.loaded
         if r is None:
-            return JSONResponse({"ready": False, "reason": engine.reason}, status_code=503)
-        return JSONResponse(
-            {"ready": True, "reason": None, "model_id": r.model_id, "dataset": r.dataset, "split": r.split}
-        )
+            return SafeJSONResponse({"ready": False, "reason": engine.reason}, status_code=503)
+        return SafeJSONResponse({"ready": True, "reason": None, **r.served.describe()})
 
     @router.get("/v1/datasets", response_model=list[DatasetOut], tags=["catalogue"])
     def datasets() -> list[dict[str, Any]]:
-        """The dataset split this service searches."""
-        r = engine.ready()
-        return [
-            {
-                "name": r.dataset,
-                "split": r.split,
-                "images": r.size,
-                "captions": r.caption_count,
-                "image_index_kind": r.image_index.kind,
-                "caption_index_kind": r.caption_index.kind if r.caption_index is not None else "none",
-            }
-        ]
+        """The dataset split this service searches (none when it serves a library)."""
+        served = engine.ready().served
+        return served.datasets() if isinstance(served, ServedDataset) else []
+
+    @router.get("/v1/libraries", response_model=list[LibraryOut], tags=["catalogue"])
+    def libraries() -> list[dict[str, Any]]:
+        """The photo library this service searches (none when it serves a dataset)."""
+        served = engine.ready().served
+        return served.libraries() if isinstance(served, ServedLibrary) else []
 
     @router.get("/v1/models", response_model=list[ModelOut], tags=["catalogue"])
     def models() -> list[dict[str, Any]]:
         """The model this service searches with, and the format its vectors are computed in."""
-        return [model_out(engine.ready().lm)]
+        return [model_out(engine.ready().served.lm)]
 
     @router.post(
         "/v1/search",
@@ -180,10 +188,10 @@ def _routes(engine: Engine, metrics: Metrics) -> APIRouter:
         tags=["search"],
         openapi_extra={"requestBody": SEARCH_BODY},
     )
-    async def search_post(request: Request) -> JSONResponse:
+    async def search_post(request: Request) -> SafeJSONResponse:
         """Search with a JSON body (text, base64 image, image id or embedding) or a multipart upload."""
         query, params = await _search_input(request)
-        return JSONResponse(await _search(engine, query, params))
+        return SafeJSONResponse(await _search(engine, query, params))
 
     @router.get(
         "/v1/search",
@@ -199,16 +207,37 @@ def _routes(engine: Engine, metrics: Metrics) -> APIRouter:
         min_score: Annotated[float | None, Query(ge=-1.0, le=1.0)] = None,
         dataset: Annotated[str | None, Query(max_length=200)] = None,
         split: Annotated[str | None, Query(max_length=20)] = None,
+        library: Annotated[str | None, Query(max_length=200)] = None,
+        after: Annotated[str | None, Query(max_length=40, description="YYYY-MM-DD (libraries)")] = None,
+        before: Annotated[str | None, Query(max_length=40, description="YYYY-MM-DD (libraries)")] = None,
+        folder: Annotated[str | None, Query(min_length=1, max_length=4096, description="absolute")] = None,
+        camera: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        sort: Literal["score", "date"] = "score",
+        dedup: bool = False,
     ) -> Any:
-        """A text search as a GET (for curl and browsers); ETag and Cache-Control like the other GETs."""
+        """A text search as a GET (for curl and browsers); ETag and Cache-Control like the other GETs. The
+        last six parameters filter a photo library's hits (see ``SearchForm``)."""
         request.scope.setdefault("state", {})["query_text"] = q
-        params = SearchForm(direction=direction, k=k, min_score=min_score, dataset=dataset, split=split)
+        params = SearchForm(
+            direction=direction,
+            k=k,
+            min_score=min_score,
+            dataset=dataset,
+            split=split,
+            library=library,
+            after=after,
+            before=before,
+            folder=folder,
+            camera=camera,
+            sort=sort,
+            dedup=dedup,
+        )
         query = SearchQuery("text", text=q)
-        etag = engine.etag(query, params.direction, params.k, params.min_score)
+        etag = engine.etag(query, params)
         headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
         if _matches(request, etag):
             return Response(status_code=304, headers=headers)
-        return JSONResponse(await _search(engine, query, params), headers=headers)
+        return SafeJSONResponse(await _search(engine, query, params), headers=headers)
 
     @router.post(
         "/v1/embed", response_model=EmbedResponse, tags=["search"], openapi_extra={"requestBody": EMBED_BODY}
@@ -225,8 +254,8 @@ def _routes(engine: Engine, metrics: Metrics) -> APIRouter:
         responses={200: {"content": {"image/*": {}}}, 304: {"description": "not modified"}},
     )
     def image(image_id: str, request: Request) -> Response:
-        """The image file of an id of the served split."""
-        path = files.image_file(engine.ready(), image_id)
+        """The image file of an id of the served split or library."""
+        path = engine.ready().served.file(image_id)
         etag, modified = files.validators(path)
         headers = {"ETag": etag, "Last-Modified": modified, "Cache-Control": "private, max-age=3600"}
         if _matches(request, etag):
@@ -244,7 +273,7 @@ def _routes(engine: Engine, metrics: Metrics) -> APIRouter:
         size: Annotated[int, Query(ge=files.THUMBNAIL_SIZES[0], le=files.THUMBNAIL_SIZES[1])] = 256,
     ) -> Response:
         """A JPEG thumbnail at most ``size`` pixels on its longer side."""
-        path = files.image_file(engine.ready(), image_id)
+        path = engine.ready().served.file(image_id)
         etag, modified = files.validators(path, f"thumb{size}")
         headers = {"ETag": etag, "Last-Modified": modified, "Cache-Control": "private, max-age=3600"}
         if _matches(request, etag):
@@ -297,9 +326,7 @@ async def _search_input(request: Request) -> tuple[SearchQuery, SearchForm]:
             raise ServiceError(
                 f"give exactly one of text, image_base64, image_id or embedding (got {len(sources)})"
             )
-        params = SearchForm(
-            direction=req.direction, k=req.k, min_score=req.min_score, dataset=req.dataset, split=req.split
-        )
+        params = req.params()
         if req.text is not None:
             request.scope.setdefault("state", {})["query_text"] = req.text
             return SearchQuery("text", text=req.text), params
@@ -326,17 +353,10 @@ async def _search(engine: Engine, query: SearchQuery, params: SearchForm) -> dic
     """A cached answer straight from the event loop, else the search in a request thread. The body is
     returned as built (its shape is SearchResponse's, which the schemathesis run checks), not validated
     again per request."""
-    r = engine.ready()
-    if params.dataset not in (None, r.dataset) or params.split not in (None, r.split):
-        raise NotFound(
-            f"this service searches {r.dataset}/{r.split}, not {params.dataset or r.dataset}/{params.split or r.split}"
-        )
-    hit = engine.cached(query, params.direction, params.k, params.min_score)
+    hit = engine.cached(query, params)
     if hit is not None:
         return hit
-    return await run_in_threadpool(
-        engine.search, query, params.direction, params.k, params.min_score, lookup=False
-    )
+    return await run_in_threadpool(engine.search, query, params, lookup=False)
 
 
 def _embed(engine: Engine, req: EmbedRequest) -> dict[str, Any]:
@@ -344,13 +364,13 @@ def _embed(engine: Engine, req: EmbedRequest) -> dict[str, Any]:
     images = [decode_base64(b, f"images_base64[{i}]") for i, b in enumerate(req.images_base64)]
     if sum(len(b) for b in images) > engine.settings.max_body_bytes:
         raise PayloadTooLarge("the images are over 20 MB together")
-    texts = engine.encode_texts(req.texts) if req.texts else []
+    texts = engine.encode_texts(req.texts, r) if req.texts else []
     return {
         "model_id": r.model_id,
-        "dim": r.lm.embed_dim,
+        "dim": r.served.lm.embed_dim,
         "text_embeddings": [v.tolist() for v in texts],
         "image_embeddings": [
-            engine.encode_image(b, f"images_base64[{i}]").tolist() for i, b in enumerate(images)
+            engine.encode_image(b, f"images_base64[{i}]", r).tolist() for i, b in enumerate(images)
         ],
     }
 
@@ -365,7 +385,7 @@ def _error(
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = ErrorBody(error=code, message=message, hint=hint, errors=errors).model_dump()
-    return JSONResponse(body, status_code=status, headers=headers)
+    return SafeJSONResponse(body, status_code=status, headers=headers)
 
 
 def _validation(errors: list[Any]) -> JSONResponse:

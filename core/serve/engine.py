@@ -1,10 +1,11 @@
-"""The served model and index: loaded in the background, searched from many request threads.
+"""The served model and collection: loaded in the background, searched from many request threads.
 
-:class:`Engine` owns one :class:`~core.search.retriever.Retriever` (swapped whole when the index files
-change on disk, see :meth:`Engine.watch`), the :class:`~core.serve.batcher.ModelThread` every forward
-pass goes through, and two LRUs: query embeddings keyed by (model id, text) and result lists keyed by
-(model id, index version, query, parameters); the index version is part of the key, so a rebuilt index
-never answers from the old one's results.
+:class:`Engine` owns one :class:`Loaded`: the :class:`~core.serve.served.Served` collection (a dataset split
+or a photo library, swapped whole when it changes on disk, see :meth:`Engine.watch`) and the
+:class:`~core.serve.batcher.ModelThread` every forward pass of its model goes through. A request takes the
+current one once, so a swap never mixes two models in one answer. Two LRUs: query embeddings keyed by
+(model id, text) and result lists keyed by (model id, collection version, query, parameters); the version
+is part of the key, so a changed collection never answers from the old one's results.
 """
 
 from __future__ import annotations
@@ -19,50 +20,29 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 
 from core.data.images import load_rgb_bytes
 from core.data.records import PreparedDataset, load_dataset
-from core.directions import Direction
 from core.embed.engine import encode_pil_query, encode_text_queries
 from core.embed.heap import share_one_arena
 from core.errors import CapsearchError, ModelError
-from core.index.store import IndexKey, Side
-from core.index.vector_index import VectorIndex
 from core.models.catalogue import default_model, is_checkpoint_dir
-from core.models.loading import LoadedModel, load_model
+from core.models.loading import load_model
 from core.progress import Reporter
-from core.search.retriever import Hit, Retriever
 from core.serve.batcher import ModelThread
 from core.serve.cache import LRU
-from core.serve.errors import NotFound, NotReady, ServiceError
+from core.serve.dataset import ServedDataset
+from core.serve.errors import NotReady, ServiceError
+from core.serve.library import ServedLibrary
 from core.serve.metrics import Metrics
+from core.serve.schemas import SearchForm
+from core.serve.served import Opener, Query, Served
 from core.serve.settings import Settings
 
 log = logging.getLogger("capsearch.serve")
-TARGETS = {"images": ("image",), "captions": ("text",), "both": ("image", "text")}
-
-
-@dataclass(frozen=True)
-class Query:
-    """One search query: ``kind`` is text, image (decoded upload bytes), image_id or embedding."""
-
-    kind: str
-    text: str = ""
-    data: bytes = b""
-    vector: tuple[float, ...] = ()
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """What identifies the query in the result cache (uploads and vectors by their digest)."""
-        if self.kind in ("text", "image_id"):
-            return self.kind, self.text
-        raw = self.data if self.kind == "image" else np.asarray(self.vector, dtype=np.float32).tobytes()
-        return self.kind, hashlib.sha256(raw).hexdigest()
 
 
 def decode_base64(text: str, what: str = "image_base64") -> bytes:
@@ -99,29 +79,53 @@ def resolve_model(settings: Settings, data: PreparedDataset) -> str:
     return str(path)
 
 
-def preflight(settings: Settings) -> tuple[PreparedDataset, LoadedModel] | None:
-    """Check and load what can fail fast before the server starts (None for the demo, made later)."""
-    if settings.dataset is None:
+def preflight(settings: Settings) -> Opener | None:
+    """Check and load what can fail fast before the server starts: the dataset, its split and the model,
+    or the library and its model (None for the demo, made later)."""
+    s = settings
+    if s.library is not None:
+        from core.library.home import resolve_library
+        from core.library.library import Library
+
+        with Library.open(resolve_library(s.library)) as lib:
+            model = lib.active
+            name = lib.name
+        if model is None:
+            raise CapsearchError(
+                f"library {name!r} has nothing embedded yet", hint=f"run `capsearch library update {name}`"
+            )
+        lm = load_model(model.name, device=s.device, precision=model.precision)
+        return ServedLibrary.opener(name, s.device, lm)
+    if s.dataset is None:
         return None
-    data = load_dataset(settings.dataset)
-    data.split(settings.split)  # a missing split fails here, not in the background
-    lm = load_model(resolve_model(settings, data), settings.pretrained, settings.device, settings.precision)
-    return data, lm
+    data = load_dataset(s.dataset)
+    data.split(s.split)  # a missing split fails here, not in the background
+    lm = load_model(resolve_model(s, data), s.pretrained, s.device, s.precision)
+    return ServedDataset.opener(data, lm, s.split, s.index)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What a request searches: the collection and the thread its model runs on."""
+
+    served: Served
+    worker: ModelThread
+
+    @property
+    def model_id(self) -> str:
+        return self.served.model_id
 
 
 class Engine:
     """See the module docstring. Call :meth:`start` (background load) and :meth:`close`."""
 
-    def __init__(
-        self, settings: Settings, metrics: Metrics, loaded: tuple[PreparedDataset, LoadedModel] | None = None
-    ):
+    def __init__(self, settings: Settings, metrics: Metrics, opener: Opener | None = None):
         share_one_arena()  # it loads, embeds and encodes in threads: let them reuse freed memory too
         self.settings = settings
         self.metrics = metrics
-        self._loaded = loaded
-        self.retriever: Retriever | None = None
-        self.worker: ModelThread | None = None
-        self.version = ""
+        self._opener = opener
+        self.loaded: Loaded | None = None
+        self._retired: Loaded | None = None
         self.failure: str | None = None
         self.on_failure: Callable[[str], None] | None = None
         self.embeddings: LRU[np.ndarray] = LRU(settings.embedding_cache)
@@ -130,8 +134,8 @@ class Engine:
         self._progress = _Progress()
         self._stop = threading.Event()
         self._start_lock = threading.Lock()
+        self._swap_lock = threading.Lock()
         self._started = False
-        self._signature: tuple[int, ...] = ()
         metrics.cache_hit_ratio.labels("embedding").set_function(lambda: self.embeddings.hit_rate)
         metrics.cache_hit_ratio.labels("result").set_function(lambda: self.results.hit_rate)
 
@@ -145,26 +149,25 @@ class Engine:
         threading.Thread(target=self._load_safely, name="capsearch-load", daemon=True).start()
 
     def load(self) -> None:
-        """Load (or, for the demo, prepare and train first) the model and index; blocks."""
+        """Open the collection (for the demo, prepare and train first); blocks."""
         self._started = True
-        s = self.settings
-        if self._loaded is None:
-            if s.dataset is None:
+        opener = self._opener
+        if opener is None:
+            s = self.settings
+            if s.library is not None or s.dataset is not None:
+                opener = preflight(s)
+            else:
                 from core.demo import ensure_demo
 
                 data, model_dir = ensure_demo(self._progress)
-                model = s.model or model_dir
-            else:
-                data = load_dataset(s.dataset)
-                model = resolve_model(s, data)
-            lm = load_model(model, s.pretrained, s.device, s.precision)
-        else:
-            data, lm = self._loaded
-        retriever = Retriever.open(data, lm, split=s.split, index=s.index, reporter=self._progress)
-        self.worker = ModelThread(
-            lambda texts: encode_text_queries(lm, texts), self.metrics, s.batch_window_ms / 1000, s.max_batch
-        )
-        self._swap(retriever)
+                opener = ServedDataset.opener(
+                    data,
+                    load_model(s.model or model_dir, s.pretrained, s.device, s.precision),
+                    s.split,
+                    s.index,
+                )
+        assert opener is not None
+        self._swap(opener(self._progress))
 
     def _load_safely(self) -> None:
         try:
@@ -182,60 +185,70 @@ class Engine:
         if self.on_failure is not None:
             self.on_failure(reason)
 
-    def _swap(self, retriever: Retriever) -> None:
-        self.version = index_version(retriever)
-        self._signature = index_signature(retriever)
-        self.retriever = retriever
-        self.results.clear()
+    def _swap(self, served: Served) -> None:
+        """Serve ``served`` from now on: on the current model thread when the model is the same, else on a new
+        one. What it replaces is closed at the next swap (or at :meth:`close`), by when the requests that
+        took it have long finished."""
+        with self._swap_lock:
+            current = self.loaded
+            if current is not None and current.served.lm is served.lm:
+                worker = current.worker
+            else:
+                s, lm = self.settings, served.lm
+                encode = lambda texts: encode_text_queries(lm, texts)  # noqa: E731
+                worker = ModelThread(encode, self.metrics, s.batch_window_ms / 1000, s.max_batch)
+            loaded = Loaded(served, worker)
+            if self._retired is not None:
+                _release(self._retired, current, loaded)
+            self._retired, self.loaded = current, loaded
+            self.results.clear()
         if self.settings.freeze_heap:
             gc.collect()
             gc.freeze()
         self.metrics.ready.set(1)
 
     def watch(self) -> None:
-        """Every ``reload_check_s``: when the index files changed on disk, reopen them and swap (a failed
+        """Every ``reload_check_s``: when the collection changed on disk, reopen it and swap (a failed
         reopen, e.g. a rebuild still being written, is logged and tried again next time)."""
         while not self._stop.wait(self.settings.reload_check_s):
             try:
                 self.reload_if_changed()
-            except Exception as exc:  # the service keeps answering from the index it has
-                log.warning("reopening the rebuilt index failed: %s", exc)
+            except Exception as exc:  # the service keeps answering from what it has
+                log.warning("reopening the changed collection failed: %s", exc)
 
     def reload_if_changed(self) -> bool:
-        """Reopen the retriever when its index files changed (a rebuild); True if it did."""
-        current = self.retriever
-        if current is None or index_signature(current) == self._signature:
+        """Reopen the collection when it changed on disk (an index rebuilt, a library updated); True if so."""
+        current = self.loaded
+        if current is None or not current.served.changed():
             return False
-        s = self.settings
-        self._swap(Retriever.open(current.data, current.lm, split=s.split, index=s.index))
+        self._swap(current.served.reopen(self._progress))
         return True
 
     def close(self) -> None:
         self._stop.set()
-        if self.worker is not None:
-            self.worker.close()
+        with self._swap_lock:
+            if self._retired is not None:
+                _release(self._retired, self.loaded)
+            if self.loaded is not None:
+                _release(self.loaded)
+            self._retired = None
 
     @property
     def reason(self) -> str | None:
         """Why the engine is not ready (None once it is)."""
         if self.failure is not None:
             return f"failed: {self.failure}"
-        return None if self.retriever is not None else f"loading ({self._progress.line})"
+        return None if self.loaded is not None else f"loading ({self._progress.line})"
 
-    def ready(self) -> Retriever:
-        if self.retriever is None:
+    def ready(self) -> Loaded:
+        if self.loaded is None:
             raise NotReady(f"the service is not ready: {self.reason}", hint="poll GET /readyz")
-        return self.retriever
+        return self.loaded
 
     # -- encoding ---------------------------------------------------------------------------------------
-    def encode_text(self, text: str) -> np.ndarray:
-        """A text's embedding (see :meth:`encode_texts`)."""
-        return self.encode_texts([text])[0]
-
-    def encode_texts(self, texts: list[str]) -> list[np.ndarray]:
+    def encode_texts(self, texts: list[str], loaded: Loaded | None = None) -> list[np.ndarray]:
         """Texts' embeddings from the LRU, else from the micro-batcher (all submitted before waiting)."""
-        r, worker = self.ready(), self.worker
-        assert worker is not None
+        r = loaded or self.ready()
         for text in texts:
             if not text.strip():
                 raise CapsearchError(
@@ -244,105 +257,79 @@ class Engine:
         found = [self.embeddings.get((r.model_id, text)) for text in texts]
         for vector in found:
             self.metrics.cache.labels("embedding", "miss" if vector is None else "hit").inc()
-        futures = {i: worker.encode_text(texts[i]) for i, vector in enumerate(found) if vector is None}
+        futures = {i: r.worker.encode_text(texts[i]) for i, vector in enumerate(found) if vector is None}
         for i, future in futures.items():
             vector = future.result()
             self.embeddings.put((r.model_id, texts[i]), vector)
             found[i] = vector
         return [v for v in found if v is not None]
 
-    def encode_image(self, data: bytes, name: str = "upload") -> np.ndarray:
-        r, worker = self.ready(), self.worker
-        assert worker is not None
+    def encode_image(self, data: bytes, name: str = "upload", loaded: Loaded | None = None) -> np.ndarray:
+        r = loaded or self.ready()
         image = load_rgb_bytes(data, name)
+        lm = r.served.lm
         start = time.perf_counter()
-        vector: np.ndarray = worker.call(lambda: encode_pil_query(r.lm, image)).result()
+        vector: np.ndarray = r.worker.call(lambda: encode_pil_query(lm, image)).result()
         self.metrics.encode.labels("image").observe(time.perf_counter() - start)
         return vector
 
-    def query_vector(self, r: Retriever, query: Query) -> np.ndarray:
-        if query.kind == "text":
-            return r.query_vector(query.text, encode_text=self.encode_text, files=False)
-        if query.kind == "image":
-            return self.encode_image(query.data)
-        if query.kind == "image_id":
-            if not r.has_id(query.text):
-                raise NotFound(f"no image with id {query.text!r} in {r.dataset}/{r.split}")
-            return r.image_vector(query.text)
-        return normalised(query.vector, r.lm.embed_dim)
-
     # -- search -----------------------------------------------------------------------------------------
-    def cached(self, query: Query, direction: str, k: int, min_score: float | None) -> dict[str, Any] | None:
+    def _key(self, r: Loaded, query: Query, params: SearchForm) -> tuple[str, str, tuple[str, str], str]:
+        return r.model_id, r.served.version, query.key, params.model_dump_json()
+
+    def cached(self, query: Query, params: SearchForm) -> dict[str, Any] | None:
         """The response body of a search from the result cache, or None (cheap: the event loop calls it
         before handing a miss to a request thread)."""
         r = self.ready()
+        r.served.check(params)
         start = time.perf_counter()
-        cached = self.results.get((r.model_id, self.version, query.key, direction, k, min_score))
+        cached = self.results.get(self._key(r, query, params))
         self.metrics.cache.labels("result", "miss" if cached is None else "hit").inc()
         return None if cached is None else {**cached, "cached": True, "timings": _timings(start, 0.0, 0.0)}
 
-    def search(
-        self, query: Query, direction: str, k: int, min_score: float | None, lookup: bool = True
-    ) -> dict[str, Any]:
+    def search(self, query: Query, params: SearchForm, lookup: bool = True) -> dict[str, Any]:
         """The response body of a search (see :class:`core.serve.schemas.SearchResponse`); ``lookup=False``
         when :meth:`cached` was just asked."""
         r = self.ready()
+        r.served.check(params)
         start = time.perf_counter()
-        key = (r.model_id, self.version, query.key, direction, k, min_score)
-        hit = self.cached(query, direction, k, min_score) if lookup else None
+        hit = self.cached(query, params) if lookup else None
         if hit is not None:
             return hit
-        assert self.worker is not None
-        with self.worker.enter():
-            vector = self.query_vector(r, query)
+        with r.worker.enter():
+            vector = r.served.query_vector(
+                query,
+                lambda text: self.encode_texts([text], r)[0],
+                lambda data: self.encode_image(data, loaded=r),
+            )
         encoded = time.perf_counter()
-        lists = [_hits(r.search_vector(vector, t, k), min_score) for t in TARGETS[direction]]
+        found = r.served.search(vector, params)
         searched = time.perf_counter()
         self.metrics.search.observe(searched - encoded)
         body = {
             "model_id": r.model_id,
-            "dataset": r.dataset,
-            "split": r.split,
+            **found,
             "query_kind": query.kind,
-            "direction": direction,
-            "index": r.index_kind_of(
-                Direction.TEXT_TO_IMAGE if direction != "captions" else Direction.TEXT_TO_TEXT
-            ),
-            "k": k,
-            "hits": lists[0],
-            "caption_hits": lists[1] if len(lists) > 1 else None,
+            "direction": params.direction,
+            "k": params.k,
         }
-        self.results.put(key, body)
+        self.results.put(self._key(r, query, params), body)
         return {**body, "cached": False, "timings": _timings(start, encoded - start, searched - encoded)}
 
-    def etag(self, query: Query, direction: str, k: int, min_score: float | None) -> str:
-        """A strong validator of a search's hits: they change only with the model or the index."""
+    def etag(self, query: Query, params: SearchForm) -> str:
+        """A strong validator of a search's hits: they change only with the model or the collection."""
         r = self.ready()
-        raw = json.dumps([r.model_id, self.version, list(query.key), direction, k, min_score])
+        raw = json.dumps([r.model_id, r.served.version, list(query.key), params.model_dump_json()])
         return '"' + hashlib.sha256(raw.encode()).hexdigest()[:32] + '"'
 
 
-def normalised(values: tuple[float, ...], dim: int) -> np.ndarray:
-    with np.errstate(over="ignore"):  # a value past float32's range becomes inf, refused below
-        vector = np.asarray(values, dtype=np.float32)
-    if vector.shape != (dim,):
-        raise ServiceError(f"the embedding has {vector.size} values; the model's dimension is {dim}")
-    norm = float(np.linalg.norm(vector)) if np.isfinite(vector).all() else float("nan")
-    if not np.isfinite(norm) or norm < 1e-12:
-        raise ServiceError("the embedding must be finite and not all zero")
-    return vector / norm
-
-
-def _hits(hits: list[Hit], min_score: float | None) -> list[dict[str, Any]]:
-    out = []
-    for hit in hits:
-        if min_score is not None and hit.score < min_score:
-            continue
-        d = hit.to_dict()
-        del d["path"]
-        url = quote(hit.record.id, safe="")
-        out.append({**d, "image_url": f"/v1/images/{url}", "thumbnail_url": f"/v1/thumbnails/{url}?size=256"})
-    return out
+def _release(loaded: Loaded, *keep: Loaded | None) -> None:
+    """Close a replaced collection and its model thread, each unless one of ``keep`` still uses it."""
+    kept = [k for k in keep if k is not None]
+    if all(k.served is not loaded.served for k in kept):
+        loaded.served.close()
+    if all(k.worker is not loaded.worker for k in kept):
+        loaded.worker.close()
 
 
 def _timings(start: float, encode_s: float, search_s: float) -> dict[str, float]:
@@ -352,33 +339,3 @@ def _timings(start: float, encode_s: float, search_s: float) -> dict[str, float]
         "search_ms": round(search_s * 1e3, 3),
         "total_ms": round(total * 1e3, 3),
     }
-
-
-def index_version(r: Retriever) -> str:
-    """The content of the served indexes: the model id and the digests their metadata records."""
-    parts = [r.model_id, r.image_index.kind, str(r.image_index.meta.get("vectors_sha256"))]
-    parts.append(str(r.image_index.meta.get("faiss_sha256")))
-    if r.caption_index is not None:
-        parts += [
-            str(r.caption_index.meta.get("vectors_sha256")),
-            str(r.caption_index.meta.get("faiss_sha256")),
-        ]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-def index_files(r: Retriever) -> list[Path]:
-    """The metadata files of the served indexes (a rebuild replaces them)."""
-    out = []
-    sides: list[tuple[Side, VectorIndex | None]] = [("images", r.image_index), ("captions", r.caption_index)]
-    for side, index in sides:
-        if index is not None:
-            out.append(
-                IndexKey(r.model_id, r.dataset, r.split, side, r.lm.precision).folder(index.spec)
-                / "index.json"
-            )
-    return out
-
-
-def index_signature(r: Retriever) -> tuple[int, ...]:
-    """Modification times of the served index files."""
-    return tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in index_files(r))

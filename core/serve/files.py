@@ -1,4 +1,5 @@
-"""The collection's image files and their thumbnails, served only from inside the dataset.
+"""The collection's image files and their thumbnails, served only from inside the dataset (a library's
+files: :meth:`core.serve.library.ServedLibrary.file`).
 
 An id is looked up among the served split's records (it is never a path); the record's file is resolved
 (symlinks followed) and served only when it is a regular file inside the dataset's image root. A record
@@ -55,8 +56,8 @@ def media_type(path: Path) -> str:
 def validators(path: Path, variant: str = "") -> tuple[str, str]:
     """A strong ETag (the file's size and modification time, and ``variant``) and its Last-Modified."""
     st = os.stat(path)
-    raw = f"{path}|{st.st_size}|{st.st_mtime_ns}|{variant}"
-    return '"' + hashlib.sha256(raw.encode()).hexdigest()[:32] + '"', formatdate(st.st_mtime, usegmt=True)
+    raw = os.fsencode(path) + f"|{st.st_size}|{st.st_mtime_ns}|{variant}".encode()
+    return '"' + hashlib.sha256(raw).hexdigest()[:32] + '"', formatdate(st.st_mtime, usegmt=True)
 
 
 def thumbnail(path: Path, size: int) -> bytes:

@@ -19,28 +19,50 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SearchRequest(Strict):
+class SearchForm(Strict):
+    """A search's parameters (all of a multipart search but its ``file`` part); the last six filter a photo
+    library's hits and are refused by a dataset service."""
+
+    direction: Target = Field("images", description="search the images, the captions (datasets), or both")
+    k: int = Field(10, ge=1, le=MAX_K, description="number of hits")
+    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="drop hits scoring below this")
+    dataset: Annotated[str, Field(max_length=200)] | None = Field(None, description="the served dataset")
+    split: Annotated[str, Field(max_length=20)] | None = Field(None, description="the served split")
+    library: Annotated[str, Field(max_length=200)] | None = Field(None, description="the served library")
+    after: Annotated[str, Field(max_length=40)] | None = Field(
+        None, description="taken on or after this date (EXIF, else file time): YYYY-MM-DD[THH:MM[:SS]]"
+    )
+    before: Annotated[str, Field(max_length=40)] | None = Field(None, description="taken before this date")
+    folder: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        None, description="only files under this absolute folder"
+    )
+    camera: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        None, description="only photos whose camera contains this text (case-insensitive)"
+    )
+    sort: Literal["score", "date"] = Field("score", description="order of the hits (date: newest first)")
+    dedup: bool = Field(False, description="collapse near-duplicate photos to their best-scored one")
+
+
+LIBRARY_FIELDS = ("after", "before", "folder", "camera", "sort", "dedup")
+
+
+class SearchRequest(SearchForm):
     """Exactly one of ``text``, ``image_base64``, ``image_id`` or ``embedding`` (or an uploaded file)."""
 
     text: QueryText | None = Field(
         None,
-        description="a text query; supports the CLI's arithmetic (`dog + snow - night`, `2:dog`, image ids "
-        "of the served split as terms)",
+        description="a text query; supports the CLI's arithmetic (`dog + snow - night`, `2:dog`, and as image "
+        "terms the ids of the served split's images or the paths of the served library's photos)",
     )
     image_base64: Annotated[str, Field(min_length=1, max_length=MAX_BASE64_CHARS)] | None = Field(
         None, description="an image file's bytes, base64 encoded (at most 20 MB)"
     )
     image_id: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)] | None = Field(
-        None, description="the id of an image of the served split"
+        None, description="the id of an image of the served split or library"
     )
     embedding: Annotated[list[float], Field(min_length=1, max_length=MAX_EMBEDDING_DIM)] | None = Field(
         None, description="a raw query vector of the model's dimension (normalised by the service)"
     )
-    direction: Target = Field("images", description="search the images, the captions, or both")
-    k: int = Field(10, ge=1, le=MAX_K, description="number of hits")
-    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="drop hits scoring below this")
-    dataset: Annotated[str, Field(max_length=200)] | None = Field(None, description="the served dataset")
-    split: Annotated[str, Field(max_length=20)] | None = Field(None, description="the served split")
 
     model_config = ConfigDict(
         extra="forbid",
@@ -49,6 +71,7 @@ class SearchRequest(Strict):
                 {"text": "a dog runs on the beach", "k": 5},
                 {"text": "dog + snow - night", "direction": "both", "k": 3, "min_score": 0.1},
                 {"image_id": "img-00001", "direction": "captions", "k": 5},
+                {"text": "a birthday cake", "after": "2024-01-01", "sort": "date", "dedup": True},
             ]
         },
     )
@@ -60,15 +83,9 @@ class SearchRequest(Strict):
             if getattr(self, name) is not None
         ]
 
-
-class SearchForm(Strict):
-    """The non-file fields of a multipart search (the image is the ``file`` part)."""
-
-    direction: Target = "images"
-    k: int = Field(10, ge=1, le=MAX_K)
-    min_score: float | None = Field(None, ge=-1.0, le=1.0)
-    dataset: Annotated[str, Field(max_length=200)] | None = None
-    split: Annotated[str, Field(max_length=20)] | None = None
+    def params(self) -> SearchForm:
+        """The parameters without the query."""
+        return SearchForm.model_validate(self.model_dump(include=set(SearchForm.model_fields)))
 
 
 class HitOut(Strict):
@@ -79,6 +96,12 @@ class HitOut(Strict):
     caption_index: int | None = Field(None, description="the caption's row (caption hits only)")
     image_url: str = Field(description="where to fetch the image")
     thumbnail_url: str = Field(description="where to fetch a thumbnail")
+    path: str | None = Field(None, description="the photo's file (library hits only)")
+    taken: float | None = Field(None, description="EXIF date taken, seconds since the epoch (library hits)")
+    date: float | None = Field(None, description="date taken, else the file's mtime (library hits)")
+    camera: str | None = Field(None, description="EXIF camera model (library hits)")
+    width: int | None = Field(None, description="pixel width (library hits)")
+    height: int | None = Field(None, description="pixel height (library hits)")
 
 
 class Timings(Strict):
@@ -92,8 +115,9 @@ class SearchResponse(Strict):
     ``caption_hits``."""
 
     model_id: str
-    dataset: str
-    split: str
+    dataset: str | None = Field(description="the dataset searched (None for a library)")
+    split: str | None = Field(description="the split searched (None for a library)")
+    library: str | None = Field(None, description="the photo library searched (None for a dataset)")
     query_kind: Literal["text", "image", "image_id", "embedding"]
     direction: Target
     index: str = Field(description="kind of the index searched (exact or hnsw)")
@@ -180,6 +204,7 @@ class Ready(Strict):
     model_id: str | None = None
     dataset: str | None = None
     split: str | None = None
+    library: str | None = None
 
 
 class DatasetOut(Strict):
@@ -189,6 +214,16 @@ class DatasetOut(Strict):
     captions: int
     image_index_kind: str
     caption_index_kind: str
+
+
+class LibraryOut(Strict):
+    name: str
+    photos: int = Field(description="photos in the index")
+    index_kind: str
+    generation: int = Field(
+        description="the catalogue generation the index reflects (grows with each change)"
+    )
+    folders: list[str] = Field(description="the folders the library indexes")
 
 
 class ModelOut(Strict):

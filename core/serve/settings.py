@@ -11,18 +11,21 @@ MAX_K = 1000
 
 @dataclass(frozen=True)
 class Settings:
-    """Options of one service. ``dataset=None`` serves the built-in demo (prepared and trained first).
+    """Options of one service: ``library`` names a photo library to serve, else ``dataset`` a dataset, else
+    (both None) the built-in demo is served (prepared and trained first).
 
     ``token``: every endpoint but ``/healthz`` then needs ``Authorization: Bearer <token>``.
     ``cors_origins``: CORS stays off when empty. ``log_queries``: query text goes to the access log.
     ``batch_window_ms``/``max_batch``: the text micro-batcher's collection window and largest batch.
-    ``reload_check_s``: how often the index files are checked for a rebuild (0: never).
+    ``reload_check_s``: how often the collection is checked for a change on disk, an index rebuilt or a
+    library updated (0: never).
     ``freeze_heap``: once the model and index are loaded, move every live object out of the cyclic garbage
     collector's reach (``gc.freeze``), so that its full collections stop scanning them (they paused every
     request for 0.2-0.4 s under load); for a server process, not for a test that opens many engines.
     """
 
     dataset: str | None = None
+    library: str | None = None
     model: str | None = None
     pretrained: str | None = None
     split: str = "test"

@@ -17,6 +17,7 @@ from core.cli import build_parser
 from core.cli.console import main
 from core.embed.engine import encode_text_query
 from core.serve.app import create_app
+from core.serve.dataset import ServedDataset
 from core.serve.engine import Engine
 from core.serve.metrics import Metrics
 from core.serve.settings import Settings
@@ -75,15 +76,19 @@ def test_health_ready_catalogue(client, engine) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["model_id"] == "capsearch-tiny@random"
     (ds,) = client.get("/v1/datasets").json()
-    assert ds["name"] == "synthetic" and ds["split"] == "test" and ds["images"] == engine.retriever.size
+    assert (
+        ds["name"] == "synthetic"
+        and ds["split"] == "test"
+        and ds["images"] == engine.ready().served.retriever.size
+    )
     (model,) = client.get("/v1/models").json()
     assert model["model_id"] == "capsearch-tiny@random" and model["embed_dim"] == 64
-    assert model["precision"] == model["computed_in"] == engine.ready().lm.precision == "fp32"
+    assert model["precision"] == model["computed_in"] == engine.ready().served.lm.precision == "fp32"
 
 
 def test_not_ready_until_loaded(synthetic_small, tiny_model) -> None:
     settings = Settings(dataset=str(synthetic_small.dir), reload_check_s=0)
-    engine = Engine(settings, Metrics(), (synthetic_small, tiny_model))
+    engine = Engine(settings, Metrics(), ServedDataset.opener(synthetic_small, tiny_model, "test", "auto"))
     client = TestClient(create_app(settings, engine))
     r = client.get("/readyz")
     assert r.status_code == 503 and r.json()["ready"] is False and "loading" in r.json()["reason"]
@@ -129,7 +134,9 @@ def test_image_queries_upload_base64_and_embedding(client, synthetic_small) -> N
 def test_a_file_path_in_a_query_is_text_not_a_file_read(client, synthetic_small, engine) -> None:
     """Through the API an image term is an id of the split, never a path on the server."""
     path = str(synthetic_small.image_path(synthetic_small.split("test")[0]))
-    assert engine.retriever.search_text(path, 1)[0].score == pytest.approx(1.0, abs=1e-4)  # the CLI reads it
+    assert engine.ready().served.retriever.search_text(path, 1)[0].score == pytest.approx(
+        1.0, abs=1e-4
+    )  # the CLI reads it
     hits = client.post("/v1/search", json={"text": path, "k": 1}).json()["hits"]
     assert hits[0]["score"] < 0.99
 
@@ -147,10 +154,14 @@ def test_embed_matches_single_encoding(client, engine, synthetic_small) -> None:
     texts = np.asarray(body["text_embeddings"])
     assert np.allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-5)
     assert np.allclose(
-        texts[1], encode_text_query(engine.retriever.lm, "two red circles on the left"), atol=1e-5
+        texts[1],
+        encode_text_query(engine.ready().served.retriever.lm, "two red circles on the left"),
+        atol=1e-5,
     )
-    row = engine.retriever.records.index(synthetic_small.split("test")[1])
-    assert np.allclose(body["image_embeddings"][0], engine.retriever.embeddings.image_emb[row], atol=1e-4)
+    row = engine.ready().served.retriever.records.index(synthetic_small.split("test")[1])
+    assert np.allclose(
+        body["image_embeddings"][0], engine.ready().served.retriever.embeddings.image_emb[row], atol=1e-4
+    )
 
 
 def test_images_and_thumbnails_with_validators(client, synthetic_small) -> None:
@@ -201,12 +212,12 @@ def test_files_that_leave_the_dataset_are_404(
 
     outside = tmp_path / "secret.png"
     Image.new("RGB", (8, 8)).save(outside)
-    records = list(engine.retriever.records)
+    records = list(engine.ready().served.retriever.records)
     link = synthetic_small.root / "link-out.png"
     link.symlink_to(outside)
     try:
         monkeypatch.setattr(
-            engine.retriever,
+            engine.ready().served.retriever,
             "records",
             [
                 replace(records[0], image="link-out.png"),
@@ -215,7 +226,7 @@ def test_files_that_leave_the_dataset_are_404(
                 *records[3:],
             ],
         )
-        for record in engine.retriever.records[:3]:
+        for record in engine.ready().served.retriever.records[:3]:
             for url in (f"/v1/images/{record.id}", f"/v1/thumbnails/{record.id}"):
                 assert client.get(url).status_code == 404, url
         assert client.get(f"/v1/images/{records[3].id}").status_code == 200
@@ -290,8 +301,9 @@ def test_no_dataset_serves_the_demo(monkeypatch, synthetic_small, tiny_model) ->
     engine = Engine(Settings(reload_check_s=0), Metrics())
     engine.load()
     try:
-        assert calls and engine.retriever is not None and engine.retriever.dataset == "synthetic"
-        assert engine.retriever.model_id == "capsearch-tiny@random" and engine.reason is None
+        served = engine.ready().served
+        assert calls and served.describe()["dataset"] == "synthetic"
+        assert served.model_id == "capsearch-tiny@random" and engine.reason is None
     finally:
         engine.close()
 

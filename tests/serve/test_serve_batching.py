@@ -84,7 +84,7 @@ def test_concurrent_http_searches_match_the_retriever(make_client, engine) -> No
     encoded = _batch_sizes(engine.metrics)[1] - before[1]
     assert encoded == len(texts)
     for text, body in zip(texts, bodies, strict=True):
-        hits = engine.retriever.search_text(text, 3)
+        hits = engine.ready().served.retriever.search_text(text, 3)
         assert [h["id"] for h in body["hits"]] == [h.record.id for h in hits]
         assert np.allclose([h["score"] for h in body["hits"]], [h.score for h in hits], atol=1e-5)
 

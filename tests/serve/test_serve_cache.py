@@ -7,7 +7,8 @@ import os
 
 from core.search.retriever import Retriever
 from core.serve.cache import LRU
-from core.serve.engine import Engine, index_files
+from core.serve.dataset import ServedDataset, index_files
+from core.serve.engine import Engine
 from core.serve.metrics import Metrics
 from core.serve.settings import Settings
 
@@ -43,25 +44,27 @@ def test_a_changed_index_invalidates_the_results(client, engine) -> None:
     body = {"text": "cache probe: two purple circles", "k": 4}
     client.post("/v1/search", json=body)
     assert client.post("/v1/search", json=body).json()["cached"] is True
-    original = engine.retriever
-    version = engine.version
+    original = engine.ready().served
+    version = original.version
     # rebuilding the served index (the files are replaced: here, touched) makes the engine reopen it
     assert engine.reload_if_changed() is False
-    folder_files = index_files(engine.retriever)
+    folder_files = index_files(original.retriever)
     later = max(p.stat().st_mtime_ns for p in folder_files) + 10**9
     for p in folder_files:
         os.utime(p, ns=(later, later))
-    assert engine.reload_if_changed() is True and engine.retriever is not original
+    assert engine.reload_if_changed() is True and engine.ready().served is not original
+    assert engine.ready().worker is not None and engine.ready().served.lm is original.lm
     assert client.post("/v1/search", json=body).json()["cached"] is False  # the LRU was cleared
     # a different index (another kind) is another version: its results never come from the old one's
-    engine._swap(Retriever.open(original.data, original.lm, split=original.split, index="hnsw"))
+    r = original.retriever
+    engine._swap(ServedDataset(Retriever.open(r.data, r.lm, split=r.split, index="hnsw"), "hnsw"))
     try:
-        assert engine.version != version
+        assert engine.ready().served.version != version
         after = client.post("/v1/search", json=body).json()
         assert after["cached"] is False and after["index"] == "hnsw"
     finally:
         engine._swap(original)
-    assert engine.version == version
+    assert engine.ready().served.version == version
 
 
 def test_a_server_engine_freezes_the_loaded_heap(synthetic_small, tiny_model) -> None:
@@ -70,7 +73,9 @@ def test_a_server_engine_freezes_the_loaded_heap(synthetic_small, tiny_model) ->
     gc.unfreeze()
     for freeze in (False, True):
         settings = Settings(dataset=str(synthetic_small.dir), reload_check_s=0, freeze_heap=freeze)
-        engine = Engine(settings, Metrics(), (synthetic_small, tiny_model))
+        engine = Engine(
+            settings, Metrics(), ServedDataset.opener(synthetic_small, tiny_model, "test", "auto")
+        )
         try:
             engine.load()
             assert (gc.get_freeze_count() > 0) is freeze

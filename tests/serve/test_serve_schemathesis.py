@@ -1,5 +1,6 @@
-"""Property-based run of schemathesis against the OpenAPI schema: no 5xx, and every answer matches the
-schema (status codes, content types, bodies). Bounded: a few examples per operation (well under a minute)."""
+"""Property-based run of schemathesis against the OpenAPI schema, on a dataset service and on a library
+service: no 5xx, and every answer matches the schema (status codes, content types, bodies). Bounded: a few
+examples per operation (well under a minute each)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,24 @@ def api_schema(engine):
     return schemathesis.openapi.from_asgi("/openapi.json", create_app(engine.settings, engine))
 
 
+@pytest.fixture
+def library_api_schema(library_engine):
+    return schemathesis.openapi.from_asgi(
+        "/openapi.json", create_app(library_engine.settings, library_engine)
+    )
+
+
 schema = schemathesis.pytest.from_fixture("api_schema")
+library_schema = schemathesis.pytest.from_fixture("library_api_schema")
 
 
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_api_conforms_to_its_schema(case) -> None:
+    case.call_and_validate(checks=CHECKS)
+
+
+@library_schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_a_library_api_conforms_to_its_schema(case) -> None:
     case.call_and_validate(checks=CHECKS)
