@@ -54,11 +54,14 @@ def _finished(out: Path) -> bool:
 
 def ensure_demo(reporter: Reporter | None = None) -> tuple[PreparedDataset, str]:
     """The synthetic dataset and the demo model's checkpoint dir, each prepared/trained first if missing
-    (an interrupted demo training resumes)."""
+    (a dataset whose image folder is gone is prepared again: the scenes are deterministic, so the model
+    still fits them; an interrupted demo training resumes)."""
     reporter = ensure(reporter)
     try:
-        dataset = load_dataset(DEMO_DATASET)
+        dataset: PreparedDataset | None = load_dataset(DEMO_DATASET)
     except DatasetError:
+        dataset = None
+    if dataset is None or not dataset.root.is_dir():  # missing, or its images left (a copied artifacts root)
         from core.data.prepare import prepare_synthetic
 
         reporter.log(f"preparing the built-in synthetic scenes (n={DEMO_SCENES})")

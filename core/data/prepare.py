@@ -84,6 +84,14 @@ def require_images(collection: Collection) -> Collection:
     return collection
 
 
+def stored_root(root: Path, folder: Path) -> str:
+    """The image root as ``dataset.json`` keeps it: relative to the dataset's folder when inside it (images
+    it generated or extracted), so that the folder still works moved, copied or mounted elsewhere (another
+    artifacts root, a container volume); else absolute."""
+    root, folder = root.resolve(), folder.resolve()
+    return str(root.relative_to(folder)) if root.is_relative_to(folder) else str(root)
+
+
 def write_prepared(collection: Collection, out: Path, name: str, reporter: Reporter) -> PreparedDataset:
     """Write the split JSONL files, ``report.txt`` and ``dataset.json`` (last) into ``out``."""
     reporter.check_cancelled()
@@ -105,7 +113,7 @@ def write_prepared(collection: Collection, out: Path, name: str, reporter: Repor
         "name": name,
         "kind": collection.kind,
         "source": collection.source,
-        "root": str(collection.root.resolve()),
+        "root": stored_root(collection.root, out),
         "splits": counts,
         "split_scheme": collection.scheme,
         "seed": collection.seed,
@@ -121,7 +129,7 @@ def write_prepared(collection: Collection, out: Path, name: str, reporter: Repor
         "dataset": name,
         "kind": collection.kind,
         "source": collection.source,
-        "image root": meta["root"],
+        "image root": str(collection.root.resolve()),
         **collection.facts,
         "split scheme": collection.scheme,
     }

@@ -5,8 +5,8 @@ A prepared dataset is a folder (by default ``artifacts/datasets/<name>/``) holdi
 - ``train.jsonl``, ``val.jsonl``, ``test.jsonl``: one row per image,
   ``{"id": str, "image": <path relative to the image root>, "captions": [str, ...]}`` (captions in source
   order; an uncaptioned photo collection has empty lists);
-- ``dataset.json``: name, source, absolute image ``root``, counts per split, split scheme and seed,
-  checksum of the inputs;
+- ``dataset.json``: name, source, image ``root`` (relative to this folder when the images are inside it,
+  else absolute), counts per split, split scheme and seed, checksum of the inputs;
 - ``report.txt``: the human-readable validation report.
 
 A :class:`Collection` is what every ingester (folder, Flickr8k, synthetic) hands ``prepare`` to write.

@@ -97,8 +97,16 @@ class Retriever:
         data = dataset if isinstance(dataset, PreparedDataset) else load_dataset(dataset)
         lm = model if isinstance(model, LoadedModel) else load_model(model, pretrained, device=device)
         indexes = split_indexes(lm, data, split, index, reporter)
-        if not indexes.embeddings.records:
+        embeddings = indexes.embeddings
+        if not embeddings.records:
             raise DatasetError(f"split {split!r} of dataset {data.name!r} has no images")
+        if len(embeddings.failed) == len(embeddings.records):
+            image_id, reason = embeddings.failed[0]
+            raise DatasetError(
+                f"none of the {len(embeddings.records)} images of {data.name}/{split} could be read "
+                f"(the first, {image_id}: {reason})",
+                hint=f"check the image folder {data.root}; if the images moved, prepare the dataset again",
+            )
         captions = indexes.captions.index if indexes.captions is not None else None
         return cls(lm, data, split, indexes.embeddings, indexes.images.index, captions)
 
