@@ -11,7 +11,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_wheel_holds_the_model_configs_the_stylesheet_and_the_console_script(tmp_path: Path) -> None:
+def test_the_wheel_holds_the_model_configs_the_stylesheets_the_search_page_and_the_console_script(
+    tmp_path: Path,
+) -> None:
     src = tmp_path / "src"  # a copy, so that the build leaves nothing in the checkout
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -30,5 +32,6 @@ def test_the_wheel_holds_the_model_configs_the_stylesheet_and_the_console_script
     configs = {f"core/models/configs/{p.name}" for p in (ROOT / "core/models/configs").glob("*.json")}
     assert configs and configs <= names
     assert "tui/app.tcss" in names
+    assert {f"core/serve/web/{n}" for n in ("index.html", "app.js", "app.css")} <= names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "capsearch = core.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request
@@ -59,6 +60,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (422, "a field is missing, unknown or out of range"),
         (503, "the model and index are still loading"),
     )
+}
+WEB = Path(__file__).with_name("web")
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
 }
 SEARCH_BODY = {
     "required": True,
@@ -284,12 +293,31 @@ def _routes(engine: Engine, metrics: Metrics) -> APIRouter:
             engine.thumbnails.put(etag, data)
         return Response(data, media_type="image/jpeg", headers=headers)
 
+    @router.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        """The search page (static; no token needed to load it, its API calls send one)."""
+        return _web_file("index.html", "text/html; charset=utf-8")
+
+    @router.get("/ui/app.js", include_in_schema=False)
+    def script() -> FileResponse:
+        return _web_file("app.js", "text/javascript; charset=utf-8")
+
+    @router.get("/ui/app.css", include_in_schema=False)
+    def stylesheet() -> FileResponse:
+        return _web_file("app.css", "text/css; charset=utf-8")
+
     @router.get("/metrics", tags=["health"], responses={200: {"content": {"text/plain": {}}}})
     def prometheus() -> Response:
         """Prometheus text format."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def _web_file(name: str, media_type: str) -> FileResponse:
+    """One of the search page's files, with headers that let it run only its own script and styles, fetch
+    only from this service, and never be framed."""
+    return FileResponse(WEB / name, media_type=media_type, headers=PAGE_HEADERS)
 
 
 def model_out(lm: LoadedModel) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """One ASGI middleware around every request: bearer auth, the body cap, metrics and the access log.
 
-Auth: with a token, every path but ``/healthz`` needs ``Authorization: Bearer <token>`` (compared in
-constant time). Body cap: a declared ``Content-Length`` over the cap is refused at once, a streamed body
+Auth: with a token, every path but ``/healthz`` and the search page's three static files (which hold no
+data: the page asks for the token and sends it with its API calls) needs ``Authorization: Bearer <token>``
+(compared in constant time). Body cap: a declared ``Content-Length`` over the cap is refused at once, a streamed body
 as soon as it passes the cap (413). The access log is one JSON object per line on stderr; the query text
 (the query string, a search's text) is in it only with ``log_queries``.
 """
@@ -21,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.serve.metrics import Metrics
 
 access_log = logging.getLogger("capsearch.access")
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/", "/ui/app.js", "/ui/app.css"})
 
 
 class _BodyTooLarge(Exception):

@@ -8,6 +8,7 @@ import gc
 import io
 import json
 import os
+import shutil
 import subprocess
 import time
 import weakref
@@ -281,3 +282,35 @@ def test_capsearch_serve_serves_the_default_library_as_it_grows(tmp_path: Path) 
         proc = run("serve", "--port", str(free_port()), *argv)
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert proc.returncode == 2 and len(errors) == 1 and says in errors[0], proc.stderr
+
+
+def test_the_search_page_loads_without_the_token_and_runs_only_its_own_files(make_client, api) -> None:
+    """The page and its two files are static (no data) and open; the API they call keeps the token. Their
+    headers allow only this origin's script, styles, images (and blob: images) and fetches."""
+    guarded = make_client(token="s3cret")
+    page = guarded.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
+    for path, kind in (("/ui/app.js", "text/javascript"), ("/ui/app.css", "text/css")):
+        asset = guarded.get(path)
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind), path
+        assert f'"{path}"' in page.text
+    assert guarded.get("/v1/search", params={"q": "a dog"}).status_code == 401
+    assert guarded.get("/ui/other.js").status_code == 401  # only the page's own files are open
+    assert guarded.get("/ui/other.js", headers={"Authorization": "Bearer s3cret"}).status_code == 404
+    script = guarded.get("/ui/app.js").text
+    assert "innerHTML" not in script and "insertAdjacentHTML" not in script and "eval(" not in script
+    assert (
+        "<script>" not in page.text and "style=" not in page.text
+    )  # nothing inline: the CSP would refuse it
+    assert "/" not in api.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_search_page_script_parses(tmp_path: Path) -> None:
+    from core.serve.app import WEB
+
+    proc = subprocess.run(["node", "--check", str(WEB / "app.js")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
