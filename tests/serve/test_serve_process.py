@@ -1,10 +1,11 @@
 """``capsearch serve`` as a real uvicorn process on 127.0.0.1: same answers as ``capsearch search --json``,
 concurrent requests share forward passes, SIGTERM drains a request in flight, start-up failures exit
-non-zero with one line."""
+non-zero with one line, and the search page works in a real browser (where chromium is installed)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from serve_process import CLI, environment, free_port, serving, start
 pytestmark = pytest.mark.slow
 PREPARE = ("prepare", "synthetic", "--n", "60", "--seed", "0")
 SERVE = ("--dataset", "synthetic", "--model", "capsearch-tiny", "--device", "cpu")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +124,34 @@ def test_startup_failures_exit_non_zero_with_one_line(root: Path, args, says) ->
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and says in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium here to run the search page in")
+def test_the_search_page_searches_in_a_real_browser(root: Path) -> None:
+    """Headless chromium loads the page of a real server (token and all), runs the search its link asks for
+    and renders the hits the API gives, under the page's CSP (a refused script would render nothing)."""
+    query = "two red circles"
+    with serving(root, *SERVE, CAPSEARCH_TOKEN="tok") as server:
+        expected = httpx.get(
+            f"{server.url}/v1/search", params={"q": query, "k": 24}, headers=server.headers
+        ).json()["hits"]
+
+        def page(url: str) -> str:
+            proc = subprocess.run(
+                [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000"]
+                + ["--dump-dom", url],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            return proc.stdout
+
+        locked = page(f"{server.url}/#q=two+red+circles")  # no token yet: the page asks for it
+        assert 'id="token-form"' in locked and "needs its token" in locked and "<figure>" not in locked
+    with serving(root, *SERVE) as server:
+        dom = page(f"{server.url}/#q=two+red+circles")
+    assert f"{len(expected)} hits in synthetic / test" in dom
+    assert dom.count("<figure>") == len(expected) > 1
+    names = [part.split("</div>")[0] for part in dom.split('<div class="name"')[1:]]
+    assert [n.split(">", 1)[1] for n in names] == [h["id"] for h in expected]
