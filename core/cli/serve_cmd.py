@@ -107,6 +107,18 @@ def _library(args: argparse.Namespace) -> str | None:
     return str(args.library)
 
 
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is only reachable from this machine."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
 def _server_class() -> type:
     import uvicorn
 
@@ -153,6 +165,15 @@ def serve(args: argparse.Namespace) -> int:
         reload_check_s=args.reload_s,
         freeze_heap=True,  # this process serves one engine: keep the collector off the loaded model
     )
+    if settings.token is None and not _loopback(args.host):
+        served = f"the photos of library {settings.library}" if settings.library else "what it serves"
+        console.print(
+            f"[bold yellow]warning:[/] serving on {markup_safe(args.host)} without a token: anyone who can "
+            f"reach port {args.port} can search and download {markup_safe(served)}; pass --token (or set "
+            "CAPSEARCH_TOKEN)",
+            highlight=False,
+            soft_wrap=True,
+        )
     engine = Engine(settings, Metrics(), preflight(settings))
     config = uvicorn.Config(
         create_app(settings, engine),

@@ -105,6 +105,20 @@ def test_sigterm_drains_a_request_in_flight(root: Path) -> None:
         server.kill()
 
 
+def test_serving_beyond_this_machine_without_a_token_warns(root: Path) -> None:
+    run = lambda *args, **env: subprocess.run(  # noqa: E731
+        [str(CLI), "serve", "--port", str(free_port()), "--dataset", "no-such-dataset", *args],
+        env=environment(root, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    warned = run("--host", "0.0.0.0")
+    assert warned.returncode == 2 and "warning: serving on 0.0.0.0 without a token" in warned.stderr
+    for args, env in ((("--host", "127.0.0.1"), {}), (("--host", "0.0.0.0"), {"CAPSEARCH_TOKEN": "t"})):
+        assert "warning" not in run(*args, **env).stderr
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
