@@ -16,6 +16,11 @@ Usage (the full run, about 10 minutes on a 2-core machine, most of it the first 
     .venv/bin/python scripts/load_test_service.py
 Smoke test (seconds per phase):
     .venv/bin/python scripts/load_test_service.py --models vit --users 1 4 --duration-s 3 --max-requests 60
+A photo library instead (``--library``): the 1,000 test images as library ``flickr8k-test`` (links under
+artifacts/cache, half in ``a/`` and half in ``b/``, embedded by the offline model on the first run), served
+with ``capsearch serve --library``; the distinct-query phases run again with the ``folder`` filter on
+``a/`` (the filtered path: an ``IDSelector`` over half the ids). Writes
+artifacts/results/load_test_service_library.json.
 locust is in the ``load`` extra (``pip install -e '.[load]'``). The dataset is prepared from
 ../shared/data/flickr8k when missing. Writes artifacts/results/load_test_service.json.
 """
@@ -44,6 +49,8 @@ from benchlib import FLICKR8K, commit, flickr8k_dataset, machine_info  # noqa: E
 
 REPO = Path(__file__).resolve().parents[1]
 REPEATED = 20
+LIBRARY = "flickr8k-test"
+PHOTOS_FOLDER = "load-test-photos"  # under the artifacts root's cache/
 GOALS = {
     "http_overhead_p50_ms_at_1_user": 3.0,
     "vit_32_users_distinct_speedup_over_1_user": 3.0,
@@ -76,7 +83,7 @@ def run_phase(spec: dict[str, Any]) -> dict[str, Any]:
             state["sent"] += 1
             query = queries[state["next"] % len(queries)]
             state["next"] += 1
-            body = {"text": query, "k": spec["k"]}
+            body = {"text": query, "k": spec["k"], **spec["extra"]}
             with self.client.post("/v1/search", json=body, name="search", catch_response=True) as r:
                 if r.status_code != 200:
                     r.failure(f"status {r.status_code}")
@@ -118,7 +125,34 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--batch-window-ms", type=float, default=3.0)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument(
+        "--library", action="store_true", help="serve the test images as a photo library (the offline model)"
+    )
     return parser.parse_args()
+
+
+def photos_folder() -> Path:
+    from core.paths import artifacts_root
+
+    return artifacts_root() / "cache" / PHOTOS_FOLDER
+
+
+def make_library(data: Any, model: str) -> None:
+    """Library ``LIBRARY`` over links to the test split's images (half in ``a/``, half in ``b/``), made and
+    embedded with ``model`` on the first run, reused afterwards."""
+    from core.library.home import library_names
+
+    if LIBRARY in library_names():
+        return
+    photos = photos_folder()
+    for i, record in enumerate(data.split("test")):
+        link = photos / ("a" if i % 2 == 0 else "b") / Path(record.image).name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(data.image_path(record).resolve())
+    capsearch = str(Path(sys.executable).with_name("capsearch"))
+    argv = [capsearch, "library", "add", str(photos), "--name", LIBRARY, "--model", model, "--device", "cpu"]
+    subprocess.run(argv, check=True)
 
 
 def need_locust() -> None:
@@ -152,15 +186,12 @@ def get(url: str) -> tuple[int, str]:
 
 def start_server(args: argparse.Namespace, model: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    argv = [
-        str(Path(sys.executable).with_name("capsearch")),
-        "serve",
-        "--dataset",
-        args.dataset,
-        "--model",
-        model,
-    ]
-    argv += ["--split", "test", "--index", "exact", "--precision", args.precision, "--device", "cpu"]
+    argv = [str(Path(sys.executable).with_name("capsearch")), "serve"]
+    if args.library:
+        argv += ["--library", LIBRARY, "--device", "cpu"]
+    else:
+        argv += ["--dataset", args.dataset, "--model", model, "--split", "test", "--index", "exact"]
+        argv += ["--precision", args.precision, "--device", "cpu"]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--batch-window-ms", str(args.batch_window_ms)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env.pop("CAPSEARCH_TOKEN", None)
@@ -198,9 +229,11 @@ def latency(ms: list[float]) -> dict[str, float]:
     return {**out, "mean": round(statistics.fmean(ms), 3)}
 
 
-def phase(url: str, users: int, queries: list[str], args: argparse.Namespace) -> dict[str, Any]:
+def phase(
+    url: str, users: int, queries: list[str], args: argparse.Namespace, extra: dict[str, str] | None = None
+) -> dict[str, Any]:
     spec = {"url": url, "users": users, "queries": queries, "duration_s": args.duration_s,
-            "max_requests": args.max_requests, "k": args.k}  # fmt: skip
+            "max_requests": args.max_requests, "k": args.k, "extra": extra or {}}  # fmt: skip
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(spec, fh)
     before, load_before = server_batches(url), os.getloadavg()[0]
@@ -215,6 +248,7 @@ def phase(url: str, users: int, queries: list[str], args: argparse.Namespace) ->
     passes, encoded = (a - b for a, b in zip(server_batches(url), before, strict=True))
     return {
         "users": users,
+        **({"filters": extra} if extra else {}),
         "requests": raw["requests"],
         "errors": raw["errors"],
         "error_examples": raw["error_examples"],
@@ -229,12 +263,18 @@ def phase(url: str, users: int, queries: list[str], args: argparse.Namespace) ->
 
 
 def in_process_ms(data: Any, model: str, queries: list[str], args: argparse.Namespace) -> dict[str, float]:
-    """``Retriever.search_text`` on the same kind of queries in this process (the server idles meanwhile)."""
+    """``Retriever.search_text`` (a library: ``LibrarySearcher.search_text``) on the same kind of queries in
+    this process (the server idles meanwhile)."""
     from core.models.loading import load_model
+    from core.search.library_search import LibrarySearcher
     from core.search.retriever import Retriever
 
-    lm = load_model(model, device="cpu", precision=args.precision)
-    retriever = Retriever.open(data, lm, split="test", index="exact")
+    retriever: Any
+    if args.library:
+        retriever = LibrarySearcher.open(LIBRARY, device="cpu")
+    else:
+        lm = load_model(model, device="cpu", precision=args.precision)
+        retriever = Retriever.open(data, lm, split="test", index="exact")
     retriever.search_text("a warm-up query", args.k)
     times = []
     for query in queries:
@@ -283,6 +323,13 @@ def measure_model(label: str, model: str, data: Any, args: argparse.Namespace) -
             print(
                 f"[{label}] repeated, {users} users: {repeated[-1]['rps']} req/s, {repeated[-1]['latency_ms']}"
             )
+        filtered = []
+        if args.library:
+            extra = {"folder": str(photos_folder() / "a")}
+            for i, users in enumerate(args.users):
+                filtered.append(phase(url, users, pools[1 + i][::-1], args, extra))
+                print(f"[{label}] distinct, folder filter, {users} users: {filtered[-1]['rps']} req/s, "
+                      f"{filtered[-1]['latency_ms']}")  # fmt: skip
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -299,6 +346,7 @@ def measure_model(label: str, model: str, data: Any, args: argparse.Namespace) -
         else None,
         "distinct": distinct,
         "repeated": repeated,
+        **({"distinct_folder_filter": filtered} if filtered else {}),
         "server_log": log.name,
     }
 
@@ -336,11 +384,15 @@ def main() -> None:
     started = machine_info()
     data = flickr8k_dataset(args.dataset, args.flickr8k)
     names = {"vit": "ViT-B-32", "lit": lit_model(args)}
+    if args.library:
+        args.models = ["lit"]
+        make_library(data, names["lit"])
     models = {label: measure_model(label, names[label], data, args) for label in args.models}
     result = {
         "benchmark": "capsearch serve under locust (FastHttpUser, headless, loopback), POST /v1/search",
         "commit": commit(),
         "dataset": data.name,
+        **({"library": LIBRARY, "photos": len(data.split("test"))} if args.library else {}),
         "split": "test",
         "index": "exact",
         "k": args.k,
@@ -354,7 +406,7 @@ def main() -> None:
         "goals": goals(models),
         "machine": {**started, "load_average_at_end": list(os.getloadavg())},
     }
-    out = results_dir() / "load_test_service.json"
+    out = results_dir() / ("load_test_service_library.json" if args.library else "load_test_service.json")
     write_json(out, result)
     print(f"-> {out}")
 
