@@ -22,8 +22,10 @@ from core.embed.heap import share_one_arena
 from core.errors import Cancelled, CapsearchError
 from core.progress import Reporter
 from core.safe_text import markup_safe
+from tui.library_session import LibraryRetriever
 from tui.messages import (
     DatasetOpened,
+    LibraryChanged,
     LibraryUpdated,
     SourceOpened,
     Task,
@@ -39,6 +41,9 @@ from tui.screens.registry import SCREENS
 from tui.screens.search import SearchScreen
 from tui.session import Source, open_retriever, resolve
 from tui.workers import TuiReporter, run_task
+
+LIBRARY_CHECK_S = 3.0
+"""How often an open library is checked for changes made by other processes."""
 
 
 def describe_error(error: BaseException) -> tuple[str, SeverityLevel]:
@@ -105,6 +110,7 @@ class CapsearchApp(App[None]):
         self.reporters: weakref.WeakSet[Reporter] = weakref.WeakSet()
         """Reporters of core work in progress; cancelled on exit so that worker threads end promptly."""
         self._injected = retriever
+        self._following = False
 
     def on_mount(self) -> None:
         if self._injected is not None:
@@ -112,6 +118,43 @@ class CapsearchApp(App[None]):
             self.retriever = self._injected
         else:  # after the first paint: the core's imports would compete with it for the interpreter
             self.call_after_refresh(self.open_source, self.source)
+        self.set_interval(LIBRARY_CHECK_S, self._check_library)
+
+    # -- following a library that another process updates --------------------------------------------
+    def _check_library(self) -> None:
+        retriever = self.retriever
+        if isinstance(retriever, LibraryRetriever) and not self._following:
+            self._following = True
+            self._follow_library(retriever)
+
+    @work(thread=True, exclusive=True, group="follow")
+    def _follow_library(self, retriever: LibraryRetriever) -> None:
+        """Reopen the library when the catalogue moved on (``library update`` or ``--watch`` elsewhere);
+        a failure is logged and tried again at the next check."""
+        try:
+            with self.search_lock:  # the searches use the same catalogue connection
+                changed = retriever.changed()
+            if changed:
+                self.post_message(LibraryChanged(retriever, retriever.reopen(Reporter())))
+        except Exception as exc:  # noqa: BLE001 - the open library keeps serving searches
+            self.log.warning(f"following the library failed: {exc}")
+        finally:
+            self._following = False
+
+    def on_library_changed(self, message: LibraryChanged) -> None:
+        """Search the library as it is now (the current query runs again, keeping its highlighted hit)."""
+        stale = message.old
+        if self.retriever is message.old:
+            self.retriever = message.retriever
+        else:  # another library or source was opened meanwhile
+            stale = message.retriever
+        if stale is not self._injected:  # a retriever a test handed in is its owner's to close
+            self._close_retriever(stale)
+
+    @work(thread=True, group="follow-close")
+    def _close_retriever(self, retriever: LibraryRetriever) -> None:
+        with self.search_lock:  # after any search still running on it
+            retriever.close()
 
     # -- opening a dataset + model -------------------------------------------------------------------
     def open_source(self, source: Source) -> None:

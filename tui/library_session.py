@@ -82,6 +82,19 @@ class LibraryRetriever:
 
         return [Hit(rank=h.rank, score=h.score, record=self.record(h.file), path=h.path) for h in found]
 
+    def changed(self) -> bool:
+        """Whether the catalogue moved on since this was opened (another process updated the library)."""
+        return self.searcher.lib.catalogue.generation != self.searcher.generation
+
+    def reopen(self, reporter: Reporter) -> LibraryRetriever:
+        """The library as it is now, with the same model when it is still the library's."""
+        from core.search.library_search import LibrarySearcher
+
+        return LibraryRetriever(LibrarySearcher.open(self.searcher.name, reporter, lm=self.searcher.lm))
+
+    def close(self) -> None:
+        self.searcher.close()
+
     def browse_view(self) -> LibraryFiles:
         return LibraryFiles(self)
 

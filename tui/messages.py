@@ -150,3 +150,11 @@ class LibraryUpdated(Message):
     name: str
     stats: UpdateStats
     retriever: LibraryRetriever | None
+
+
+@dataclass
+class LibraryChanged(Message):
+    """The open library changed on disk: ``retriever`` searches it as it is now, in place of ``old``."""
+
+    old: LibraryRetriever
+    retriever: LibraryRetriever

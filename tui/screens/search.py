@@ -74,6 +74,8 @@ class SearchScreen(CapsearchScreen):
         truth_id: str | None
         summary: str
         query_image: tuple[Path, str] | None
+        asked: tuple[str, str]
+        """(query, direction)."""
 
     @dataclass
     class Failed(Message):
@@ -90,6 +92,8 @@ class SearchScreen(CapsearchScreen):
         self._typed_at = time.perf_counter()
         self.latencies: list[float] = []
         """Seconds from the last change of the query to its results on screen, one per shown result set."""
+        self._shown: tuple[str, str] | None = None
+        """(query, direction) of the results on screen."""
 
     def compose_body(self) -> ComposeResult:
         yield QueryBar()
@@ -247,7 +251,7 @@ class SearchScreen(CapsearchScreen):
                 query_image = (Path(query).expanduser(), "an image file outside the dataset")
         if options is not None and options.active:
             summary += f" · {options.describe()}"
-        return SearchScreen.Done(generation, hits, truth, truth_id, summary, query_image)
+        return SearchScreen.Done(generation, hits, truth, truth_id, summary, query_image, (query, direction))
 
     async def on_search_screen_done(self, message: Done) -> None:
         if message.generation != self.generation:
@@ -257,9 +261,16 @@ class SearchScreen(CapsearchScreen):
         if message.generation != self.generation:
             return  # a newer query was typed while the rows were mounted
         truth_id = message.truth_id or (message.truth[0].id if message.truth else None)
+        highlighted = results.highlighted if self._shown == message.asked else None
         results.show_hits(
-            message.hits, message.truth, message.summary, truth_id=truth_id, query_image=message.query_image
+            message.hits,
+            message.truth,
+            message.summary,
+            truth_id=truth_id,
+            query_image=message.query_image,
+            keep=highlighted.path if highlighted is not None else None,
         )
+        self._shown = message.asked
         self._show_detail()
         typed_at = self._typed_at
         self.call_after_refresh(lambda: self.latencies.append(time.perf_counter() - typed_at))

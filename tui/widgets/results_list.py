@@ -162,8 +162,10 @@ class ResultsList(Vertical):
         summary: str,
         truth_id: str | None = None,
         query_image: tuple[Path, str] | None = None,
+        keep: Path | None = None,
     ) -> None:
-        """Show ``hits``, marking those of image ``truth_id``; ``query_image`` is (path, description).
+        """Show ``hits``, marking those of image ``truth_id``; ``query_image`` is (path, description); the
+        hit of file ``keep`` stays highlighted where it still is (the same query answered again).
 
         ``truth`` is the retriever's ``(record, rank)`` when the query is one of the split's captions; its
         rank is shown even when it is below the fold. Rows beyond those mounted (:meth:`ensure_rows`) are
@@ -196,7 +198,10 @@ class ResultsList(Vertical):
                 preview.set_image(hit.path, None, "…")
                 missing.append((i, hit.path))
         view = self.list_view
-        if self.hits:
+        kept = next((i for i, hit in enumerate(self.hits) if keep is not None and hit.path == keep), None)
+        if kept is not None:
+            view.index = kept
+        elif self.hits:
             view.index = 0
             view.scroll_home(animate=False)
         else:
