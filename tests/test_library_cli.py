@@ -154,7 +154,8 @@ def test_a_model_that_keys_its_vectors_anew_embeds_the_whole_library(
     write_photo(photos / "new.jpg", 91)
     capsys.readouterr()
     assert main(["library", "update"]) == 0
-    assert "4 embedded" in capsys.readouterr().err
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "4 embedded" in err and "now computes its vectors as moved" in err
     with library.Library.open("photos") as lib:
         assert lib.active is not None and lib.active.key == "moved"
         assert lib.catalogue.embedded_count("moved") == 4

@@ -215,6 +215,13 @@ def _run_update(lib: Library, args: argparse.Namespace) -> int:
                 return 0
             except _ModelChanged as changed:  # nothing was embedded yet: embed for the new key
                 lm, model, load_s = changed.lm, changed.model, on_demand.load_s
+                console.print(
+                    f"{markup_safe(lib.name)}: {markup_safe(model.name)} now computes its vectors as "
+                    f"{markup_safe(model.key)} (they were {markup_safe(target.key)}): embedding every photo "
+                    "again; the counts below are of that pass (the files found are catalogued already)",
+                    highlight=False,
+                    soft_wrap=True,
+                )
         else:
             start = time.perf_counter()
             lm, model = _model(lib, args)
