@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dataset", help="a prepared dataset's name or folder")
     parser.add_argument(
-        "--library", help="a photo library (default without --dataset or --model: the default library)"
+        "--library", help="a photo library (default without dataset options: the default library)"
     )
     parser.add_argument(
         "--model", help="model (default: the newest trained on the dataset, else the demo model)"
@@ -85,19 +85,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _library(args: argparse.Namespace) -> str | None:
-    """The library to serve: ``--library``, else the default library when no dataset or model is named."""
-    if args.library is None:
-        if args.dataset or args.model:
-            return None
-        from core.library.home import default_library
-
-        return default_library()
+    """The library to serve: ``--library``, else the default library when no dataset option is given."""
     given = [f"--{name}" for name in ("dataset", "model", "pretrained", "precision") if getattr(args, name)]
     given += [
         f"--{name}"
         for name, default in (("split", "test"), ("index", "auto"))
         if getattr(args, name) != default
     ]
+    if args.library is None:
+        from core.library.home import default_library
+
+        return None if given else default_library()
     if given:
         raise CapsearchError(
             f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to a library: it is served with "

@@ -62,7 +62,7 @@ class ServedDataset:
                 else f"{params.dataset or r.dataset}/{params.split or r.split}"
             )
             raise NotFound(f"this service searches {r.dataset}/{r.split}, not {named}")
-        used = [name for name in LIBRARY_FIELDS if getattr(params, name) not in (None, False, "score")]
+        used = [n for n in LIBRARY_FIELDS if getattr(params, n) != SearchForm.model_fields[n].default]
         if used:
             raise CapsearchError(
                 f"{', '.join(used)} filter photo library searches; this service searches dataset {r.dataset}",
