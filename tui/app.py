@@ -129,13 +129,17 @@ class CapsearchApp(App[None]):
 
     @work(thread=True, exclusive=True, group="follow")
     def _follow_library(self, retriever: LibraryRetriever) -> None:
-        """Reopen the library when the catalogue moved on (``library update`` or ``--watch`` elsewhere);
-        a failure is logged and tried again at the next check."""
+        """When the catalogue moved on (``library update`` or ``--watch`` elsewhere), catch the library up in
+        place, or open it again after a model change or past the exact/HNSW crossover; a failure is logged
+        and tried again at the next check."""
         try:
-            with self.search_lock:  # the searches use the same catalogue connection
-                changed = retriever.changed()
-            if changed:
-                self.post_message(LibraryChanged(retriever, retriever.reopen(Reporter())))
+            with self.search_lock:  # the searches use the same catalogue connection and index
+                if not retriever.changed():
+                    return
+                caught_up = retriever.catch_up()
+            self.post_message(
+                LibraryChanged(retriever, retriever if caught_up else retriever.reopen(Reporter()))
+            )
         except Exception as exc:  # noqa: BLE001 - the open library keeps serving searches
             self.log.warning(f"following the library failed: {exc}")
         finally:
@@ -143,6 +147,10 @@ class CapsearchApp(App[None]):
 
     def on_library_changed(self, message: LibraryChanged) -> None:
         """Search the library as it is now (the current query runs again, keeping its highlighted hit)."""
+        if message.retriever is message.old:  # caught up in place
+            if self.retriever is message.old:
+                self.retriever = message.retriever
+            return
         stale = message.old
         if self.retriever is message.old:
             self.retriever = message.retriever

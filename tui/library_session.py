@@ -84,10 +84,18 @@ class LibraryRetriever:
 
     def changed(self) -> bool:
         """Whether the catalogue moved on since this was opened (another process updated the library)."""
-        return self.searcher.lib.catalogue.generation != self.searcher.generation
+        return self.searcher.changed()
+
+    def catch_up(self) -> bool:
+        """The index (and the folders) brought up to date in place (see ``LibrarySearcher.catch_up``); not
+        during a search."""
+        if not self.searcher.catch_up():
+            return False
+        self.roots = [Path(r) for r in self.searcher.lib.catalogue.roots()]
+        return True
 
     def reopen(self, reporter: Reporter) -> LibraryRetriever:
-        """The library as it is now, with the same model when it is still the library's."""
+        """The library opened again as it is now, with the same model when it is still the library's."""
         from core.search.library_search import LibrarySearcher
 
         return LibraryRetriever(LibrarySearcher.open(self.searcher.name, reporter, lm=self.searcher.lm))

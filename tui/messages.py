@@ -154,7 +154,8 @@ class LibraryUpdated(Message):
 
 @dataclass
 class LibraryChanged(Message):
-    """The open library changed on disk: ``retriever`` searches it as it is now, in place of ``old``."""
+    """The open library changed on disk: ``retriever`` searches it as it is now, in place of ``old`` (the
+    same object when it was caught up in place)."""
 
     old: LibraryRetriever
     retriever: LibraryRetriever

@@ -110,6 +110,21 @@ class LibrarySearcher:
     def close(self) -> None:
         self.lib.close()
 
+    def changed(self) -> bool:
+        """Whether the catalogue moved on since the index was caught up (another process committed)."""
+        return self.lib.catalogue.generation != self.generation
+
+    def catch_up(self) -> bool:
+        """Bring the index up to date with the catalogue in place, adding and removing only what changed;
+        False, with nothing done, when that is not enough: the library now searches with another model, or
+        has grown into another index kind (then open it again). Not concurrent with searches."""
+        generation = self.lib.catalogue.generation  # read first, as in :meth:`open`
+        if self.lib.active != self.model or not self.lib.matching_spec(self.index, self.model):
+            return False
+        self.lib.sync_index(self.index, self.model, self.store)
+        self.generation = generation
+        return True
+
     @property
     def name(self) -> str:
         return self.lib.name

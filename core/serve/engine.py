@@ -1,7 +1,7 @@
 """The served model and collection: loaded in the background, searched from many request threads.
 
 :class:`Engine` owns one :class:`Loaded`: the :class:`~core.serve.served.Served` collection (a dataset split
-or a photo library, swapped whole when it changes on disk, see :meth:`Engine.watch`) and the
+or a photo library, reopened or caught up when it changes on disk, see :meth:`Engine.watch`) and the
 :class:`~core.serve.batcher.ModelThread` every forward pass of its model goes through. A request takes the
 current one once, so a swap never mixes two models in one answer. Two LRUs: query embeddings keyed by
 (model id, text) and result lists keyed by (model id, collection version, query, parameters); the version
@@ -293,6 +293,7 @@ class Engine:
         r = self.ready()
         r.served.check(params)
         start = time.perf_counter()
+        key = self._key(r, query, params)  # before searching: a library caught up meanwhile has a new version
         hit = self.cached(query, params) if lookup else None
         if hit is not None:
             return hit
@@ -313,7 +314,7 @@ class Engine:
             "direction": params.direction,
             "k": params.k,
         }
-        self.results.put(self._key(r, query, params), body)
+        self.results.put(key, body)
         return {**body, "cached": False, "timings": _timings(start, encoded - start, searched - encoded)}
 
     def etag(self, query: Query, params: SearchForm) -> str:

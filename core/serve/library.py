@@ -1,5 +1,6 @@
-"""A photo library as the service searches it: a :class:`~core.search.library_search.LibrarySearcher`, reopened
-when the catalogue's generation moves on (a ``library update`` or ``--watch`` in another process commits).
+"""A photo library as the service searches it: a :class:`~core.search.library_search.LibrarySearcher`, caught
+up (or reopened) when the catalogue's generation moves on (a ``library update`` or ``--watch`` in another
+process commits).
 
 Clients never name files on this machine: image ids are catalogue ids, and a query term is an image only
 when it names a file the library holds (an absolute path, or a path under one of its folders), whose stored
@@ -36,7 +37,6 @@ class ServedLibrary:
         self.searcher = searcher
         self.lm = searcher.lm
         self.device = device
-        self.version = f"{searcher.model.key}@{searcher.generation}"
         self.roots = [Path(root) for root in searcher.lib.catalogue.roots()]  # resolved when added
         self._lock = threading.Lock()
 
@@ -47,6 +47,10 @@ class ServedLibrary:
     @property
     def name(self) -> str:
         return self.searcher.name
+
+    @property
+    def version(self) -> str:
+        return f"{self.searcher.model.key}@{self.searcher.generation}"
 
     @property
     def model_id(self) -> str:
@@ -166,11 +170,16 @@ class ServedLibrary:
     def changed(self) -> bool:
         """Whether the catalogue has moved on (files added, changed or removed, another model active)."""
         with self._lock:
-            return self.searcher.lib.catalogue.generation != self.searcher.generation
+            return self.searcher.changed()
 
     def reopen(self, reporter: Reporter) -> ServedLibrary:
-        searcher = LibrarySearcher.open(self.name, reporter, self.device, self.lm)
-        return ServedLibrary(searcher, self.device)
+        """This library caught up in place (only what changed is added or removed, between two searches),
+        else, after a model change or past the exact/HNSW crossover, opened again."""
+        with self._lock:
+            if self.searcher.catch_up():
+                self.roots = [Path(root) for root in self.searcher.lib.catalogue.roots()]
+                return self
+        return ServedLibrary(LibrarySearcher.open(self.name, reporter, self.device, self.lm), self.device)
 
     def close(self) -> None:
         with self._lock:

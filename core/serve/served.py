@@ -41,7 +41,8 @@ class Query:
 class Served(Protocol):
     """A searchable collection, opened with one model. ``version`` names what it holds (the cache keys and
     ETags carry it); :meth:`changed` says when the collection on disk has moved on, and :meth:`reopen`
-    opens it as it is now (reusing ``lm`` where the model is the same)."""
+    gives it as it is now: itself brought up to date in place (a library's new and removed photos), or
+    opened again (reusing ``lm`` where the model is the same)."""
 
     lm: LoadedModel
 

@@ -192,9 +192,11 @@ def test_a_library_that_changes_is_served_as_it_is_now(api, library_engine, phot
     write_photo(edited, 4321)
     bump_mtime(edited)
     assert library_engine.reload_if_changed() is False  # nothing committed yet
+    served = library_engine.ready().served
     with Library.open("photos") as lib:  # what `capsearch library update` does, in another connection
         update(lib, tiny_model, key_of(tiny_model))
     assert library_engine.reload_if_changed() is True
+    assert library_engine.ready().served is served  # caught up in place: only the changes were applied
 
     after = api.get("/v1/search", params=params, headers={"If-None-Match": etag})
     assert after.status_code == 200 and after.json()["cached"] is False
@@ -210,6 +212,15 @@ def test_a_library_that_changes_is_served_as_it_is_now(api, library_engine, phot
     assert fresh["path"] == str(edited) and fresh["score"] == pytest.approx(1.0, abs=1e-5)
     assert library_engine.reload_if_changed() is False
 
+    # another index kind (as past the exact/HNSW crossover) cannot be caught up: the library is opened again
+    with Library.open("photos") as lib:
+        lib.set_index_kind("hnsw")
+    assert library_engine.reload_if_changed() is True
+    again = library_engine.ready().served
+    assert again is not served and again.searcher.index_kind == "hnsw"
+    assert api.get("/v1/search", params=params).json()["index"] == "hnsw"
+    assert [h["path"] for h in api.get("/v1/search", params=params).json()["hits"]] == paths
+
 
 def test_a_replaced_library_is_freed_in_a_server_engine(photos) -> None:
     """With ``freeze_heap`` (``capsearch serve``) the collections replaced by reloads are freed (the one
@@ -222,7 +233,7 @@ def test_a_replaced_library_is_freed_in_a_server_engine(photos) -> None:
         for _ in range(4):
             current = engine.ready().served
             replaced.append((weakref.ref(current), weakref.ref(current.searcher.index)))
-            engine._swap(current.reopen(engine._progress))
+            engine._swap(ServedLibrary.opener("photos", lm=current.lm)(engine._progress))  # opened again
             del current
         assert [(a() is None, b() is None) for a, b in replaced] == [(True, True)] * 3 + [(False, False)]
         assert engine.ready().worker is engine._retired.worker  # one model thread throughout

@@ -54,8 +54,9 @@ async def test_the_app_searches_the_default_library(tmp_path, artifacts, tiny_mo
 async def test_the_app_follows_a_library_another_process_updates(
     tmp_path, artifacts, tiny_model, monkeypatch
 ) -> None:
-    """`library update` (or `--watch`) elsewhere: within a check the app searches the library as it is now,
-    the query runs again and its highlighted photo stays highlighted; the replaced searcher is closed."""
+    """`library update` (or `--watch`) elsewhere: within a check the app searches the library as it is now
+    (caught up in place; opened again for another index kind, the replaced searcher closed), the query runs
+    again and its highlighted photo stays highlighted."""
     import tui.app
     from core.library.library import Library
     from core.library.update import update
@@ -84,12 +85,22 @@ async def test_the_app_follows_a_library_another_process_updates(
             update(lib, tiny_model, key_of(tiny_model))
         for _ in range(50):
             await pilot.pause(0.1)
+            if first.size == 6:
+                break
+        await settle(pilot)
+        assert app.retriever is first and first.size == 6  # caught up in place
+        shown = [row.hit.path for row in app.screen.query(ResultRow) if row.hit is not None]
+        assert new in shown and gone not in shown
+        assert app.screen.query_one(ResultsList).highlighted.path == chosen.path
+
+        with Library.open("mine") as lib:  # another index kind cannot be caught up: opened again
+            lib.set_index_kind("hnsw")
+        for _ in range(50):
+            await pilot.pause(0.1)
             if app.retriever is not first:
                 break
         await settle(pilot)
-        assert app.retriever is not first and app.retriever.size == 6
-        shown = [row.hit.path for row in app.screen.query(ResultRow) if row.hit is not None]
-        assert new in shown and gone not in shown
+        assert app.retriever is not first and app.retriever.index_kind == "hnsw"
         assert app.screen.query_one(ResultsList).highlighted.path == chosen.path
         with pytest.raises(Exception, match="closed"):
             first.searcher.lib.catalogue.generation  # noqa: B018
