@@ -146,17 +146,14 @@ class CapsearchApp(App[None]):
             self._following = False
 
     def on_library_changed(self, message: LibraryChanged) -> None:
-        """Search the library as it is now (the current query runs again, keeping its highlighted hit)."""
-        if message.retriever is message.old:  # caught up in place
-            if self.retriever is message.old:
-                self.retriever = message.retriever
-            return
-        stale = message.old
+        """Search the library as it is now (the current query runs again, keeping its highlighted hit); close
+        the retriever nothing searches any more."""
         if self.retriever is message.old:
             self.retriever = message.retriever
+            stale = message.old
         else:  # another library or source was opened meanwhile
             stale = message.retriever
-        if stale is not self._injected:  # a retriever a test handed in is its owner's to close
+        if stale is not self.retriever and stale is not self._injected:  # an injected one is a test's
             self._close_retriever(stale)
 
     @work(thread=True, group="follow-close")

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.index.duplicates import DuplicateGroup, DuplicateRule, find_duplicate_groups
-from core.library.home import LibraryError
 from core.library.library import Library
 from core.library.update import hash_missing
 from core.locks import exclusive
@@ -55,11 +54,7 @@ def library_duplicates(
 ) -> LibraryDuplicates:
     """The near-duplicate groups of ``lib``'s embedded photos (by pixels too unless ``hashed`` is False)."""
     reporter = ensure(reporter)
-    model = lib.active
-    if model is None:
-        raise LibraryError(
-            f"library {lib.name!r} has nothing embedded yet", hint="run `capsearch library update`"
-        )
+    model = lib.embedded_model()
     if hashed and lib.catalogue.unhashed():
         with exclusive(lib.folder, reporter.log):  # a catalogue made before perceptual hashes
             hash_missing(lib, reporter)

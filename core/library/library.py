@@ -82,6 +82,16 @@ class Library:
     def active(self) -> ModelKey | None:
         return self.catalogue.model(self.catalogue.get_meta("model"))
 
+    def embedded_model(self) -> ModelKey:
+        """The active model; a :class:`LibraryError` saying what to run when nothing is embedded yet."""
+        model = self.active
+        if model is None:
+            raise LibraryError(
+                f"library {self.name!r} has nothing embedded yet",
+                hint=f"run `capsearch library update {self.name}`",
+            )
+        return model
+
     @property
     def target(self) -> ModelKey | None:
         """The model being filled in: the target when one is set, else the active model."""

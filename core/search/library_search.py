@@ -89,13 +89,11 @@ class LibrarySearcher:
         reporter = ensure(reporter)
         lib = Library.open(resolve_library(name))
         generation = lib.catalogue.generation  # read first: a change committed while opening is seen later
-        model = lib.active
-        if model is None:
+        try:
+            model = lib.embedded_model()
+        except LibraryError:
             lib.close()
-            raise LibraryError(
-                f"library {lib.name!r} has nothing embedded yet",
-                hint=f"run `capsearch library update {lib.name}`",
-            )
+            raise
         if lm is None or (lm.model_id, lm.precision) != (model.model_id, model.precision):
             lm = load_model(model.name, device=device, precision=model.precision)
         if lm.model_id != model.model_id:

@@ -88,12 +88,7 @@ def preflight(settings: Settings) -> Opener | None:
         from core.library.library import Library
 
         with Library.open(resolve_library(s.library)) as lib:
-            model = lib.active
-            name = lib.name
-        if model is None:
-            raise CapsearchError(
-                f"library {name!r} has nothing embedded yet", hint=f"run `capsearch library update {name}`"
-            )
+            model, name = lib.embedded_model(), lib.name
         lm = load_model(model.name, device=s.device, precision=model.precision)
         return ServedLibrary.opener(name, s.device, lm)
     if s.dataset is None:
@@ -289,9 +284,8 @@ class Engine:
 
     def search(self, query: Query, params: SearchForm, lookup: bool = True) -> dict[str, Any]:
         """The response body of a search (see :class:`core.serve.schemas.SearchResponse`); ``lookup=False``
-        when :meth:`cached` was just asked."""
+        when :meth:`cached` was just asked (it also checked ``params``)."""
         r = self.ready()
-        r.served.check(params)
         start = time.perf_counter()
         key = self._key(r, query, params)  # before searching: a library caught up meanwhile has a new version
         hit = self.cached(query, params) if lookup else None
@@ -320,7 +314,7 @@ class Engine:
     def etag(self, query: Query, params: SearchForm) -> str:
         """A strong validator of a search's hits: they change only with the model or the collection."""
         r = self.ready()
-        raw = json.dumps([r.model_id, r.served.version, list(query.key), params.model_dump_json()])
+        raw = json.dumps(self._key(r, query, params))
         return '"' + hashlib.sha256(raw.encode()).hexdigest()[:32] + '"'
 
 
