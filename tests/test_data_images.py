@@ -7,9 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
-from core.data.images import ImageLoadError, check_image_bytes, load_rgb, looks_like_image, sniff_format
+from core.data import images
+from core.data.images import (
+    ImageLoadError,
+    check_image_bytes,
+    draft_size,
+    load_rgb,
+    looks_like_image,
+    sniff_format,
+    upright_jpeg_pixels,
+)
 
 
 def _encode(im: Image.Image, fmt: str, **kw: object) -> bytes:
@@ -109,6 +118,72 @@ def test_load_rgb_reports_decompression_bomb(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(ImageLoadError, match="decompression bomb"):
         load_rgb(path)
+
+
+# --- the TurboJPEG decode path (simplejpeg) against Pillow's ----------------------------------------
+
+
+def _pillow_rgb(path: Path, min_side: int | None) -> np.ndarray:
+    """What load_rgb returned before the TurboJPEG path: Pillow's decode, draft, orientation and RGB."""
+    with Image.open(path) as im:
+        if min_side is not None and min(im.size) >= 2 * min_side:
+            im.draft("RGB", draft_size(im.size, min_side))
+        im.load()
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+def _photo(size: tuple[int, int]) -> Image.Image:
+    rng = np.random.default_rng(1)
+    small = Image.fromarray(rng.integers(0, 256, (9, 12, 3), dtype=np.uint8))
+    return small.resize(size, Image.Resampling.BILINEAR)  # smooth, like a photo: chroma subsampling shows
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+@pytest.mark.parametrize("progressive", [False, True])
+def test_turbojpeg_decodes_as_pillow_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, orientation: int, progressive: bool
+) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _encode(_photo((900, 600)).convert(mode), "JPEG", quality=90, exif=exif, progressive=progressive)
+    path = _save(tmp_path, "p.jpg", data)
+    used = []
+    real = images._turbo_pixels
+    monkeypatch.setattr(images, "_turbo_pixels", lambda im, m: used.append(1) or real(im, m))
+    for min_side in (None, 64, 150, 300):  # full size, 1/8, 1/4 and 1/2 scale
+        got = load_rgb(path, min_side=min_side)
+        assert got.mode == "RGB"
+        assert np.array_equal(np.asarray(got), _pillow_rgb(path, min_side)), min_side
+    assert len(used) == 4  # the TurboJPEG path decoded every one
+
+
+def test_jpegs_turbojpeg_cannot_take_go_to_pillow(tmp_path: Path) -> None:
+    cmyk = _save(tmp_path, "cmyk.jpg", _encode(_photo((40, 30)).convert("CMYK"), "JPEG"))
+    with Image.open(cmyk) as im:
+        assert images._turbo_pixels(im, None) is None
+    assert np.array_equal(np.asarray(load_rgb(cmyk)), _pillow_rgb(cmyk, None))
+    with pytest.raises(ImageLoadError, match="truncated"):  # Pillow's diagnosis, not TurboJPEG's
+        load_rgb(_save(tmp_path, "cut.jpg", _encode(_photo((200, 150)), "JPEG")[:900]))
+    with pytest.raises(ImageLoadError, match="truncated image data"):
+        images.load_rgb_bytes(_encode(_photo((200, 150)), "JPEG")[:900])
+
+
+def test_upright_jpeg_pixels_only_for_an_upright_jpeg_of_the_size(tmp_path: Path) -> None:
+    photo = _photo((64, 64))
+    upright = _save(tmp_path, "up.jpg", _encode(photo, "JPEG", quality=90))
+    got = upright_jpeg_pixels(upright, (64, 64))
+    assert got is not None and got.shape == (64, 64, 3)
+    assert np.array_equal(got, np.asarray(load_rgb(upright)))
+    assert upright_jpeg_pixels(upright, (64, 48)) is None
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    assert (
+        upright_jpeg_pixels(_save(tmp_path, "rot.jpg", _encode(photo, "JPEG", exif=exif)), (64, 64)) is None
+    )
+    assert upright_jpeg_pixels(_save(tmp_path, "p.png", _encode(photo, "PNG")), (64, 64)) is None
+    assert upright_jpeg_pixels(_save(tmp_path, "cut.jpg", _encode(photo, "JPEG")[:300]), (64, 64)) is None
+    assert upright_jpeg_pixels(tmp_path / "missing.jpg", (64, 64)) is None
 
 
 # --- check_image_bytes: one case per problem kind --------------------------------------------------

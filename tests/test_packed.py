@@ -18,6 +18,7 @@ from core.embed.packed import (
     PatchLinear,
     pack_for_cpu,
     packing_available,
+    takes_pixels,
 )
 from core.models.checkpoint import build_model, make_tokenizer
 
@@ -184,6 +185,58 @@ def test_patch_linear_equals_the_patch_convolution(onednn: bool, size: int, bias
             assert got.shape == want.shape == (2, 48, 4, 4)
             assert torch.allclose(got, want, atol=1e-5)
     assert got.reshape(2, 48, -1).permute(0, 2, 1).is_contiguous()  # open_clip's tokens, without a copy
+
+
+NORM = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+
+
+def _pixels_and_normalised(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images laid out as the engine's batches (decoded [h, w, 3], viewed as NCHW) and the same images
+    as open_clip's preprocessing normalises them."""
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8, generator=g).permute(0, 3, 1, 2)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in NORM)
+    return pixels, (pixels.float() / 255 - mean) / std
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_patch_linear_takes_uint8_pixels_with_the_normalisation_folded_in(onednn: bool) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 48, 16, stride=16, bias=True)
+    patch = PatchLinear(conv, onednn, pixels=NORM)
+    pixels, normalised = _pixels_and_normalised()
+    with torch.inference_mode():
+        want = conv(normalised)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            assert torch.allclose(patch(pixels.contiguous(memory_format=layout)), want, atol=1e-4)
+        assert torch.allclose(patch(normalised), want, atol=1e-5)  # float images still take the plain weight
+        with pytest.raises(ValueError, match="uint8"):
+            PatchLinear(conv, onednn)(pixels)
+
+
+def test_bf16_pixels_enter_centred_and_lose_no_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 96, 16, stride=16, bias=False)
+    pixels, normalised = _pixels_and_normalised()
+    with torch.inference_mode():
+        want = conv(normalised)
+        bf16 = copy.deepcopy(conv).to(torch.bfloat16)
+        from_float = (PatchLinear(bf16)(normalised.to(torch.bfloat16)).float() - want).abs().mean()
+        from_pixels = (PatchLinear(bf16, pixels=NORM)(pixels).float() - want).abs().mean()
+    assert from_pixels < 1.2 * from_float
+
+
+def test_a_packed_vit_takes_pixels_when_given_its_normalisation() -> None:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model(open_clip.get_model_config("capsearch-tiny")).eval()
+    exact = copy.deepcopy(model)
+    assert not takes_pixels(pack_for_cpu(copy.deepcopy(model)))
+    packed = pack_for_cpu(model, pixels=NORM)
+    assert takes_pixels(packed)
+    pixels, normalised = _pixels_and_normalised()
+    with torch.inference_mode():
+        assert torch.allclose(packed.encode_image(pixels), exact.encode_image(normalised), atol=1e-4)
 
 
 def test_only_a_convolution_striding_by_its_kernel_becomes_a_patch_linear() -> None:

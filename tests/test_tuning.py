@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from core.data.images import draft_size, load_rgb
-from core.embed import tuning
-from core.embed.engine import decode_min_side, encode_images, engine_plan
+from core.embed import engine, tuning
+from core.embed.engine import decode_min_side, encode_images, engine_plan, inference_model
+from core.embed.packed import packing_available, takes_pixels
 from core.models.loading import LoadedModel, load_model
 
 
@@ -155,6 +156,34 @@ def test_split_preprocessing_is_bit_identical(tmp_path: Path, tiny32: LoadedMode
     images = [load_rgb(p) for p in _photos(tmp_path, 3, (300, 200))]
     batch = split.finish(torch.stack([split(im) for im in images]))
     assert torch.equal(batch, torch.stack([tiny32.preprocess(im) for im in images]))
+
+
+@pytest.mark.skipif(not packing_available(torch.bfloat16), reason="this CPU cannot pack bf16 weights")
+def test_files_at_the_input_size_reach_the_model_as_decoded_pixels(
+    tmp_path: Path, tiny32: LoadedModel, tiny_bf16: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    at_size, other = _photos(tmp_path / "a", 5, (64, 64)), _photos(tmp_path / "b", 3, (90, 60))
+    paths = at_size + other
+    decoded: list[Path] = []
+    real = engine.upright_jpeg_pixels
+
+    def counted(path: Path, size: tuple[int, int]) -> np.ndarray | None:
+        pixels = real(path, size)
+        if pixels is not None:
+            decoded.append(path)
+        return pixels
+
+    monkeypatch.setattr(engine, "upright_jpeg_pixels", counted)
+    exact, failed = encode_images(tiny32, paths)
+    assert not failed and sorted(decoded) == at_size  # the others went through the PIL steps
+    with torch.inference_mode():
+        naive = tiny32.model.encode_image(torch.stack([tiny32.preprocess(load_rgb(p)) for p in paths]))
+    assert np.allclose(exact, torch.nn.functional.normalize(naive).numpy(), atol=1e-6)
+    assert takes_pixels(inference_model(tiny_bf16))  # the bf16 copy takes the uint8 batch as it is
+    fast, failed = encode_images(tiny_bf16, paths)
+    assert not failed
+    assert (exact * fast).sum(1).min() > 0.999
 
 
 @pytest.mark.parametrize(("rates", "choice"), [((100.0, 120.0), "mkl"), ((100.0, 103.0), "onednn")])

@@ -46,16 +46,17 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.hf_model import ClsPooler, MeanPooler
+from open_clip.transform import MaybeConvertMode
 from open_clip.transformer import TextTransformer, text_global_pool
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import Normalize, ToTensor
+from torchvision.transforms import CenterCrop, Normalize, Resize, ToTensor
 
-from core.data.images import load_rgb
+from core.data.images import load_rgb, upright_jpeg_pixels
 from core.embed.fp32_fast import fp32_fast_copy, image_input_dtype
 from core.embed.heap import reuse_freed_memory
-from core.embed.packed import PackedBlock, pack_for_cpu, packing_available
+from core.embed.packed import Normalization, PackedBlock, pack_for_cpu, packing_available, takes_pixels
 from core.embed.resnet_fast import pool_mean_token
 from core.embed.split_decode import Batch, Item, collated, split_batches
 from core.embed.tuning import (
@@ -126,7 +127,7 @@ def inference_model(lm: LoadedModel) -> ClipModel:
     if cpu:
         pool_mean_token(cast, pack, onednn=kernel == "onednn")
     if pack:
-        cast = pack_for_cpu(cast, onednn=kernel == "onednn")
+        cast = pack_for_cpu(cast, onednn=kernel == "onednn", pixels=pixel_normalization(lm.preprocess))
     key = _weights_key(params, f"{lm.precision}|{kernel}")
     _INFERENCE_COPIES[lm.model] = _InferenceCopy(params, key, cast)
     return cast
@@ -346,42 +347,83 @@ def encode_text_queries(lm: LoadedModel, texts: list[str]) -> np.ndarray:
 
 
 # -- images -------------------------------------------------------------------------------------------------
+def pixel_normalization(preprocess: Callable[..., torch.Tensor]) -> Normalization | None:
+    """The ``(mean, std)`` of an open_clip preprocessing that ends in ``ToTensor`` and ``Normalize`` (the
+    split :class:`_SplitPreprocess` makes), else None."""
+    steps = list(getattr(preprocess, "transforms", []))
+    if len(steps) < 2 or not isinstance(steps[-2], ToTensor) or not isinstance(steps[-1], Normalize):
+        return None
+    return tuple(map(float, steps[-1].mean)), tuple(map(float, steps[-1].std))
+
+
 class _SplitPreprocess:
-    """An open_clip preprocessing split in two: the PIL steps (resize, crop) to a uint8 CHW tensor in the
-    decode thread or worker, and ``ToTensor``'s scaling plus ``Normalize`` on the whole batch in the model's
-    thread. Bit-identical to the one-image pipeline (the same float ops in the same order), and no torch
-    op in the decode thread (the CHW copy is numpy's): run on all intra-op threads beside the model's, small
+    """An open_clip preprocessing split in two: the PIL steps (resize, crop) to uint8 pixels ``[h, w, 3]``
+    in the decode thread or worker, and ``ToTensor``'s scaling plus ``Normalize`` on the whole batch in the
+    model's thread (:meth:`finish`). Bit-identical to the one-image pipeline (the same float ops in the same
+    order), and no torch op in the decode thread: run on all intra-op threads beside the model's, small
     per-image ops made decoding some 20x slower on a loaded 2-core machine (``bench_throughput.json``,
     decode alone), and a torch op in another thread starts that thread's own OpenMP team, whose threads
     spin beside the model's after each op (a helper thread's CHW copy slowed the compact model's later
-    batches by 15%)."""
+    batches by 15%). The pixels stay in the decoder's layout: a batch of them is a channels-last NCHW view
+    (:meth:`nchw`), what the fast copies take, with no copy to planar CHW and back."""
 
     def __init__(self, preprocess: Callable[..., torch.Tensor]) -> None:
         steps = list(getattr(preprocess, "transforms", []))
-        self.split = len(steps) >= 2 and isinstance(steps[-2], ToTensor) and isinstance(steps[-1], Normalize)
+        normalization = pixel_normalization(preprocess)
+        self.split = normalization is not None
         self.pil_steps = steps[:-2] if self.split else [preprocess]
-        if self.split:
-            norm = steps[-1]
-            self.mean = torch.as_tensor(norm.mean, dtype=torch.float32).view(1, -1, 1, 1)
-            self.std = torch.as_tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.unchanged_size = _unchanged_size(self.pil_steps) if self.split else None
+        if normalization is not None:
+            mean, std = normalization
+            self.mean = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+            self.std = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        """One image: uint8 CHW (split) or the full preprocessing's float tensor."""
+        """One image: uint8 ``[h, w, 3]`` (split) or the full preprocessing's float tensor."""
         out: Any = image
         for step in self.pil_steps:
             out = step(out)
         if not self.split:
             return out
-        pixels = np.asarray(out.convert("RGB") if out.mode != "RGB" else out, dtype=np.uint8)
-        return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+        return torch.from_numpy(np.array(out.convert("RGB") if out.mode != "RGB" else out, dtype=np.uint8))
+
+    def load(self, path: Path, min_side: int | None) -> torch.Tensor:
+        """The file at ``path`` as :meth:`__call__` makes it. A JPEG stored upright at exactly the size the
+        PIL steps leave unchanged skips them (they would only copy it four times) and Pillow's decoder."""
+        if self.unchanged_size is not None:
+            pixels = upright_jpeg_pixels(path, self.unchanged_size)
+            if pixels is not None:
+                return torch.from_numpy(pixels)
+        return self(load_rgb(path, min_side=min_side))
+
+    def item_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one :meth:`__call__` output for a model input of ``shape`` (channels, height, width)."""
+        return (*shape[1:], shape[0]) if self.split else shape
+
+    def nchw(self, batch: torch.Tensor) -> torch.Tensor:
+        """A batch of :meth:`__call__` outputs as ``[b, 3, h, w]`` (split: a view with channels-last strides)."""
+        return batch.permute(0, 3, 1, 2) if self.split else batch
 
     def finish(self, batch: torch.Tensor) -> torch.Tensor:
-        """A batch of :meth:`__call__` outputs as the model's float input."""
+        """A batch of :meth:`__call__` outputs as the model's float input ``[b, 3, h, w]``."""
+        x = self.nchw(batch)
         if not self.split:
-            return batch
-        return (
-            batch.to(torch.float32).div(255).sub_(self.mean.to(batch.device)).div_(self.std.to(batch.device))
-        )
+            return x
+        return x.to(torch.float32).div(255).sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
+
+
+def _unchanged_size(steps: list[Any]) -> tuple[int, int] | None:
+    """The (width, height) of an RGB image that open_clip's PIL steps (resize the short side to ``s``,
+    crop the centre ``s`` x ``s``, convert to RGB) return unchanged: ``(s, s)``; None for other steps."""
+    if [type(step) for step in steps] != [Resize, CenterCrop, MaybeConvertMode]:
+        return None
+    resize, crop, convert = steps
+    side = resize.size if isinstance(resize.size, int) else tuple(resize.size)
+    if isinstance(side, tuple) and len(side) == 1:
+        side = side[0]
+    if not isinstance(side, int) or resize.max_size is not None or tuple(crop.size) != (side, side):
+        return None
+    return (side, side) if convert.mode == "RGB" else None
 
 
 class _ImageFiles(Dataset):
@@ -407,14 +449,18 @@ class _ImageFiles(Dataset):
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor, str]:
         try:
-            return i, self.transform(load_rgb(self.paths[i], min_side=self.min_side)), ""
+            return i, self.transform.load(self.paths[i], self.min_side), ""
         except CapsearchError as exc:
             reason = exc.message
         except Exception as exc:  # any decoder/transform failure of one file must not stop the run
             reason = f"{type(exc).__name__}: {exc}"
         return (
             i,
-            torch.from_numpy(np.zeros(self.shape, np.uint8 if self.transform.split else np.float32)),
+            torch.from_numpy(
+                np.zeros(
+                    self.transform.item_shape(self.shape), np.uint8 if self.transform.split else np.float32
+                )
+            ),
             reason,
         )
 
@@ -529,13 +575,14 @@ def _image_tower(
 ) -> tuple[ImagePlan, Callable[[torch.Tensor], torch.Tensor], torch.dtype]:
     """The plan, the image encoder and its input dtype for ``backend``: torch (:func:`engine_plan`,
     :func:`inference_model`) or OpenVINO (:mod:`core.embed.openvino_backend`, which manages its own
-    threads)."""
+    threads). uint8: the encoder takes the decoded pixels as they are (:func:`takes_pixels`)."""
     if backend == "openvino":
         from core.embed.openvino_backend import openvino_image_encoder
 
         return DEFAULT_PLAN, openvino_image_encoder(lm), lm.dtype
     model = inference_model(lm)
-    return engine_plan(lm, probe), model.encode_image, image_input_dtype(model, lm.dtype)
+    dtype = torch.uint8 if takes_pixels(model) else image_input_dtype(model, lm.dtype)
+    return engine_plan(lm, probe), model.encode_image, dtype
 
 
 def iter_image_batches(
@@ -586,7 +633,8 @@ def _image_batches(
     else:
         batches = _decoded_batches(files, batch_size, model_threads(plan) if lm.device.type == "cpu" else 0)
     done = 0
-    layout = torch.channels_last if plan.channels_last else torch.contiguous_format
+    # A model taking pixels gathers them into patches: from channels-last, in runs of a patch row.
+    layout = torch.channels_last if plan.channels_last or dtype == torch.uint8 else torch.contiguous_format
     try:
         with torch.inference_mode(), _intra_op_threads(model_threads(plan)):
             for indices, images, reasons in batches:
@@ -595,8 +643,9 @@ def _image_batches(
                 out = np.zeros((len(indices), lm.embed_dim), dtype=np.float32)
                 if ok:
                     x = images if len(ok) == len(reasons) else images[ok]
-                    x = preprocess.finish(x.to(lm.device, non_blocking=True))
-                    x = x.to(dtype).contiguous(memory_format=layout)
+                    x = x.to(lm.device, non_blocking=True)
+                    x = preprocess.nchw(x) if dtype == torch.uint8 else preprocess.finish(x).to(dtype)
+                    x = x.contiguous(memory_format=layout)
                     out[ok] = _normalized(encode(x))
                 failed = [(int(indices[j]), reason) for j, reason in enumerate(reasons) if reason]
                 for index, reason in failed:
