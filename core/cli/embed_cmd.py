@@ -46,7 +46,7 @@ def register_embed(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--workers",
         type=count(0),
-        help="image decode processes (default: 0 on CPU = decoding threads in this process)",
+        help="spawned image decode processes (default: 0 = decoding threads in this process, on a GPU too)",
     )
     parser.add_argument(
         "--engine",

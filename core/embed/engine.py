@@ -1,10 +1,11 @@
 """The embedding engine: batched image encoding fed by parallel decoding, and length-bucketed text encoding.
 
-Images are decoded (``core.data.images.load_rgb``) and preprocessed in ``workers`` spawned processes
-ahead of the model (the default with an accelerator) or, with ``workers=0`` (the CPU default: a spawned
-worker costs seconds to start), in threads that never outnumber the cores beside the model's: ahead in
-the background on cores the model leaves free, else each batch between the model's calls, split across as
-many threads as it uses (:func:`_decoded_batches`, :mod:`core.embed.split_decode`). An image that fails
+Images are decoded (``core.data.images.load_rgb``) and preprocessed in threads that never outnumber the
+cores beside the model's: ahead in the background on cores the model leaves free (all of them beside a
+GPU), else each batch between the model's calls, split across as many threads as it uses
+(:func:`_decoded_batches`, :mod:`core.embed.split_decode`); or, when asked for, in ``workers`` spawned
+processes. Threads are the default on a GPU too: beside an H200 with 16 cores, ViT-B-32 in bf16 embedded
+7,000 Flickr8k files in 6.3-6.5 s so, against 118-122 s with 8 spawned workers. An image that fails
 to decode gives a zero row and is listed, never an exception. On the CPU the intra-op threads, the
 batch size (when the caller gives none) and the input layout come from a short per-machine probe
 (:mod:`core.embed.tuning`). In the fast formats JPEGs are decoded at a reduced scale when the model's input
@@ -474,13 +475,6 @@ class ImageBatch:
     failed: list[tuple[int, str]]
 
 
-def default_workers(device: torch.device) -> int:
-    """Decode processes: none on the CPU (background threads instead), up to 8 with an accelerator."""
-    if device.type == "cpu":
-        return 0
-    return max(1, min(8, cpu_cores() - 1))
-
-
 def model_threads(plan: ImagePlan) -> int:
     """The intra-op threads an image plan runs on (0 in the plan: torch's current setting)."""
     return plan.threads or torch.get_num_threads()
@@ -612,8 +606,7 @@ def _image_batches(
 ) -> Iterator[ImageBatch]:
     plan, encode, dtype = _image_tower(lm, backend, probe=len(paths) >= PROBE_MIN_IMAGES)
     batch_size = batch_size or plan.batch_size
-    if workers is None:  # a spawned worker costs seconds to start: none for a single batch
-        workers = min(default_workers(lm.device), (len(paths) - 1) // batch_size)
+    workers = min(workers or 0, (len(paths) - 1) // batch_size)  # none for a single batch
     shape = input_shape(lm)
     preprocess = _SplitPreprocess(lm.preprocess)
     files = _ImageFiles(list(paths), preprocess, shape, decode_min_side(lm, shape))
