@@ -16,3 +16,4 @@ step cs train --dataset f8k --model capsearch-compact-scratch --name scratch-cud
 step cs eval --dataset f8k --model scratch-cuda --device cuda --json > "$OUT/eval_scratch_cuda.json"
 step python3 scripts/cuda_check/throughput.py > "$OUT/throughput_cuda.json"
 step python3 scripts/cuda_check/decode_workers.py > "$OUT/decode_workers_cuda.json"
+step python3 scripts/cuda_check/caption_batches.py > "$OUT/caption_batches_cuda.json"
