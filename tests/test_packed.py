@@ -214,7 +214,7 @@ def test_patch_linear_takes_uint8_pixels_with_the_normalisation_folded_in(onednn
             PatchLinear(conv, onednn)(pixels)
 
 
-def test_bf16_pixels_enter_centred_and_lose_no_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bf16_pixels_enter_centred_and_lose_no_precision() -> None:
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 96, 16, stride=16, bias=False)
     pixels, normalised = _pixels_and_normalised()

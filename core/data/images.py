@@ -166,6 +166,14 @@ def load_rgb_bytes(data: bytes, name: str = "upload") -> Image.Image:
         raise ImageLoadError(f"{name}: cannot decode ({exc})") from exc
 
 
+def _draft_target(size: tuple[int, int], min_side: int | None) -> tuple[int, int] | None:
+    """The reduced size to decode a JPEG of ``size`` at for ``min_side`` (:func:`draft_size`), or None
+    where a draft would not pay: no ``min_side``, or a short side under twice it."""
+    if min_side is None or min(size) < 2 * min_side:
+        return None
+    return draft_size(size, min_side)
+
+
 def draft_size(size: tuple[int, int], min_side: int) -> tuple[int, int]:
     """The size to ask ``Image.draft`` for so that the decoded short side keeps ``min_side`` pixels."""
     short = min(size)
@@ -183,9 +191,7 @@ def _turbo_pixels(im: ImageFile.ImageFile, min_side: int | None) -> np.ndarray |
     about half the time: Pillow feeds its decoder from Python, block by block."""
     if im.format not in ("JPEG", "MPO") or im.mode not in ("RGB", "L") or im.fp is None:
         return None
-    wanted = (
-        draft_size(im.size, min_side) if min_side is not None and min(im.size) >= 2 * min_side else (0, 0)
-    )
+    wanted = _draft_target(im.size, min_side) or (0, 0)
     try:
         im.fp.seek(0)
         return simplejpeg.decode_jpeg(im.fp.read(), "RGB", min_width=wanted[0], min_height=wanted[1])
@@ -237,8 +243,9 @@ def _load_rgb(path: Path | io.BytesIO, name: str | None = None, min_side: int | 
         turbo = _turbo_decoded(im, min_side)
         if turbo is not None:
             return turbo
-        if min_side is not None and im.format == "JPEG" and min(im.size) >= 2 * min_side:
-            im.draft("RGB", draft_size(im.size, min_side))
+        target = _draft_target(im.size, min_side)
+        if target is not None and im.format == "JPEG":
+            im.draft("RGB", target)
         im.load()
         oriented = ImageOps.exif_transpose(im)
         rgb = _to_rgb(oriented)
