@@ -18,14 +18,16 @@ process on the same Flickr8k test images:
   engine's decode step, simplejpeg alone, and a 4032x3024 JPEG decoded fully against a draft decode (what
   the fast mode uses);
 * spawned decode workers (0 = decoding in this process) for the fast engine, start-up included;
-* decode threads in this process: the fast engine end to end with one background decode thread (the
-  engine's way before) against its default (with a model on every core, each batch decoded between its
-  calls, split across as many threads), on the Flickr8k files and on 4032x3024 photos made from them;
-* the roofline: large fp32 and bf16 matmuls' GFLOP/s on this machine (``torch.matmul`` and oneDNN's
-  prepacked linear, the faster taken as the peak) against the GFLOP/s each path achieves (FLOPs per image
-  counted by torch's FlopCounterMode: the model's for the fp32 paths, the fast copy's for the fast ones,
-  which skip work: a ViT's last block runs at the class token alone, a ResNet's attention pool at the mean
-  token);
+* decode threads and streams in this process: the fast engine end to end in one stream with one
+  background decode thread (the engine's way before), in one stream with each batch decoded between the
+  model's calls split across as many threads, and as its plan runs it (one stream per core where the
+  probe kept them, each decoding its own batches), on the Flickr8k files and on 4032x3024 photos made
+  from them;
+* the roofline: large fp32 and bf16 matmuls' GFLOP/s on this machine (``torch.matmul``, oneDNN's
+  prepacked linear, and that linear as one stream per thread; the fastest taken as the peak) against the
+  GFLOP/s each path achieves (FLOPs per image counted by torch's FlopCounterMode: the model's for the
+  fp32 paths, the fast copy's for the fast ones, which skip work: a ViT's last block runs at the class
+  token alone, a ResNet's attention pool at the mean token);
 * captions (``--captions``): the naive loop at the full context against the engine, fp32 and fast.
 
 Usage: flock /work/bench.lock .venv/bin/python scripts/bench_throughput.py --model ViT-B-32 [--images 200]
@@ -70,6 +72,7 @@ from core.embed.heap import reuse_freed_memory  # noqa: E402
 from core.embed.openvino_backend import compile_on_cpu  # noqa: E402
 from core.embed.packed import pack_for_cpu, packing_available  # noqa: E402
 from core.embed.resnet_fast import pool_mean_token  # noqa: E402
+from core.embed.streams import streamed  # noqa: E402
 from core.embed.tuning import probe_file  # noqa: E402
 from core.models.checkpoint import ClipModel  # noqa: E402
 from core.models.loading import LoadedModel, load_model  # noqa: E402
@@ -86,22 +89,32 @@ def best_rate(run: Callable[[], object], items: int, reps: int = 3) -> float:
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, reps: int = 6) -> dict[str, float]:
-    """GFLOP/s of a ``size``-square matmul on all intra-op threads, through each kernel torch has:
+    """GFLOP/s of ``size``-square matmuls on all intra-op threads, through each kernel torch has:
     ``torch.matmul`` (MKL for fp32, slow on AMD CPUs) and oneDNN's prepacked linear (the engine's fast
-    path; where this CPU can pack ``dtype``). The peak is the larger. A kernel whose first call takes over
-    5 s (bf16 emulated on a CPU without native bf16) is timed once."""
+    path; where this CPU can pack ``dtype``), the latter also as one stream per thread, each on one
+    intra-op thread (core.embed.streams, as the engine may run). The peak is the largest. A kernel whose
+    first call takes over 5 s (bf16 emulated on a CPU without native bf16) is timed once."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    runs: dict[str, Callable[[], object]] = {"torch.matmul": lambda: a @ b}
+    threads = torch.get_num_threads()
+    runs: dict[str, tuple[Callable[[], object], int]] = {"torch.matmul": (lambda: a @ b, 1)}
     if packing_available(dtype):
         packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), None)
-        runs["onednn_packed_linear"] = lambda: torch.ops.mkldnn._linear_pointwise(
-            a, packed, None, "none", [], ""
-        )
+
+        def linear(_: object = None) -> torch.Tensor:
+            return torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
+
+        runs["onednn_packed_linear"] = (linear, 1)
+        if threads > 1:
+            runs["onednn_packed_linear_streams"] = (
+                lambda: list(streamed(range(threads), linear, threads, 1)),
+                threads,
+            )
     out = {}
-    for name, run in runs.items():
+    for name, (run, products) in runs.items():
         first = clock(run)[1]
         rate = 1 / first if first > 5 else best_rate(run, 1, reps)
-        out[name] = round(rate * 2 * size**3 / 1e9, 1)
+        out[name] = round(rate * products * 2 * size**3 / 1e9, 1)
+    torch.set_num_threads(threads)
     return out
 
 
@@ -290,12 +303,16 @@ def _close(out: np.ndarray, reference: np.ndarray) -> dict[str, float]:
 
 def torch_run(lm: LoadedModel, x: torch.Tensor, threads: int) -> Callable[[], torch.Tensor]:
     """One forward pass of ``lm``'s image tower on ``x`` as the engine runs it: its inference copy, the
-    input's dtype and layout and the threads of its plan."""
+    input's dtype and layout, the threads of its plan and, where it has several streams, ``x`` in its
+    batches across them."""
     plan, model = engine_plan(lm), inference_model(lm)
     layout = torch.channels_last if plan.channels_last else torch.contiguous_format
     xs = x.to(image_input_dtype(model, lm.dtype)).contiguous(memory_format=layout)
 
     def run() -> torch.Tensor:
+        if plan.streams > 1:
+            batches = list(xs.split(plan.batch_size))
+            return torch.cat(list(streamed(batches, model.encode_image, plan.streams, plan.threads)))
         torch.set_num_threads(plan.threads or threads)
         with torch.inference_mode():
             return model.encode_image(xs)
@@ -404,13 +421,18 @@ def end_to_end(lm32: LoadedModel, fast: LoadedModel, paths: list[Path]) -> dict[
 
 
 def decode_threads(fast: LoadedModel, paths: list[Path], photos: int) -> dict[str, Any]:
-    """The fast engine end to end with one background decode thread (``engine.DECODE_MODE`` background,
-    the engine's way before) and with its default (decoding threads never outnumber the cores beside the
-    model's: with a model on every core, each batch decoded between its calls, split across as many
-    threads), in the order ABBA, on the Flickr8k files and on ``photos`` 4032x3024 JPEGs (a phone
+    """The fast engine end to end in one stream on every core with one background decode thread
+    (``engine.DECODE_MODE`` background, the engine's way before), in one stream with each batch decoded
+    between the model's calls split across as many threads (``engine.STREAMS`` off), and as its plan runs
+    it (one stream per core where the probe chose them, each decoding its own batches; else as the
+    second), in the order ABCCBA, on the Flickr8k files and on ``photos`` 4032x3024 JPEGs (a phone
     camera's size, decoded in ``draft``): 40 made from the first Flickr8k files, listed over and over."""
-    settings = {"one_background_thread": "background", "default": "auto"}
-    out: dict[str, Any] = {}
+    settings = {
+        "one_background_thread": ("background", False),
+        "between_calls": ("auto", False),
+        "default": ("auto", True),
+    }
+    out: dict[str, Any] = {"plan": engine_plan(fast).__dict__}
     with tempfile.TemporaryDirectory() as tmp:
         made = []
         for i, path in enumerate(paths[:40]):
@@ -420,14 +442,15 @@ def decode_threads(fast: LoadedModel, paths: list[Path], photos: int) -> dict[st
         for name, files in (("flickr8k", paths), ("photos_4032x3024", big)):
             runs: dict[str, list[tuple[float, float]]] = {k: [] for k in settings}
             for key in [*settings, *reversed(settings)]:
-                engine.DECODE_MODE = settings[key]
+                engine.DECODE_MODE, engine.STREAMS = settings[key]
                 _, wall, cpu = clock(lambda files=files: encode_images(fast, files))
                 runs[key].append((wall, cpu))
-            engine.DECODE_MODE = "auto"
+            engine.DECODE_MODE, engine.STREAMS = "auto", True
             out[name] = {"images": len(files)} | {k: rates(len(files), t) for k, t in runs.items()}
-            out[name]["default_vs_one_background_thread"] = round(
-                out[name]["default"]["images_per_s"] / out[name]["one_background_thread"]["images_per_s"], 2
-            )
+            for other in ("one_background_thread", "between_calls"):
+                out[name][f"default_vs_{other}"] = round(
+                    out[name]["default"]["images_per_s"] / out[name][other]["images_per_s"], 2
+                )
     return out
 
 

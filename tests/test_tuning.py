@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -92,9 +93,12 @@ def test_probe_keeps_fp32_layout_and_picks_a_measured_setting() -> None:
 
 @pytest.mark.parametrize(("slowdown", "chosen"), [(1.0, 64), (2.0, 16)])
 def test_a_larger_batch_is_kept_unless_it_is_slower(slowdown: float, chosen: int) -> None:
-    def encode(x: torch.Tensor) -> torch.Tensor:  # 0.5 ms an image; larger batches `slowdown` x per image
+    busy = threading.Lock()  # one call at a time, as a model on every core: concurrent streams never win
+
+    def encode(x: torch.Tensor) -> torch.Tensor:  # 2 ms a call, 0.5 ms an image; larger batches `slowdown` x
         n = x.shape[0]
-        time.sleep(n * 0.0005 * (slowdown if n > 16 else 1.0))
+        with busy:
+            time.sleep(0.002 + n * 0.0005 * (slowdown if n > 16 else 1.0))
         return x.flatten(1).sum(1)
 
     assert tuning.probe_images(encode, (3, 8, 8), torch.float32, layouts=False).batch_size == chosen

@@ -5,11 +5,13 @@ cores beside the model's: ahead in the background on cores the model leaves free
 GPU), else each batch between the model's calls, split across as many threads as it uses
 (:func:`_decoded_batches`, :mod:`core.embed.split_decode`); or, when asked for, in ``workers`` spawned
 processes. Threads are the default on a GPU too: beside an H200 with 16 cores, ViT-B-32 in bf16 embedded
-7,000 Flickr8k files in 6.3-6.5 s so, against 118-122 s with 8 spawned workers. An image that fails
-to decode gives a zero row and is listed, never an exception. On the CPU the intra-op threads, the
-batch size (when the caller gives none) and the input layout come from a short per-machine probe
-(:mod:`core.embed.tuning`). In the fast formats JPEGs are decoded at a reduced scale when the model's input
-is at most half their short side (``draft``); fp32 decodes at full size, so it stays the exact mode. While
+7,000 Flickr8k files in 6.3-6.5 s so, against 118-122 s with 8 spawned workers. Where the probe finds
+it faster, the CPU runs one model stream per core instead, each decoding its own batches
+(:mod:`core.embed.streams`). An image that fails to decode gives a zero row and is listed, never an
+exception. On the CPU the intra-op threads, the streams, the batch size (when the caller gives none) and
+the input layout come from a short per-machine probe (:mod:`core.embed.tuning`). In the fast formats JPEGs
+are decoded at a reduced scale when the model's input is at most half their short side (``draft``); fp32
+decodes at full size, so it stays the exact mode. While
 images or captions are encoded in bulk, large freed activations stay in the heap for the next batch
 (:mod:`core.embed.heap`).
 
@@ -38,7 +40,7 @@ import threading
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,7 +61,8 @@ from core.embed.fp32_fast import fp32_fast_copy, image_input_dtype
 from core.embed.heap import reuse_freed_memory
 from core.embed.packed import Normalization, PackedBlock, pack_for_cpu, packing_available, takes_pixels
 from core.embed.resnet_fast import pool_mean_token
-from core.embed.split_decode import Batch, Item, collated, split_batches
+from core.embed.split_decode import Batch, Item, collated, decoded, split_batches
+from core.embed.streams import streamed
 from core.embed.tuning import (
     DEFAULT_PLAN,
     PROBE_MIN_IMAGES,
@@ -85,6 +88,9 @@ DECODE_MODE: Literal["auto", "background"] = "auto"
 # Prepack the linear layers of a bf16 or fp32fast CPU copy (see core.embed.packed); a benchmark turns it off
 # to compare.
 PACK_CPU = True
+# Run a plan's concurrent streams (core.embed.streams); off: one stream on all their threads, for a benchmark
+# to compare.
+STREAMS = True
 
 
 # -- the model in its inference precision -------------------------------------------------------------------
@@ -605,51 +611,69 @@ def _image_batches(
     backend: str,
 ) -> Iterator[ImageBatch]:
     plan, encode, dtype = _image_tower(lm, backend, probe=len(paths) >= PROBE_MIN_IMAGES)
+    if plan.streams > 1 and (workers or not STREAMS):  # one stream on all their threads and images
+        plan = replace(
+            plan, batch_size=plan.batch_size * plan.streams, threads=plan.threads * plan.streams, streams=1
+        )
     batch_size = batch_size or plan.batch_size
     workers = min(workers or 0, (len(paths) - 1) // batch_size)  # none for a single batch
     shape = input_shape(lm)
     preprocess = _SplitPreprocess(lm.preprocess)
     files = _ImageFiles(list(paths), preprocess, shape, decode_min_side(lm, shape))
-    batches: Iterator[Batch]
-    if workers:
-        batches = iter(
-            DataLoader(
-                files,
-                batch_size=batch_size,
-                shuffle=False,
-                num_workers=workers,
-                multiprocessing_context="spawn",
-                prefetch_factor=4,
-                pin_memory=lm.device.type == "cuda",
-            )
-        )
-    else:
-        batches = _decoded_batches(files, batch_size, model_threads(plan) if lm.device.type == "cpu" else 0)
-    done = 0
     # A model taking pixels gathers them into patches: from channels-last, in runs of a patch row.
     layout = torch.channels_last if plan.channels_last or dtype == torch.uint8 else torch.contiguous_format
-    try:
-        with torch.inference_mode(), _intra_op_threads(model_threads(plan)):
-            for indices, images, reasons in batches:
-                reporter.check_cancelled()
-                ok = [j for j, reason in enumerate(reasons) if not reason]
-                out = np.zeros((len(indices), lm.embed_dim), dtype=np.float32)
-                if ok:
-                    x = images if len(ok) == len(reasons) else images[ok]
-                    x = x.to(lm.device, non_blocking=True)
-                    x = preprocess.nchw(x) if dtype == torch.uint8 else preprocess.finish(x).to(dtype)
-                    x = x.contiguous(memory_format=layout)
-                    out[ok] = _normalized(encode(x))
-                failed = [(int(indices[j]), reason) for j, reason in enumerate(reasons) if reason]
-                for index, reason in failed:
-                    reporter.log(f"skipped image {paths[index]}: {reason}")
-                done += len(indices)
-                reporter.update("embed images", done, len(paths))
-                yield ImageBatch(indices.numpy(), out, failed)
-    finally:
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
+
+    def embedded(batch: Batch) -> ImageBatch:
+        indices, images, reasons = batch
+        ok = [j for j, reason in enumerate(reasons) if not reason]
+        out = np.zeros((len(indices), lm.embed_dim), dtype=np.float32)
+        if ok:
+            x = images if len(ok) == len(reasons) else images[ok]
+            x = x.to(lm.device, non_blocking=True)
+            x = preprocess.nchw(x) if dtype == torch.uint8 else preprocess.finish(x).to(dtype)
+            out[ok] = _normalized(encode(x.contiguous(memory_format=layout)))
+        return ImageBatch(indices.numpy(), out, [(int(indices[j]), r) for j, r in enumerate(reasons) if r])
+
+    embeddings: Iterator[ImageBatch]
+    threads = model_threads(plan)  # this thread's, while it runs the model
+    if plan.streams > 1:
+        runs = [
+            range(start, min(start + batch_size, len(files))) for start in range(0, len(files), batch_size)
+        ]
+        embeddings = streamed(
+            runs, lambda run: embedded(collated(decoded(files, run, None, 1))), plan.streams, plan.threads
+        )
+        threads = torch.get_num_threads()  # the streams set their own
+    else:
+        embeddings = (embedded(batch) for batch in _batches(files, batch_size, workers, lm, plan))
+    done = 0
+    with closing(embeddings), torch.inference_mode(), _intra_op_threads(threads):
+        for batch in embeddings:
+            reporter.check_cancelled()
+            for index, reason in batch.failed:
+                reporter.log(f"skipped image {paths[index]}: {reason}")
+            done += len(batch.indices)
+            reporter.update("embed images", done, len(paths))
+            yield batch
+
+
+def _batches(
+    files: _ImageFiles, batch_size: int, workers: int, lm: LoadedModel, plan: ImagePlan
+) -> Iterator[Batch]:
+    """``files`` decoded batch by batch, in ``workers`` spawned processes or in threads
+    (:func:`_decoded_batches`)."""
+    if not workers:
+        yield from _decoded_batches(files, batch_size, model_threads(plan) if lm.device.type == "cpu" else 0)
+        return
+    yield from DataLoader(
+        files,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        multiprocessing_context="spawn",
+        prefetch_factor=4,
+        pin_memory=lm.device.type == "cuda",
+    )
 
 
 def encode_images(

@@ -1,15 +1,17 @@
 """Per-machine settings of the image engine on the CPU, chosen by a short probe and cached.
 
-The fastest intra-op thread count, image batch size and input memory layout depend on the CPU (AMX or
-AVX512-BF16 or neither, core count), on the model and on its number format. :func:`image_plan` times a
-few forward passes of synthetic images once per machine, model and format (a few seconds; the fp32
-ViT-B-32 takes longest; only for a run of at least :data:`PROBE_MIN_IMAGES` images, so that a small job
-never waits for it) and keeps the winner in ``<artifacts>/cache/engine_probe/<machine>.json``
-(written atomically under a lock, so concurrent probes never corrupt it). ``$CAPSEARCH_PROBE=0`` skips
-the probe and uses :data:`DEFAULT_PLAN`. Accelerators skip it too (their batch is the caller's).
+The fastest intra-op thread count, image batch size, input memory layout and number of concurrent model
+streams (:mod:`core.embed.streams`) depend on the CPU (AMX or AVX512-BF16 or neither, core count), on
+the model and on its number format. :func:`image_plan` times a few forward passes of synthetic images
+once per machine, model and format (a few seconds; the fp32 ViT-B-32 takes longest; only for a run of at
+least :data:`PROBE_MIN_IMAGES` images, so that a small job never waits for it) and keeps the winner in
+``<artifacts>/cache/engine_probe/<machine>.json`` (written atomically under a lock, so concurrent probes
+never corrupt it). ``$CAPSEARCH_PROBE=0`` skips the probe and uses :data:`DEFAULT_PLAN`. Accelerators
+skip it too (their batch is the caller's).
 
-The exact fp32 mode only gets a thread count and batch size (which do not change any value); the input
-layout is probed for the fast formats only. :func:`fp32_linear_kernel` times oneDNN's packed linear
+The exact fp32 mode only gets a thread count, streams and a batch size (which do not change any value: in
+two streams of 16 on the AMX Xeon, ViT-B-32's fp32 vectors equalled the naive loop's); the input layout
+is probed for the fast formats only. :func:`fp32_linear_kernel` times oneDNN's packed linear
 against torch's own matmul once per machine for fp32fast copies, kept in the same file.
 """
 
@@ -30,6 +32,7 @@ import torch
 from core.atomic import write_json
 from core.embed.heap import reuse_freed_memory
 from core.embed.packed import linear_kernel_rates
+from core.embed.streams import streamed
 from core.locks import exclusive
 from core.paths import artifacts_root
 
@@ -38,8 +41,9 @@ PROBE_ENV = "CAPSEARCH_PROBE"
 # 4: timed with freed memory kept for reuse (core.embed.heap), as the engine now runs; 5: fp32 copies on the
 # measured linear kernel (fp32_linear_kernel); 6: a ViT's last block at its class token alone
 # (FirstTokenTransformer), a bf16 compact ResNet folded and fused (fuse_resnet_tower); 7: the compact
-# models' fast copy is fp32 (fp32_fast); 8: settings timed in turns, each the best of its calls (MIN_TIMED_S)
-PROBE_VERSION = 8
+# models' fast copy is fp32 (fp32_fast); 8: settings timed in turns, each the best of its calls (MIN_TIMED_S);
+# 9: one model stream per core (core.embed.streams) against one stream on all cores, in the caller's thread
+PROBE_VERSION = 9
 BATCH_SIZES = (16, 32, 64)
 # A batch size is only probed when one batch is predicted to take at most this long (ViT-B-32 in fp32 on a
 # 2-vCPU AVX2 EPYC: 32 images in about 3.6 s).
@@ -50,7 +54,9 @@ PROBE_MIN_IMAGES = 256
 # larger batch is kept unless it is slower by this factor: it spreads the per-batch work the probe does not
 # time (normalising, the layout copy, the loop) over more images. On a 2-vCPU AMD EPYC (AVX2) ViT-B-32's
 # fp32fast copy probed 11.96 images/s at batch 16 and not 5% more at 32, yet ran 5-15% faster end to end
-# at 32 in each of four rounds.
+# at 32 in each of four rounds. Streams (core.embed.streams) are kept the same way: on the idle AMX Xeon
+# ViT-B-32 in bf16 probed 188.5 images/s in one stream of 64 and not more in two, yet end to end on 400
+# Flickr8k files two streams of 16 ran 195.9 images/s against 182.6 (medians of 4 interleaved rounds).
 MARGIN = 1.05
 # Each setting is timed as the best of its calls over at least this long (at most MAX_TIMED_CALLS calls),
 # the settings compared taking turns (_best_rates): a compact model's call takes 40-160 ms, and timed once,
@@ -58,6 +64,10 @@ MARGIN = 1.05
 # 2-vCPU AMD EPYC (Zen 5) chose batches 16, 16, 32, 64, 64, 32 and once channels-last).
 MIN_TIMED_S = 0.3
 MAX_TIMED_CALLS = 5
+# One stream on all cores against one per core (_stream_rates): each stream makes this many calls a round,
+# for this many rounds after a warm-up round.
+STREAM_CALLS = 2
+STREAM_ROUNDS = 2
 K = TypeVar("K")
 Setting = tuple[torch.Tensor, int]  # an input batch and the intra-op threads to run it on
 
@@ -71,6 +81,7 @@ class ImagePlan:
     channels_last: bool
     images_per_s: float = 0.0
     probed: bool = False
+    streams: int = 1  # concurrent model streams, each on ``threads`` (core.embed.streams)
 
 
 DEFAULT_PLAN = ImagePlan(batch_size=64, threads=0, channels_last=False)  # threads 0: leave torch's
@@ -169,10 +180,11 @@ def _plan_of(entry: Any) -> ImagePlan | None:
             channels_last=bool(entry["channels_last"]),
             images_per_s=float(entry.get("images_per_s", 0.0)),
             probed=True,
+            streams=int(entry.get("streams", 1)),
         )
     except (KeyError, TypeError, ValueError):
         return None
-    return plan if plan.batch_size > 0 and plan.threads > 0 else None
+    return plan if plan.batch_size > 0 and plan.threads > 0 and plan.streams > 0 else None
 
 
 def _best_rates(encode: Callable[[torch.Tensor], object], settings: dict[K, Setting]) -> dict[K, float]:
@@ -198,6 +210,36 @@ def _best_rates(encode: Callable[[torch.Tensor], object], settings: dict[K, Sett
     return {key: settings[key][0].shape[0] / min(calls) for key, calls in timed.items()}
 
 
+def _stream_rates(
+    encode: Callable[[torch.Tensor], object], settings: dict[K, tuple[torch.Tensor, int, int]]
+) -> dict[K, float]:
+    """Images/s of each setting (a batch, its streams, each stream's intra-op threads): the streams call
+    ``encode`` on the batch concurrently (:func:`core.embed.streams.streamed`; one stream in this thread,
+    as the engine runs it: a new thread's glibc arena maps a large activation afresh on every call),
+    :data:`STREAM_CALLS` calls each; the settings take turns for :data:`STREAM_ROUNDS` rounds after a
+    warm-up round, each keeping its best."""
+    previous = torch.get_num_threads()
+    best = dict.fromkeys(settings, 0.0)
+    try:
+        for round_ in range(STREAM_ROUNDS + 1):
+            for key, (x, streams, threads) in settings.items():
+                calls = streams * (STREAM_CALLS if round_ else 1)
+                start = time.perf_counter()
+                if streams == 1:
+                    torch.set_num_threads(threads)
+                    with torch.inference_mode():
+                        for _ in range(calls):
+                            encode(x)
+                else:
+                    for _ in streamed([x] * calls, encode, streams, threads):
+                        pass
+                if round_:
+                    best[key] = max(best[key], calls * x.shape[0] / (time.perf_counter() - start))
+    finally:
+        torch.set_num_threads(previous)
+    return best
+
+
 def probe_images(
     encode: Callable[[torch.Tensor], object],
     shape: tuple[int, ...],
@@ -206,7 +248,10 @@ def probe_images(
 ) -> ImagePlan:
     """Time ``encode`` on random images (:func:`_best_rates`): 1 thread against all at batch 16, then the
     batch sizes (the largest kept that is not slower than the fastest by :data:`MARGIN`), then
-    (``layouts``) a channels-last input (which, as another thread count, must win by :data:`MARGIN`)."""
+    (``layouts``) a channels-last input (which, as another thread count, must win by :data:`MARGIN`), then,
+    with several threads, one stream per thread at batch 16 against that (:func:`_stream_rates`; kept
+    unless slower by :data:`MARGIN`, as a larger batch is: the streams also overlap one's decoding with
+    the other's compute, which the probe does not time)."""
     threads_all = max(1, torch.get_num_threads())
 
     def images(n: int, channels_last: bool = False) -> torch.Tensor:
@@ -224,6 +269,20 @@ def probe_images(
         by_layout = _best_rates(encode, {cl: (images(size, cl), threads) for cl in (False, True)})
         if by_layout[True] > by_layout[False] * MARGIN:
             plan = replace(plan, channels_last=True, images_per_s=by_layout[True])
+    streams = plan.threads
+    if streams > 1:
+        small = BATCH_SIZES[0]
+        by_streams = _stream_rates(
+            encode,
+            {
+                1: (images(size, plan.channels_last), 1, streams),
+                streams: (images(small, plan.channels_last), streams, 1),
+            },
+        )
+        if by_streams[streams] * MARGIN >= by_streams[1]:
+            plan = replace(
+                plan, batch_size=small, threads=1, streams=streams, images_per_s=by_streams[streams]
+            )
     return replace(plan, images_per_s=round(plan.images_per_s, 2))
 
 
