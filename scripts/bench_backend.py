@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_embedding import agreement, flickr8k_test  # noqa: E402
+from bench_throughput import torch_run  # noqa: E402
 from benchlib import FLICKR8K, clock, commit, machine_info, previous_results, rates  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
@@ -45,7 +46,7 @@ from core.data.images import load_rgb  # noqa: E402
 from core.data.records import load_dataset  # noqa: E402
 from core.embed import openvino_backend as ovb  # noqa: E402
 from core.embed.cache import cache_dir, clear_cache, split_embeddings  # noqa: E402
-from core.embed.engine import encode_images, encode_texts, engine_plan, inference_model  # noqa: E402
+from core.embed.engine import encode_images, encode_texts, engine_plan  # noqa: E402
 from core.evaluation.recall import recall_metrics  # noqa: E402
 from core.models.loading import LoadedModel, load_model  # noqa: E402
 from core.paths import results_dir  # noqa: E402
@@ -80,11 +81,12 @@ def end_to_end(lm: LoadedModel, paths: list[Path]) -> tuple[dict[str, Any], dict
 
 
 def model_only(lm: LoadedModel, x: torch.Tensor) -> dict[str, Any]:
-    """Images/s of the engine's torch copy and of the compiled OpenVINO tower on one preprocessed batch."""
+    """Images/s of the engine's torch copy (as the engine runs it, streams included: ``torch_run``) and of
+    the compiled OpenVINO tower on one preprocessed batch."""
     plan = engine_plan(lm)
     layout = torch.channels_last if plan.channels_last else torch.contiguous_format
     xt = x.to(lm.dtype).contiguous(memory_format=layout)
-    model, encoder = inference_model(lm), ovb.openvino_image_encoder(lm)
+    encoder = ovb.openvino_image_encoder(lm)
     previous = torch.get_num_threads()
 
     def best(run: Callable[[], object]) -> float:
@@ -92,9 +94,7 @@ def model_only(lm: LoadedModel, x: torch.Tensor) -> dict[str, Any]:
         return len(x) / min(clock(run)[1] for _ in range(3))
 
     try:
-        torch.set_num_threads(plan.threads or previous)
-        with torch.inference_mode():
-            torch_rate = best(lambda: model.encode_image(xt))
+        torch_rate = best(torch_run(lm, x, previous))
     finally:
         torch.set_num_threads(previous)
     ov_rate = best(lambda: encoder(xt))

@@ -107,7 +107,8 @@ def main() -> None:
     x = torch.randn(args.batch, *input_shape(fast), generator=torch.Generator().manual_seed(0))
     layout = torch.channels_last if plan.channels_last else torch.contiguous_format
     xf = x.to(image_input_dtype(model, fast.dtype)).contiguous(memory_format=layout)
-    torch.set_num_threads(plan.threads or threads)
+    # One stream on all the plan's threads (a streams plan runs one per thread), as OpenVINO below runs.
+    torch.set_num_threads(plan.threads * plan.streams or threads)
     computes_in = compute_format(fast)
     entry: dict[str, Any] = {
         "model": args.model,
