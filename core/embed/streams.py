@@ -7,8 +7,9 @@ splits some of its linear shapes badly (a 1,200-row, 3,072-to-768 bf16 product r
 stream per core, each a thread on one intra-op thread that decodes its own batch and then runs the model
 on it: no op is split, and one stream's decoding overlaps the other's compute. On the AMX Xeon (2 vCPUs,
 the host loaded) ViT-B-32 in bf16 ran 150-154 images/s in two streams of 8-16 images against 139 in one
-stream of 32 on both cores (model alone, medians of 5 interleaved rounds), and end to end on 200 Flickr8k
-files 142.3 against 133.7 (1.06x; the compact model 1.17x; ``decode_threads`` in bench_throughput.json).
+stream of 32 on both cores (model alone, medians of 5 interleaved rounds); end to end on 200 Flickr8k
+files, 1.07-1.10x one stream in three runs on the quieter host (the compact model 1.10x;
+``decode_threads`` in bench_throughput.json).
 The probe (:mod:`core.embed.tuning`) picks streams per machine, model and format only where they win.
 
 Each thread's ``torch.set_num_threads`` sets its own OpenMP team size (and the default for threads that
