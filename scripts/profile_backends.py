@@ -108,7 +108,7 @@ def main() -> None:
     layout = torch.channels_last if plan.channels_last else torch.contiguous_format
     xf = x.to(image_input_dtype(model, fast.dtype)).contiguous(memory_format=layout)
     # One stream on all the plan's threads (a streams plan runs one per thread), as OpenVINO below runs.
-    torch.set_num_threads(plan.threads * plan.streams or threads)
+    torch.set_num_threads(plan.one_stream().threads or threads)
     computes_in = compute_format(fast)
     entry: dict[str, Any] = {
         "model": args.model,

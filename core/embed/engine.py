@@ -40,7 +40,7 @@ import threading
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,7 +61,7 @@ from core.embed.fp32_fast import fp32_fast_copy, image_input_dtype
 from core.embed.heap import reuse_freed_memory
 from core.embed.packed import Normalization, PackedBlock, pack_for_cpu, packing_available, takes_pixels
 from core.embed.resnet_fast import pool_mean_token
-from core.embed.split_decode import Batch, Item, collated, decoded, split_batches
+from core.embed.split_decode import Batch, Item, batch_rows, collated, decoded, split_batches
 from core.embed.streams import streamed
 from core.embed.tuning import (
     DEFAULT_PLAN,
@@ -611,10 +611,8 @@ def _image_batches(
     backend: str,
 ) -> Iterator[ImageBatch]:
     plan, encode, dtype = _image_tower(lm, backend, probe=len(paths) >= PROBE_MIN_IMAGES)
-    if plan.streams > 1 and (workers or not STREAMS):  # one stream on all their threads and images
-        plan = replace(
-            plan, batch_size=plan.batch_size * plan.streams, threads=plan.threads * plan.streams, streams=1
-        )
+    if workers or not STREAMS:
+        plan = plan.one_stream()
     batch_size = batch_size or plan.batch_size
     workers = min(workers or 0, (len(paths) - 1) // batch_size)  # none for a single batch
     shape = input_shape(lm)
@@ -637,13 +635,15 @@ def _image_batches(
     embeddings: Iterator[ImageBatch]
     threads = model_threads(plan)  # this thread's, while it runs the model
     if plan.streams > 1:
-        runs = [
-            range(start, min(start + batch_size, len(files))) for start in range(0, len(files), batch_size)
-        ]
         embeddings = streamed(
-            runs, lambda run: embedded(collated(decoded(files, run, None, 1))), plan.streams, plan.threads
+            batch_rows(len(files), batch_size),
+            lambda rows: embedded(collated(decoded(files, rows, None, 1))),
+            plan.streams,
+            plan.threads,
         )
-        threads = torch.get_num_threads()  # the streams set their own
+        # The streams set their own; leaving restores this thread's, which their threads changed for any
+        # thread that starts torch later.
+        threads = torch.get_num_threads()
     else:
         embeddings = (embedded(batch) for batch in _batches(files, batch_size, workers, lm, plan))
     done = 0

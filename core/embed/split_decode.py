@@ -50,13 +50,18 @@ def decoded(source: ItemSource, rows: range, pool: Executor | None, parts: int) 
     return [item for run in runs for item in run.result()]
 
 
+def batch_rows(count: int, batch_size: int) -> list[range]:
+    """The rows of ``count`` items in order, batch by batch."""
+    return [range(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
+
+
 def split_batches(source: ItemSource, batch_size: int, threads: int) -> Generator[list[Item], None, None]:
     """The items of ``source`` batch by batch, in order, each batch split across ``threads`` pool threads
     (one or none: decoded in this thread)."""
     pool = ThreadPoolExecutor(threads, thread_name_prefix="capsearch-decode") if threads > 1 else None
     try:
-        for start in range(0, len(source), batch_size):
-            yield decoded(source, range(start, min(start + batch_size, len(source))), pool, threads)
+        for rows in batch_rows(len(source), batch_size):
+            yield decoded(source, rows, pool, threads)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -9,8 +9,8 @@ on it: no op is split, and one stream's decoding overlaps the other's compute. O
 the host loaded) ViT-B-32 in bf16 ran 150-154 images/s in two streams of 8-16 images against 139 in one
 stream of 32 on both cores (model alone, medians of 5 interleaved rounds); end to end on 200 Flickr8k
 files, 1.07-1.10x one stream in three runs on the quieter host (the compact model 1.10x;
-``decode_threads`` in bench_throughput.json).
-The probe (:mod:`core.embed.tuning`) picks streams per machine, model and format only where they win.
+``decode_threads`` in bench_throughput.json). The probe (:mod:`core.embed.tuning`) picks streams per
+machine, model and format, keeping them unless they are slower.
 
 Each thread's ``torch.set_num_threads`` sets its own OpenMP team size (and the default for threads that
 start torch later: the caller restores its own on leaving, as :func:`core.embed.engine._intra_op_threads`
@@ -27,7 +27,8 @@ import torch
 
 T = TypeVar("T")
 J = TypeVar("J")
-# How many finished batches per stream may wait for the consumer before the streams pause.
+# How many batches per stream may be taken ahead of the consumer (running or finished) before the streams
+# pause.
 _AHEAD_PER_STREAM = 2
 _POLL_S = 0.1
 

@@ -83,6 +83,14 @@ class ImagePlan:
     probed: bool = False
     streams: int = 1  # concurrent model streams, each on ``threads`` (core.embed.streams)
 
+    def one_stream(self) -> ImagePlan:
+        """This plan as one stream on all its streams' threads, with all their images in a batch."""
+        if self.streams == 1:
+            return self
+        return replace(
+            self, batch_size=self.batch_size * self.streams, threads=self.threads * self.streams, streams=1
+        )
+
 
 DEFAULT_PLAN = ImagePlan(batch_size=64, threads=0, channels_last=False)  # threads 0: leave torch's
 # What fp32_linear_kernel knows in this process: its "choice" once cached or measured, "read" once the probe
