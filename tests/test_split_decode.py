@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from core.embed.split_decode import Batch, Item, collated, decoded, split_batches
+from core.embed.split_decode import Batch, Item, batch_rows, collated, decoded, split_batches
 
 
 class Source:
@@ -69,3 +69,20 @@ def test_closing_early_stops_the_helpers() -> None:
     next(batches)
     batches.close()
     assert not any(t.name.startswith("capsearch-decode") and t.is_alive() for t in threading.enumerate())
+
+
+@pytest.mark.parametrize(
+    ("count", "batch_size", "streams", "sizes"),
+    [
+        (10, 4, 1, [4, 4, 2]),
+        (200, 16, 2, [14, 14, 14, 15, 14, 14, 15, 14, 14, 14, 15, 14, 14, 15]),
+        (33, 16, 2, [8, 8, 8, 9]),
+        (20, 16, 2, [10, 10]),
+        (1, 16, 2, [1]),
+        (0, 16, 2, []),
+    ],
+)
+def test_batches_are_even_across_streams(count: int, batch_size: int, streams: int, sizes: list[int]) -> None:
+    rows = batch_rows(count, batch_size, streams)
+    assert [len(r) for r in rows] == sizes
+    assert [i for r in rows for i in r] == list(range(count))

@@ -96,9 +96,11 @@ def test_engine_streams_give_the_single_stream_result(
         reporter = Recorder()
         results.append((*encode_images(tiny32, paths, reporter=reporter), reporter))
     (single, failed, _), (streamed_, streamed_failed, reporter), (off, off_failed, off_reporter) = results
-    assert np.array_equal(streamed_, single) and single[[0, 9]].any() and not single[5].any()
+    # batches of other sizes: the same vectors to float rounding
+    assert np.abs(streamed_ - single).max() < 1e-6 and single[[0, 9]].any() and not single[5].any()
     assert streamed_failed == off_failed == failed == [(5, failed[0][1])]
-    assert [done for stage, done, _ in reporter.updates if stage == "embed images"] == [3, 6, 9, 10]
+    # two streams: four batches of at most 3, sized evenly, rather than 3, 3, 3 and 1
+    assert [done for stage, done, _ in reporter.updates if stage == "embed images"] == [2, 5, 7, 10]
     assert sum("skipped image" in line for line in reporter.logs) == 1
     # streams off: one stream on both streams' threads, with both streams' images in a batch
     assert [done for stage, done, _ in off_reporter.updates if stage == "embed images"] == [6, 10]

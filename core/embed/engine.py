@@ -636,7 +636,7 @@ def _image_batches(
     threads = model_threads(plan)  # this thread's, while it runs the model
     if plan.streams > 1:
         embeddings = streamed(
-            batch_rows(len(files), batch_size),
+            batch_rows(len(files), batch_size, plan.streams),
             lambda rows: embedded(collated(decoded(files, rows, None, 1))),
             plan.streams,
             plan.threads,

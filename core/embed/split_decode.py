@@ -50,9 +50,15 @@ def decoded(source: ItemSource, rows: range, pool: Executor | None, parts: int) 
     return [item for run in runs for item in run.result()]
 
 
-def batch_rows(count: int, batch_size: int) -> list[range]:
-    """The rows of ``count`` items in order, batch by batch."""
-    return [range(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
+def batch_rows(count: int, batch_size: int, streams: int = 1) -> list[range]:
+    """The rows of ``count`` items in order, in batches of at most ``batch_size``. One stream: full batches
+    and the rest. Several: a multiple of ``streams`` batches of even sizes, so that the streams' last round
+    leaves no core idle while one of them finishes a batch alone."""
+    if streams == 1 or count == 0:
+        return [range(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
+    batches = min(count, -(-count // (batch_size * streams)) * streams)
+    bounds = [count * k // batches for k in range(batches + 1)]
+    return [range(bounds[k], bounds[k + 1]) for k in range(batches)]
 
 
 def split_batches(source: ItemSource, batch_size: int, threads: int) -> Generator[list[Item], None, None]:
