@@ -7,7 +7,8 @@ process on the same Flickr8k test images:
   ``encode_image`` on batches of 32 under no_grad), once as written and once keeping freed memory for
   reuse as the engine does (core.embed.heap: a tower with activations above glibc's mmap threshold, such
   as lit-lite2's, otherwise faults them in afresh on every batch), the engine in fp32 (exact) and in the
-  fast mode, timed in the order ABCDDCBA and averaged per side (this machine is shared);
+  fast mode, each warmed by one pass, then timed in the order ABCDDCBA and averaged per side (this machine
+  is shared);
 * model only, on one batch of preprocessed images, in interleaved rounds (median reported): torch fp32,
   torch fast (the engine's copy; for a convolutional image tower, lit-lite2's or a compact model's, an fp32 copy: ``fast_computes_in``),
   torch fp32fast where fast computes in bf16 (torch's fastest fp32 arithmetic, to set against the runtimes' fp32), ONNX Runtime
@@ -395,9 +396,9 @@ def end_to_end(
     lm32: LoadedModel, fast: LoadedModel, paths: list[Path], fast_dtype: torch.dtype
 ) -> dict[str, Any]:
     """Naive fp32 loop (as written, and with freed memory reused), engine fp32 and engine fast on the same
-    files, in the order ABCDDCBA, each pass right after a matmul peak of its precision (``fast_dtype`` for
-    the fast engine's): this shared machine's speed swings from minute to minute, and the peak measured
-    beside a pass saw what the pass saw."""
+    files, after a warm-up pass of each, in the order ABCDDCBA, each pass right after a matmul peak of its
+    precision (``fast_dtype`` for the fast engine's): this shared machine's speed swings from minute to
+    minute, and the peak measured beside a pass saw what the pass saw."""
     sides = {
         "naive_fp32": lambda: naive_images(lm32, paths, 32)[0],
         "naive_fp32_heap_reused": lambda: naive_reusing_heap(lm32, paths),
@@ -406,7 +407,10 @@ def end_to_end(
     }
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
     peaks: dict[str, list[float]] = {name: [] for name in sides}
-    naive_images(lm32, paths[:8], 32), encode_images(lm32, paths[:8]), encode_images(fast, paths[:8])  # warm
+    # One pass of each first: a process's first batches of a shape run slower (a 200-image fast pass after
+    # warming on 8 images ran 156-164 images/s on the AMX Xeon, the next ones 167-184).
+    for run in sides.values():
+        run()
     embeddings: dict[str, np.ndarray] = {}
     for name in [*sides, *reversed(sides)]:
         peaks[name].append(max(matmul_peak(fast_dtype if name == "engine_fast" else torch.float32).values()))

@@ -9,7 +9,12 @@ For ``--model``, on one batch of random images at the model's input size:
   the kernels it picked, for the latency hint (one stream on all threads, as torch runs) and the throughput
   hint (a stream per core);
 * images/s of torch fast and both OpenVINO settings in interleaved rounds (median), so that one stream
-  against several is measured, not assumed.
+  against several is measured, not assumed;
+* for a transformer fast copy, what its linear layers leave to the rest (``parts``): one stream (one
+  thread, the plan's batch) timed whole and with its blocks' attention, LayerNorms or GELU left out, and
+  with all three out (the linear layers alone), in interleaved rounds, each against the one-thread matmul
+  peak. A timing only: without them the output is not the model's (the last block, at its class token
+  alone, keeps them).
 
 Usage: flock /work/bench.lock .venv/bin/python scripts/profile_backends.py --model ViT-B-32 --label "ViT-B-32 (EPYC AVX2)"
 Merges the entry into artifacts/results/backend_profile.json.
@@ -22,17 +27,28 @@ import collections
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_throughput import compute_format, export_onnx, interleaved_rates, openvino_streams_run  # noqa: E402
+from bench_throughput import (  # noqa: E402
+    compute_format,
+    export_onnx,
+    fast_copy_gflop_per_image,
+    interleaved_rates,
+    matmul_peak,
+    openvino_streams_run,
+)
 from benchlib import commit, machine_info, previous_results  # noqa: E402
 
 from core.atomic import write_json  # noqa: E402
@@ -40,6 +56,7 @@ from core.embed.engine import engine_plan, inference_model, input_shape  # noqa:
 from core.embed.fp32_fast import image_input_dtype  # noqa: E402
 from core.embed.heap import reuse_freed_memory  # noqa: E402
 from core.embed.openvino_backend import compile_on_cpu  # noqa: E402
+from core.embed.packed import PackedBlock  # noqa: E402
 from core.models.loading import load_model  # noqa: E402
 from core.paths import results_dir  # noqa: E402
 
@@ -87,6 +104,66 @@ def openvino_profile(compiled: Any, x: np.ndarray, top: int) -> dict[str, Any]:
             for kind, t in ms.most_common(top)
         },
     }
+
+
+PARTS = ("attention", "layer_norm", "gelu")
+
+
+def _block_without(skip: frozenset[str]) -> Callable[..., Any]:
+    """``PackedBlock.attend`` with the parts in ``skip`` left out: attention passes the values through,
+    LayerNorm is the identity, the MLP's first layer runs without its GELU."""
+    whole = PackedBlock.attend
+
+    def attend(
+        self: PackedBlock, x: torch.Tensor, attn_mask: Any = None, past: Any = None, rows: Any = None
+    ) -> Any:
+        if rows is not None or past is not None or attn_mask is not None:
+            return whole(self, x, attn_mask, past, rows)
+        b, n, d = x.shape
+        ln_1, ln_2 = (nn.Identity(), nn.Identity()) if "layer_norm" in skip else (self.ln_1, self.ln_2)
+        q, k, v = self.qkv(ln_1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        mixed = v if "attention" in skip else F.scaled_dot_product_attention(q, k, v)
+        y = self.out(mixed.transpose(1, 2).reshape(x.shape), residual=x)
+        fc = self.fc
+        if "gelu" in skip:
+            h = torch.ops.mkldnn._linear_pointwise(ln_2(y), fc.weight, fc.bias, "none", [], "")
+        else:
+            h = self.act(fc(ln_2(y)))
+        return self.proj(h, residual=y), (k, v)
+
+    return attend
+
+
+@contextmanager
+def blocks_without(skip: frozenset[str]) -> Iterator[None]:
+    """Every :class:`PackedBlock` runs without the parts in ``skip`` inside the block."""
+    whole = PackedBlock.attend
+    PackedBlock.attend = _block_without(skip)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        PackedBlock.attend = whole  # type: ignore[method-assign]
+
+
+def parts(model: nn.Module, x: torch.Tensor, gflop: float, dtype: torch.dtype, rounds: int) -> dict[str, Any]:
+    """One stream of the fast copy (one thread, ``x`` its batch) whole and without each part, and without
+    all three: images/s (interleaved rounds) and GFLOP/s against the one-thread matmul peak of ``dtype``."""
+    torch.set_num_threads(1)
+    peak = max(matmul_peak(dtype).values())
+    skips = {"whole": frozenset()} | {f"without_{p}": frozenset([p]) for p in PARTS}
+    skips["linear_layers_only"] = frozenset(PARTS)
+
+    def run(skip: frozenset[str]) -> Callable[[], object]:
+        def forward() -> object:
+            with torch.inference_mode(), blocks_without(skip):
+                return model.encode_image(x)
+
+        return forward
+
+    rates = interleaved_rates({name: run(skip) for name, skip in skips.items()}, len(x), rounds)
+    for entry in rates.values():
+        entry["of_one_thread_peak"] = round(entry["images_per_s"] * gflop / peak, 3)
+    return {"batch": len(x), "one_thread_peak_gflop_per_s": peak, "gflop_per_image": round(gflop, 3), **rates}
 
 
 def main() -> None:
@@ -143,6 +220,10 @@ def main() -> None:
         for hint, c in compiled.items():
             runs[f"openvino_{computes_in}_{hint.lower()}"] = openvino_streams_run(ov, c, xn)[0]
         entry["interleaved_images_per_s"] = interleaved_rates(runs, args.batch, args.rounds)
+        if any(isinstance(m, PackedBlock) for m in model.modules()):
+            gflop = fast_copy_gflop_per_image(lm32, x[:1])
+            dtype = torch.bfloat16 if computes_in == "bf16" else torch.float32
+            entry["parts"] = parts(model, xf[: plan.batch_size], gflop, dtype, args.rounds)
     entry |= {"machine": machine_info(), "commit": commit(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
     out = results_dir() / RESULTS
     everything = previous_results(out)
