@@ -111,7 +111,7 @@ PARTS = ("attention", "layer_norm", "gelu")
 
 def _block_without(skip: frozenset[str]) -> Callable[..., Any]:
     """``PackedBlock.attend`` with the parts in ``skip`` left out: attention passes the values through,
-    LayerNorm is the identity, the MLP's first layer runs without its GELU."""
+    LayerNorm is the identity, the MLP's first layer runs without its activation."""
     whole = PackedBlock.attend
 
     def attend(
@@ -124,11 +124,13 @@ def _block_without(skip: frozenset[str]) -> Callable[..., Any]:
         q, k, v = self.qkv(ln_1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         mixed = v if "attention" in skip else F.scaled_dot_product_attention(q, k, v)
         y = self.out(mixed.transpose(1, 2).reshape(x.shape), residual=x)
-        fc = self.fc
-        if "gelu" in skip:
-            h = torch.ops.mkldnn._linear_pointwise(ln_2(y), fc.weight, fc.bias, "none", [], "")
+        fc, z = self.fc, ln_2(y)
+        if "gelu" not in skip:
+            h = self.act(fc(z))
+        elif fc.onednn:
+            h = torch.ops.mkldnn._linear_pointwise(z, fc.weight, fc.bias, "none", [], "")
         else:
-            h = self.act(fc(ln_2(y)))
+            h = F.linear(z, fc.weight, fc.bias)
         return self.proj(h, residual=y), (k, v)
 
     return attend

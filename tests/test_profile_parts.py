@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import sys
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import torch
 
 from core.embed.engine import inference_model, input_shape
 from core.embed.fp32_fast import image_input_dtype
-from core.embed.packed import PackedBlock
+from core.embed.packed import PackedBlock, pack_for_cpu
 from core.models.loading import load_model
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -35,12 +36,17 @@ def scripts() -> Iterator[dict[str, ModuleType]]:
     sys.path.remove(str(SCRIPTS))
 
 
+@pytest.mark.parametrize("kernel", ["fast copy", "mkl"])
 def test_blocks_without_nothing_are_the_model_and_each_part_left_out_changes_it(
-    scripts: dict[str, ModuleType],
+    scripts: dict[str, ModuleType], kernel: str
 ) -> None:
     without = scripts["profile_backends"].blocks_without
-    lm = load_model("capsearch-tiny", device="cpu", precision="fast")
-    model = inference_model(lm)
+    if kernel == "mkl":  # fp32fast on the kernel a probe may pick instead of oneDNN's
+        lm = load_model("capsearch-tiny", device="cpu", precision="fp32")
+        model = pack_for_cpu(copy.deepcopy(lm.model).eval(), onednn=False)
+    else:
+        lm = load_model("capsearch-tiny", device="cpu", precision="fast")
+        model = inference_model(lm)
     if not any(isinstance(m, PackedBlock) for m in model.modules()):
         pytest.skip("this CPU's fast copy has no packed blocks")
     x = torch.randn(3, *input_shape(lm), generator=torch.Generator().manual_seed(0))
