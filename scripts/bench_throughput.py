@@ -74,6 +74,7 @@ from core.embed.heap import reuse_freed_memory  # noqa: E402
 from core.embed.openvino_backend import compile_on_cpu  # noqa: E402
 from core.embed.packed import pack_for_cpu, packing_available  # noqa: E402
 from core.embed.resnet_fast import pool_mean_token  # noqa: E402
+from core.embed.split_decode import batch_rows  # noqa: E402
 from core.embed.streams import streamed  # noqa: E402
 from core.embed.tuning import probe_file  # noqa: E402
 from core.models.checkpoint import ClipModel  # noqa: E402
@@ -313,7 +314,9 @@ def torch_run(lm: LoadedModel, x: torch.Tensor, threads: int) -> Callable[[], to
 
     def run() -> torch.Tensor:
         if plan.streams > 1:
-            batches = list(xs.split(plan.batch_size))
+            batches = [
+                xs[rows.start : rows.stop] for rows in batch_rows(len(xs), plan.batch_size, plan.streams)
+            ]
             return torch.cat(list(streamed(batches, model.encode_image, plan.streams, plan.threads)))
         torch.set_num_threads(plan.threads or threads)
         with torch.inference_mode():
@@ -379,6 +382,14 @@ def model_only(
     return out
 
 
+PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def peak_format(computes_in: str) -> str:
+    """The matmul peak a path computing in ``computes_in`` is measured against (a key of PEAK_DTYPES)."""
+    return "bf16" if computes_in == "bf16" else "fp32"
+
+
 def compute_format(fast: LoadedModel) -> str:
     """The number format the fast copy's image tower computes in: ``fast.precision``, except for the model
     kinds whose fast copy stays fp32 (core.embed.fp32_fast)."""
@@ -392,12 +403,10 @@ def naive_reusing_heap(lm32: LoadedModel, paths: list[Path]) -> np.ndarray:
         return naive_images(lm32, paths, 32)[0]
 
 
-def end_to_end(
-    lm32: LoadedModel, fast: LoadedModel, paths: list[Path], fast_dtype: torch.dtype
-) -> dict[str, Any]:
+def end_to_end(lm32: LoadedModel, fast: LoadedModel, paths: list[Path], computes_in: str) -> dict[str, Any]:
     """Naive fp32 loop (as written, and with freed memory reused), engine fp32 and engine fast on the same
     files, after a warm-up pass of each, in the order ABCDDCBA, each pass right after a matmul peak of its
-    precision (``fast_dtype`` for the fast engine's): this shared machine's speed swings from minute to
+    precision (``computes_in`` for the fast engine's, see :func:`peak_format`): this shared machine's speed swings from minute to
     minute, and the peak measured beside a pass saw what the pass saw."""
     sides = {
         "naive_fp32": lambda: naive_images(lm32, paths, 32)[0],
@@ -407,6 +416,7 @@ def end_to_end(
     }
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
     peaks: dict[str, list[float]] = {name: [] for name in sides}
+    fast_dtype = PEAK_DTYPES[peak_format(computes_in)]
     # One pass of each first: a process's first batches of a shape run slower (a 200-image fast pass after
     # warming on 8 images ran 156-164 images/s on the AMX Xeon, the next ones 167-184).
     for run in sides.values():
@@ -514,27 +524,28 @@ def roofline(
     result: dict[str, Any], gflop: float, fast_gflop: float, peaks: dict[str, float]
 ) -> dict[str, Any]:
     """Achieved GFLOP/s of each path against the measured matmul peak of its precision (the largest seen in
-    the run): ``gflop`` per image for the exact fp32 model, ``fast_gflop`` for the fast copies (what they
+    the run, the ones read beside the end-to-end passes included): ``gflop`` per image for the exact fp32 model, ``fast_gflop`` for the fast copies (what they
     compute); for an end-to-end path also the mean over its passes of each against the peak measured
     beside it (``of_adjacent_peak``)."""
     e2e, mo = result["end_to_end"], result["model_only"]
-    fast_peak = (
-        peaks["bf16"] if result.get("fast_computes_in", result["fast_format"]) == "bf16" else peaks["fp32"]
-    )
+    fast = peak_format(result.get("fast_computes_in", result["fast_format"]))
     paths = [
-        ("naive_fp32 (end to end)", e2e["naive_fp32"], gflop, peaks["fp32"]),
-        ("naive_fp32_heap_reused (end to end)", e2e["naive_fp32_heap_reused"], gflop, peaks["fp32"]),
-        ("engine_fp32 (end to end)", e2e["engine_fp32"], gflop, peaks["fp32"]),
-        ("engine_fast (end to end)", e2e["engine_fast"], fast_gflop, fast_peak),
-        ("torch_fp32 (model only)", mo["torch_fp32"], gflop, peaks["fp32"]),
-        ("torch_fast (model only)", mo["torch_fast"], fast_gflop, fast_peak),
+        ("naive_fp32 (end to end)", e2e["naive_fp32"], gflop, "fp32"),
+        ("naive_fp32_heap_reused (end to end)", e2e["naive_fp32_heap_reused"], gflop, "fp32"),
+        ("engine_fp32 (end to end)", e2e["engine_fp32"], gflop, "fp32"),
+        ("engine_fast (end to end)", e2e["engine_fast"], fast_gflop, fast),
+        ("torch_fp32 (model only)", mo["torch_fp32"], gflop, "fp32"),
+        ("torch_fast (model only)", mo["torch_fast"], fast_gflop, fast),
     ]
     if "torch_fp32fast" in mo:
-        paths.append(("torch_fp32fast (model only)", mo["torch_fp32fast"], fast_gflop, peaks["fp32"]))
+        paths.append(("torch_fp32fast (model only)", mo["torch_fp32fast"], fast_gflop, "fp32"))
+    peaks = dict(peaks)
+    for _, entry, _, fmt in paths:
+        peaks[fmt] = max([peaks[fmt], *entry.get("adjacent_peak_gflop_per_s", [])])
     rows = {}
-    for name, entry, work, peak in paths:
+    for name, entry, work, fmt in paths:
         achieved = entry["images_per_s"] * work
-        rows[name] = {"gflop_per_s": round(achieved, 1), "of_peak": round(achieved / peak, 3)}
+        rows[name] = {"gflop_per_s": round(achieved, 1), "of_peak": round(achieved / peaks[fmt], 3)}
         if "adjacent_peak_gflop_per_s" in entry:
             shares = [
                 rate * work / beside
@@ -577,9 +588,8 @@ def main() -> None:
     paths, texts = flickr8k_test(args.flickr8k, args.images, args.captions)
     lm32 = load_model(args.model, device="cpu", precision="fp32")
     fast = load_model(args.model, device="cpu", precision="fast")
-    fp32fast = (
-        None if compute_format(fast) == "fp32" else load_model(args.model, device="cpu", precision="fp32fast")
-    )
+    computes_in = compute_format(fast)
+    fp32fast = None if computes_in == "fp32" else load_model(args.model, device="cpu", precision="fp32fast")
     plans = {"fp32": engine_plan(lm32).__dict__, "fast": engine_plan(fast).__dict__}
     if fp32fast is not None:
         plans["fp32fast"] = engine_plan(fp32fast).__dict__
@@ -592,24 +602,19 @@ def main() -> None:
         finish(result, info, load_start, cpu_start, t_start)
         save_model_only(label, result)
         return
-    kernels = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    fast_dtype = torch.bfloat16 if compute_format(fast) == "bf16" else torch.float32
+    kernels = {fmt: matmul_peak(dtype) for fmt, dtype in PEAK_DTYPES.items()}
     result = {
         "model": args.model,
         "model_id": lm32.model_id,
         "fast_format": fast.precision,
-        "fast_computes_in": compute_format(fast),
+        "fast_computes_in": computes_in,
         "input_shape": list(x.shape[1:]),
         "threads": threads,
         "engine_plans": plans,
         "probe_cache": str(probe_file().name),
-        "end_to_end": end_to_end(lm32, fast, paths, fast_dtype),
+        "end_to_end": end_to_end(lm32, fast, paths, computes_in),
     }
     peaks = {fmt: max(rates.values()) for fmt, rates in kernels.items()}
-    for name, entry in result["end_to_end"].items():
-        if isinstance(entry, dict) and "adjacent_peak_gflop_per_s" in entry:
-            fmt = "bf16" if name == "engine_fast" and fast_dtype == torch.bfloat16 else "fp32"
-            peaks[fmt] = max(peaks[fmt], *entry["adjacent_peak_gflop_per_s"])
     result["model_only"] = model_only(lm32, fast, x, threads, fp32fast)
     work = gflop_per_image(lm32.model, x), fast_copy_gflop_per_image(lm32, x)
     result["roofline"] = roofline(result, *work, peaks) | {"matmul_kernels": kernels}

@@ -42,12 +42,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_throughput import (  # noqa: E402
+    PEAK_DTYPES,
     compute_format,
     export_onnx,
     fast_copy_gflop_per_image,
     interleaved_rates,
     matmul_peak,
     openvino_streams_run,
+    peak_format,
 )
 from benchlib import commit, machine_info, previous_results  # noqa: E402
 
@@ -224,7 +226,7 @@ def main() -> None:
         entry["interleaved_images_per_s"] = interleaved_rates(runs, args.batch, args.rounds)
         if any(isinstance(m, PackedBlock) for m in model.modules()):
             gflop = fast_copy_gflop_per_image(lm32, x[:1])
-            dtype = torch.bfloat16 if computes_in == "bf16" else torch.float32
+            dtype = PEAK_DTYPES[peak_format(computes_in)]
             entry["parts"] = parts(model, xf[: plan.batch_size], gflop, dtype, args.rounds)
     entry |= {"machine": machine_info(), "commit": commit(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
     out = results_dir() / RESULTS

@@ -87,3 +87,7 @@ def test_the_roofline_sets_each_pass_against_the_peak_read_beside_it(scripts: di
     assert fast["of_adjacent_peak"] == 0.55  # (400 / 800 + 600 / 1,000) / 2
     assert rows["engine_fp32 (end to end)"]["of_adjacent_peak"] == 0.5
     assert "of_adjacent_peak" not in rows["torch_fast (model only)"]
+    # a peak read beside a pass above the kernels' own is the run's peak
+    lower = scripts["bench_throughput"].roofline(result, 5.0, 10.0, {"bf16": 900.0, "fp32": 100.0})
+    assert lower["matmul_peak_gflop_per_s"] == {"bf16": 1000.0, "fp32": 100.0}
+    assert lower["paths"]["torch_fast (model only)"]["of_peak"] == 0.6  # 60 images/s x 10 GFLOP of 1,000
