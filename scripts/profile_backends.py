@@ -58,7 +58,7 @@ from core.embed.engine import engine_plan, inference_model, input_shape  # noqa:
 from core.embed.fp32_fast import image_input_dtype  # noqa: E402
 from core.embed.heap import reuse_freed_memory  # noqa: E402
 from core.embed.openvino_backend import compile_on_cpu  # noqa: E402
-from core.embed.packed import PackedBlock  # noqa: E402
+from core.embed.packed import PackedBlock, PackedLinear  # noqa: E402
 from core.models.loading import load_model  # noqa: E402
 from core.paths import results_dir  # noqa: E402
 
@@ -126,14 +126,17 @@ def _block_without(skip: frozenset[str]) -> Callable[..., Any]:
         q, k, v = self.qkv(ln_1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         mixed = v if "attention" in skip else F.scaled_dot_product_attention(q, k, v)
         y = self.out(mixed.transpose(1, 2).reshape(x.shape), residual=x)
-        fc, z = self.fc, ln_2(y)
         if "gelu" not in skip:
-            h = self.act(fc(z))
-        elif fc.onednn:
-            h = torch.ops.mkldnn._linear_pointwise(z, fc.weight, fc.bias, "none", [], "")
-        else:
-            h = F.linear(z, fc.weight, fc.bias)
-        return self.proj(h, residual=y), (k, v)
+            return self.mlp(ln_2(y), y), (k, v)
+        z, out = ln_2(y), y
+        for fc, proj in zip(self.fc, self.proj, strict=True):
+            assert isinstance(fc, PackedLinear)
+            if fc.onednn:
+                h = torch.ops.mkldnn._linear_pointwise(z, fc.weight, fc.bias, "none", [], "")
+            else:
+                h = F.linear(z, fc.weight, fc.bias)
+            out = proj(h, residual=out)
+        return out, (k, v)
 
     return attend
 

@@ -11,6 +11,7 @@ import torch
 from open_clip.transformer import QuickGELU, ResidualAttentionBlock
 from torch import nn
 
+import core.embed.packed as packed_module
 from core.embed.packed import (
     FirstTokenTransformer,
     PackedBlock,
@@ -29,12 +30,12 @@ pytestmark = pytest.mark.skipif(
 TEXTS = ["a dog runs through the snow", "two children on a red slide", "people"]
 
 
-def _bf16_pair(cfg: dict) -> tuple[nn.Module, nn.Module]:
+def _bf16_pair(cfg: dict, mlp_parts: int = 1) -> tuple[nn.Module, nn.Module]:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = build_model(cfg).eval()
     plain = copy.deepcopy(model).to(torch.bfloat16).eval()
-    return plain, pack_for_cpu(copy.deepcopy(model).to(torch.bfloat16).eval())
+    return plain, pack_for_cpu(copy.deepcopy(model).to(torch.bfloat16).eval(), mlp_parts=mlp_parts)
 
 
 def _packed_count(model: nn.Module) -> int:
@@ -42,11 +43,18 @@ def _packed_count(model: nn.Module) -> int:
 
 
 @pytest.mark.skipif(not packing_available(torch.bfloat16), reason="this CPU cannot pack bf16 (no AVX-512)")
-@pytest.mark.parametrize("name", ["capsearch-tiny", "capsearch-compact-minilm128"])
-def test_packed_model_matches_the_plain_bf16_model(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "mlp_parts"), [("capsearch-tiny", 1), ("capsearch-tiny", 2), ("capsearch-compact-minilm128", 1)]
+)
+def test_packed_model_matches_the_plain_bf16_model(
+    name: str, mlp_parts: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(packed_module, "MLP_SLICE_MIN_HIDDEN", 0)  # slice the tiny model's narrow MLPs too
     cfg = open_clip.get_model_config(name)
-    plain, packed = _bf16_pair(cfg)
+    plain, packed = _bf16_pair(cfg, mlp_parts)
     assert _packed_count(packed) > 0
+    if mlp_parts > 1:
+        assert {len(m.fc) for m in packed.visual.modules() if isinstance(m, PackedBlock)} == {mlp_parts}
     if "hf_model_name" in cfg["text_cfg"]:  # every linear layer of a Hugging Face trunk is packed
         assert not any(type(m) is nn.Linear for m in packed.text.transformer.modules())
     tokens = make_tokenizer(cfg)(TEXTS)
@@ -55,15 +63,20 @@ def test_packed_model_matches_the_plain_bf16_model(name: str) -> None:
     with torch.inference_mode():
         for a, b in ((plain.encode_text(tokens), packed.encode_text(tokens)),
                      (plain.encode_image(images), packed.encode_image(images))):  # fmt: skip
-            assert torch.allclose(a.float(), b.float(), atol=2e-2, rtol=2e-2)
+            # within two bf16 steps at these magnitudes (up to 3.1): sums in slices round once a slice
+            assert torch.allclose(a.float(), b.float(), atol=3e-2, rtol=2e-2)
             assert torch.nn.functional.cosine_similarity(a.float(), b.float()).min() > 0.999
 
 
+@pytest.mark.parametrize("mlp_parts", [1, 3])
 @pytest.mark.parametrize("onednn", [True, False])
 @pytest.mark.parametrize("act", [nn.GELU, QuickGELU, lambda: nn.GELU(approximate="tanh")])
 @pytest.mark.parametrize("causal", [False, True])
-def test_packed_block_equals_the_open_clip_block(act: type[nn.Module], causal: bool, onednn: bool) -> None:
-    """On oneDNN's packed kernel and on torch's own matmul."""
+def test_packed_block_equals_the_open_clip_block(
+    act: type[nn.Module], causal: bool, onednn: bool, mlp_parts: int
+) -> None:
+    """On oneDNN's packed kernel and on torch's own matmul, the MLP whole and in slices of its hidden
+    units (4 * 32 = 128 of them in 3 slices, of unequal sizes)."""
     torch.manual_seed(0)
     block = ResidualAttentionBlock(32, 4, act_layer=act).eval()
     for p in block.parameters():  # LayerNorm starts at identity; make every weight count
@@ -73,7 +86,9 @@ def test_packed_block_equals_the_open_clip_block(act: type[nn.Module], causal: b
     mask = torch.zeros(6, 6).masked_fill(torch.ones(6, 6).triu(1).bool(), float("-inf")) if causal else None
     with torch.inference_mode():
         want = block(x, attn_mask=mask)
-        got = PackedBlock(block, onednn)(x, attn_mask=mask)
+        packed = PackedBlock(block, onednn, mlp_parts)
+        got = packed(x, attn_mask=mask)
+    assert len(packed.fc) == len(packed.proj) == mlp_parts
     assert torch.allclose(want, got, atol=1e-5)
 
 

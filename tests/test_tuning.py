@@ -194,7 +194,8 @@ def test_files_at_the_input_size_reach_the_model_as_decoded_pixels(
 def test_fp32_linear_kernel_is_measured_once_and_kept(
     artifacts: Path, monkeypatch: pytest.MonkeyPatch, rates: tuple[float, float], choice: str
 ) -> None:
-    monkeypatch.setattr(tuning, "_fp32_kernel", {})
+    monkeypatch.setattr(tuning, "_kernels", {})
+    monkeypatch.setattr(tuning, "_unread", set())
     assert tuning.fp32_linear_kernel(probe=False) == "onednn"  # nothing measured yet: the default
     calls = []
 
@@ -206,8 +207,77 @@ def test_fp32_linear_kernel_is_measured_once_and_kept(
     assert tuning.fp32_linear_kernel() == choice  # MKL must win by the margin
     stored = json.loads(tuning.probe_file().read_text())["kernels"]["fp32 linear"]
     assert stored["choice"] == choice
-    monkeypatch.setattr(tuning, "_fp32_kernel", {})  # a new process reads the file
+    monkeypatch.setattr(tuning, "_kernels", {})  # a new process reads the file
     assert tuning.fp32_linear_kernel() == choice and len(calls) == 1
+
+
+@pytest.mark.parametrize(("rates", "parts"), [((100.0, 120.0), 2), ((100.0, 103.0), 1)])
+def test_mlp_parts_are_measured_on_one_thread_once_per_format_and_kept(
+    artifacts: Path, monkeypatch: pytest.MonkeyPatch, rates: tuple[float, float], parts: int
+) -> None:
+    monkeypatch.setattr(tuning, "_kernels", {})
+    monkeypatch.setattr(tuning, "_unread", set())
+    assert tuning.mlp_parts("bf16", onednn=True, probe=False) == 1  # nothing measured yet: whole
+    calls: list[tuple[torch.dtype, bool, int]] = []
+
+    def measured(dtype: torch.dtype, onednn: bool) -> dict[int, float]:
+        calls.append((dtype, onednn, torch.get_num_threads()))
+        return {1: rates[0], 2: rates[1]}
+
+    monkeypatch.setattr(tuning, "mlp_parts_rates", measured)
+    torch.set_num_threads(2)
+    assert tuning.mlp_parts("bf16", onednn=True) == parts  # slices must win by the margin
+    assert torch.get_num_threads() == 2  # measured as one stream runs, on one thread, then put back
+    assert tuning.mlp_parts("fp32", onednn=False) == parts  # each format and kernel its own
+    assert calls == [(torch.bfloat16, True, 1), (torch.float32, False, 1)]
+    kernels = json.loads(tuning.probe_file().read_text())["kernels"]
+    assert kernels["mlp parts bf16|onednn"] == {
+        "choice": str(parts),
+        "gflop_per_s": {"1": rates[0], "2": rates[1]},
+    }
+    monkeypatch.setattr(tuning, "_kernels", {})  # a new process reads the file
+    assert tuning.mlp_parts("bf16", onednn=True) == parts and len(calls) == 2
+
+
+def test_mlp_parts_rates_times_each_number_of_slices() -> None:
+    from core.embed.packed import mlp_parts_rates
+
+    rates = mlp_parts_rates(
+        torch.float32, onednn=False, parts=(1, 2, 4), width=64, rows=32, blocks=2, rounds=1
+    )
+    assert sorted(rates) == [1, 2, 4] and all(rate > 0 for rate in rates.values())
+
+
+@pytest.mark.skipif(not packing_available(torch.bfloat16), reason="this CPU cannot pack bf16 (no AVX-512)")
+def test_a_bf16_copy_runs_its_mlps_in_the_measured_slices(
+    artifacts: Path, tiny_bf16: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import core.embed.packed as packed_module
+    from core.embed.packed import PackedBlock
+
+    images = torch.randn(4, *engine.input_shape(tiny_bf16), generator=torch.Generator().manual_seed(0))
+    vectors, slices = [], []
+    monkeypatch.setattr(tuning, "_kernels", {"mlp parts bf16|onednn": "2"})
+    narrow = {len(m.fc) for m in inference_model(tiny_bf16).modules() if isinstance(m, PackedBlock)}
+    assert narrow == {1}  # 256 hidden units: whole, however the probe chose
+    monkeypatch.setattr(packed_module, "MLP_SLICE_MIN_HIDDEN", 256)
+    for parts in ("1", "2"):
+        monkeypatch.setattr(tuning, "_kernels", {"mlp parts bf16|onednn": parts})
+        model = inference_model(tiny_bf16)  # made again for the other choice
+        slices.append(
+            [
+                {len(m.fc) for m in tower.modules() if isinstance(m, PackedBlock)}
+                for tower in (model.visual, model.transformer)
+            ]
+        )
+        with torch.inference_mode():
+            vectors.append(torch.nn.functional.normalize(model.encode_image(images.bfloat16()).float()))
+    assert slices == [[{1}, {1}], [{2}, {1}]]  # the image tower's blocks; text blocks stay whole
+    assert (vectors[0] * vectors[1]).sum(1).min() > 0.999
+    engine_plan(tiny_bf16)  # probed, and cached under a key that names the slices
+    assert [key.rsplit("|", 1)[1] for key in json.loads(tuning.probe_file().read_text())["plans"]] == [
+        "mlp=2"
+    ]
 
 
 def test_an_fp32fast_copy_runs_on_the_measured_kernel(
@@ -219,9 +289,9 @@ def test_an_fp32fast_copy_runs_on_the_measured_kernel(
     if not packing_available():
         pytest.skip("this torch build has no oneDNN packed linear")
     fast = load_model("capsearch-tiny", device="cpu", precision="fp32fast")
-    monkeypatch.setattr(tuning, "_fp32_kernel", {"choice": "onednn"})
+    monkeypatch.setattr(tuning, "_kernels", {"fp32 linear": "onednn"})
     onednn = {m.onednn for m in inference_model(fast).modules() if isinstance(m, PackedLinear)}
-    monkeypatch.setattr(tuning, "_fp32_kernel", {"choice": "mkl"})
+    monkeypatch.setattr(tuning, "_kernels", {"fp32 linear": "mkl"})
     mkl = {m.onednn for m in inference_model(fast).modules() if isinstance(m, PackedLinear)}
     assert (onednn, mkl) == ({True}, {False})  # the copy is made again for the other kernel
 

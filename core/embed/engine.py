@@ -50,14 +50,14 @@ import torch
 import torch.nn.functional as F
 from open_clip.hf_model import ClsPooler, MeanPooler
 from open_clip.transform import MaybeConvertMode
-from open_clip.transformer import TextTransformer, text_global_pool
+from open_clip.transformer import ResidualAttentionBlock, TextTransformer, text_global_pool
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import CenterCrop, Normalize, Resize, ToTensor
 
 from core.data.images import load_rgb, upright_jpeg_pixels
-from core.embed.fp32_fast import fp32_fast_copy, image_input_dtype
+from core.embed.fp32_fast import fast_copy_is_fp32, fp32_fast_copy, image_input_dtype
 from core.embed.heap import reuse_freed_memory
 from core.embed.packed import Normalization, PackedBlock, pack_for_cpu, packing_available, takes_pixels
 from core.embed.resnet_fast import pool_mean_token
@@ -70,6 +70,7 @@ from core.embed.tuning import (
     cpu_cores,
     fp32_linear_kernel,
     image_plan,
+    mlp_parts,
 )
 from core.errors import CapsearchError
 from core.models.checkpoint import ClipModel
@@ -119,8 +120,10 @@ def inference_model(lm: LoadedModel) -> ClipModel:
     if lm.precision == "fp32":
         return lm.model
     kernel = linear_kernel(lm, probe=False)
+    parts = mlp_parts_of(lm, kernel, probe=False)
+    settings = f"{lm.precision}|{kernel}|mlp={parts}"
     cached = _INFERENCE_COPIES.get(lm.model)
-    if cached is not None and cached.key == _weights_key(cached.params, f"{lm.precision}|{kernel}"):
+    if cached is not None and cached.key == _weights_key(cached.params, settings):
         return cached.model
     params = list(lm.model.parameters())
     cpu = lm.device.type == "cpu"
@@ -134,8 +137,10 @@ def inference_model(lm: LoadedModel) -> ClipModel:
     if cpu:
         pool_mean_token(cast, pack, onednn=kernel == "onednn")
     if pack:
-        cast = pack_for_cpu(cast, onednn=kernel == "onednn", pixels=pixel_normalization(lm.preprocess))
-    key = _weights_key(params, f"{lm.precision}|{kernel}")
+        cast = pack_for_cpu(
+            cast, onednn=kernel == "onednn", pixels=pixel_normalization(lm.preprocess), mlp_parts=parts
+        )
+    key = _weights_key(params, settings)
     _INFERENCE_COPIES[lm.model] = _InferenceCopy(params, key, cast)
     return cast
 
@@ -146,6 +151,22 @@ def linear_kernel(lm: LoadedModel, probe: bool) -> str:
     if lm.precision != "fp32fast" or lm.device.type != "cpu" or not packing_available():
         return "onednn"
     return fp32_linear_kernel(probe)
+
+
+def mlp_parts_of(lm: LoadedModel, kernel: str, probe: bool) -> int:
+    """How many slices of its hidden units each packed transformer block of ``lm``'s CPU copy runs its MLP
+    in (:func:`core.embed.tuning.mlp_parts`; ``probe``: measure it if not cached and ``lm`` has such
+    blocks): 1 for the exact model and off the CPU."""
+    if lm.precision not in ("bf16", "fp32fast") or lm.device.type != "cpu" or not PACK_CPU:
+        return 1
+    if probe and not any(
+        isinstance(m, ResidualAttentionBlock) and PackedBlock.supports(m) for m in lm.model.modules()
+    ):
+        return 1
+    copy_format = "fp32" if lm.dtype == torch.float32 or fast_copy_is_fp32(lm.model) else "bf16"
+    if not packing_available(torch.float32 if copy_format == "fp32" else torch.bfloat16):
+        return 1
+    return mlp_parts(copy_format, kernel == "onednn", probe)
 
 
 # -- text ---------------------------------------------------------------------------------------------------
@@ -563,9 +584,13 @@ def engine_plan(lm: LoadedModel, probe: bool = True) -> ImagePlan:
     if lm.device.type != "cpu":
         return DEFAULT_PLAN
     kernel = linear_kernel(lm, probe)
+    parts = mlp_parts_of(lm, kernel, probe)
     model = inference_model(lm)
     shape = input_shape(lm)
-    key = f"{lm.model_id}|{lm.precision}|{'x'.join(map(str, shape))}|packed={PACK_CPU}|linear={kernel}"
+    key = (
+        f"{lm.model_id}|{lm.precision}|{'x'.join(map(str, shape))}|packed={PACK_CPU}|linear={kernel}"
+        f"|mlp={parts}"
+    )
     dtype = image_input_dtype(model, lm.dtype)
     return image_plan(key, model.encode_image, shape, dtype, probe, layouts=lm.precision != "fp32")
 

@@ -31,7 +31,7 @@ import torch
 
 from core.atomic import write_json
 from core.embed.heap import reuse_freed_memory
-from core.embed.packed import linear_kernel_rates
+from core.embed.packed import linear_kernel_rates, mlp_parts_rates
 from core.embed.streams import streamed
 from core.locks import exclusive
 from core.paths import artifacts_root
@@ -93,9 +93,10 @@ class ImagePlan:
 
 
 DEFAULT_PLAN = ImagePlan(batch_size=64, threads=0, channels_last=False)  # threads 0: leave torch's
-# What fp32_linear_kernel knows in this process: its "choice" once cached or measured, "read" once the probe
-# file had none (every query asks, and finding the probe file takes a millisecond).
-_fp32_kernel: dict[str, str] = {}
+# What the kernel probes (fp32_linear_kernel, mlp_parts) know in this process: each one's choice once cached
+# or measured, and the ones the probe file had none of (every query asks, and finding the file takes a ms).
+_kernels: dict[str, str] = {}
+_unread: set[str] = set()
 
 
 def cpu_model() -> str:
@@ -154,28 +155,59 @@ def _store(path: Path, section: str, key: str, value: Any) -> None:
         write_json(path, {"machine": cpu_model(), "torch": torch.__version__, **sections})
 
 
+def _kernel_choice(
+    name: str, choices: tuple[str, ...], measure: Callable[[], dict[str, float]], probe: bool
+) -> str:
+    """This machine's choice ``name`` among ``choices`` (the first: the default), cached in the probe
+    file's kernels section; not cached: measured (``probe``; ``measure`` gives each choice's rate, and
+    another must beat the default by :data:`MARGIN`) or the default."""
+    if name in _kernels:
+        return _kernels[name]
+    default = choices[0]
+    no_probe = os.environ.get(PROBE_ENV, "1").strip() == "0" or not probe
+    if no_probe and name in _unread:
+        return default
+    path = probe_file()
+    cached = _read_section(path, "kernels").get(name)
+    if isinstance(cached, dict) and cached.get("choice") in choices:
+        _kernels[name] = str(cached["choice"])
+        return _kernels[name]
+    _unread.add(name)
+    if no_probe:
+        return default
+    rates = measure()
+    best = max(choices, key=lambda c: rates[c])
+    choice = best if rates[best] > rates[default] * MARGIN else default
+    _store(path, "kernels", name, {"choice": choice, "gflop_per_s": rates})
+    _kernels[name] = choice
+    return choice
+
+
 def fp32_linear_kernel(probe: bool = True) -> str:
     """The faster fp32 linear kernel of this machine for packed copies (:mod:`core.embed.packed`):
     ``onednn`` or ``mkl``, cached; not cached: measured (``probe``, about a second) or ``onednn``, the one
     that held its speed under load. MKL must win by :data:`MARGIN`."""
-    if "choice" in _fp32_kernel:
-        return _fp32_kernel["choice"]
-    no_probe = os.environ.get(PROBE_ENV, "1").strip() == "0" or not probe
-    if no_probe and "read" in _fp32_kernel:
-        return "onednn"
-    path = probe_file()
-    cached = _read_section(path, "kernels").get("fp32 linear")
-    if isinstance(cached, dict) and cached.get("choice") in ("onednn", "mkl"):
-        _fp32_kernel["choice"] = str(cached["choice"])
-        return _fp32_kernel["choice"]
-    _fp32_kernel["read"] = "no kernel cached"
-    if no_probe:
-        return "onednn"
-    rates = linear_kernel_rates()
-    choice = "mkl" if rates["mkl"] > rates["onednn"] * MARGIN else "onednn"
-    _store(path, "kernels", "fp32 linear", {"choice": choice, "gflop_per_s": rates})
-    _fp32_kernel["choice"] = choice
-    return choice
+    return _kernel_choice("fp32 linear", ("onednn", "mkl"), linear_kernel_rates, probe)
+
+
+def mlp_parts(copy_format: str, onednn: bool, probe: bool = True) -> int:
+    """How many slices of its hidden units a packed transformer block's MLP runs in on this machine
+    (:class:`core.embed.packed.PackedBlock`), for a copy in ``copy_format`` (``bf16``, ``fp32``) on oneDNN
+    (``onednn``) or torch's own matmul: 2 where one thread, as one of the engine's streams runs, ran
+    ViT-B-32-sized MLPs faster so by :data:`MARGIN` (:func:`core.embed.packed.mlp_parts_rates`, about a
+    second), else 1; cached as :func:`fp32_linear_kernel` is."""
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[copy_format]
+
+    def measure() -> dict[str, float]:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return {str(n): rate for n, rate in mlp_parts_rates(dtype, onednn).items()}
+        finally:
+            torch.set_num_threads(previous)
+
+    name = f"mlp parts {copy_format}|{'onednn' if onednn else 'mkl'}"
+    return int(_kernel_choice(name, ("1", "2"), measure, probe))
 
 
 def _plan_of(entry: Any) -> ImagePlan | None:
