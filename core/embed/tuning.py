@@ -12,7 +12,8 @@ skip it too (their batch is the caller's).
 The exact fp32 mode only gets a thread count, streams and a batch size (which do not change any value: in
 two streams of 16 on the AMX Xeon, ViT-B-32's fp32 vectors equalled the naive loop's); the input layout
 is probed for the fast formats only. :func:`fp32_linear_kernel` times oneDNN's packed linear
-against torch's own matmul once per machine for fp32fast copies, kept in the same file.
+against torch's own matmul once per machine for fp32fast copies, and :func:`mlp_parts` a packed block's
+MLP whole against in slices of its hidden units, both kept in the same file.
 """
 
 from __future__ import annotations
