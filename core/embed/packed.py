@@ -80,7 +80,7 @@ class PackedBlock(nn.Module):
     runs the MLP over that many slices of its hidden units, each slice's output added onto the sum so far
     in the second layer's call: the same sum, rounded once per slice in bf16. The hidden activations of a
     slice are that much smaller, and on the AMX Xeon ViT-B-32's two halves (800 rows of 1,536 units, 2.4 MB
-    in bf16, against 4.9 MB whole) ran its MLP 12% faster (:func:`mlp_parts_rates`,
+    in bf16, against 4.9 MB whole) ran its MLP 11-18% faster (:func:`mlp_parts_rates`,
     :func:`core.embed.tuning.mlp_parts` chooses per machine)."""
 
     def __init__(self, block: ResidualAttentionBlock, onednn: bool = True, mlp_parts: int = 1) -> None:
@@ -302,10 +302,10 @@ def pack_for_cpu(
     """Pack, in place, the linear layers of a bf16 or fp32 CPU inference copy of ``model`` (see the module
     notes; ``onednn`` False, for fp32: blocks as :class:`PackedBlock` on torch's own matmul; ``mlp_parts``:
     each image-tower block's MLP of at least :data:`MLP_SLICE_MIN_HIDDEN` hidden units in that many slices
-    of them, text blocks whole: on the AMX Xeon two slices cost a ViT-B-32 text query 0.6 ms of 11.6), a ViT
-    image
-    tower's patch embedding as :class:`PatchLinear` (``pixels``: also taking uint8 pixels, normalised by
-    this ``(mean, std)``) and, pooling its class token, its transformer as :class:`FirstTokenTransformer`.
+    of them, text blocks whole: on the AMX Xeon two slices cost a ViT-B-32 text query 0.6 ms of 11.6), a
+    ViT image tower's patch embedding as :class:`PatchLinear` (``pixels``: also taking uint8 pixels,
+    normalised by this ``(mean, std)``) and, pooling its class token, its transformer as
+    :class:`FirstTokenTransformer`.
     The result can no longer be trained, copied or moved; returns ``model``."""
     visual = getattr(model, "visual", None)
     in_visual = {id(m) for m in visual.modules()} if isinstance(visual, nn.Module) else set()

@@ -194,9 +194,10 @@ def fp32_linear_kernel(probe: bool = True) -> str:
 def mlp_parts(copy_format: str, onednn: bool, probe: bool = True) -> int:
     """How many slices of its hidden units a packed transformer block's MLP runs in on this machine
     (:class:`core.embed.packed.PackedBlock`), for a copy in ``copy_format`` (``bf16``, ``fp32``) on oneDNN
-    (``onednn``) or torch's own matmul: 2 where one thread, as one of the engine's streams runs, ran
-    ViT-B-32-sized MLPs faster so by :data:`MARGIN` (:func:`core.embed.packed.mlp_parts_rates`, about a
-    second), else 1; cached as :func:`fp32_linear_kernel` is."""
+    (``onednn``) or torch's own matmul: 2 where ViT-B-32-sized MLPs ran faster in two slices by
+    :data:`MARGIN`, timed on one thread as one of the engine's streams runs them
+    (:func:`core.embed.packed.mlp_parts_rates`, about a second), else 1; cached as
+    :func:`fp32_linear_kernel` is."""
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[copy_format]
 
     def measure() -> dict[str, float]:
