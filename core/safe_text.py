@@ -47,15 +47,23 @@ def visible(text: object) -> str:
 # as escapes of whatever tag comes after it: both need one more backslash than rich.markup.escape adds.
 _BEFORE_PLAIN_BRACKET = re.compile(r"(\\+)(?=\[(?![a-z#/@][^[]*?\]))")
 _TRAILING_BACKSLASHES = re.compile(r"(\\+)$")
+# Rich also turns ``:name:`` into an emoji (":V:" shows as a victory hand), and markup has no escape for it:
+# each colon of such text goes in a tag of no style of its own, which ends the plain run Rich replaces in,
+# with the backslashes right before it (Textual reads any backslash before a tag as escaping the tag).
+_EMOJI_CODE = re.compile(r":\S*?:")
+_COLON = re.compile(r"(\\*):")
 
 
 def markup_safe(text: object) -> str:
-    """:func:`visible`, then Rich markup escaped: safe to embed in a Rich/Textual markup string (followed by
-    a tag it shows exactly; a trailing backslash, doubled so that it cannot escape that tag, shows twice
-    when nothing follows)."""
+    """:func:`visible`, then Rich markup escaped, emoji codes included: safe to embed in a Rich/Textual
+    markup string (followed by a tag it shows exactly; a trailing backslash, doubled so that it cannot
+    escape that tag, shows twice when nothing follows)."""
     shown = _BEFORE_PLAIN_BRACKET.sub(lambda m: m.group(1) + "\\", visible(text))
     shown = _TRAILING_BACKSLASHES.sub(lambda m: m.group(1) * 2, shown)
-    return escape(shown)
+    safe = escape(shown)
+    if _EMOJI_CODE.search(safe):
+        safe = _COLON.sub(lambda m: f"[none]{m.group(1)}:[/none]", safe)
+    return safe
 
 
 def is_clean(text: str) -> bool:

@@ -46,6 +46,18 @@ def test_rich_markup_in_data_is_printed_literally():
     assert "\x1b]8;" not in text  # no hyperlink was emitted
 
 
+def test_emoji_codes_in_data_are_printed_literally_by_rich_and_textual():
+    from textual.content import Content
+
+    caption = "a dog :smile: at 10:30, \\:V:"
+    out = io.StringIO()
+    Console(file=out, highlight=False, width=200).print(f"[b]{markup_safe(caption)}[/b]")
+    assert out.getvalue() == caption + "\n"
+    content = Content.from_markup(f"[b]{markup_safe(caption)}[/b]")
+    assert content.plain == caption
+    assert markup_safe("no code: here") == "no code: here"  # a lone colon stays as it is
+
+
 def test_printable_text_is_unchanged():
     caption = "A black dog runs on the beach – très bien, 犬 🐕 [sic] (50%) \\x1b"
     assert visible(caption) == caption
@@ -61,11 +73,14 @@ def test_output_is_always_clean_and_encodable(text):
 
 
 @example("\\")
+@example(":V:")  # an emoji code: Rich shows a victory hand unless it is broken up
+@example("a\\:smile:\\:V:V:")
 @example("a\\[b]")
 @example("\\[ a")  # a backslash before a bracket that opens no tag
 @example("a\\\\\\")  # three trailing backslashes, which must not escape the tag after them
 @given(
-    st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Cf"))) | st.text(alphabet="\\[]/ab#@ =")
+    st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Cf")))
+    | st.text(alphabet="\\[]/ab#@ =:V")
 )
 def test_text_without_controls_passes_through(text):
     assert visible(text) == text.replace("\t", " ")
