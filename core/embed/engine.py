@@ -132,8 +132,7 @@ def inference_model(lm: LoadedModel) -> ClipModel:
         cast = copy.deepcopy(lm.model).to(lm.dtype).eval()
         if cpu:  # convolutions in oneDNN's preferred layout; changes no value of a linear
             cast = cast.to(memory_format=torch.channels_last)
-    copy_dtype = next(cast.parameters()).dtype  # fp32 where fp32_fast_copy made it, whatever lm.dtype is
-    pack = PACK_CPU and cpu and lm.precision in ("bf16", "fp32fast") and packing_available(copy_dtype)
+    pack = _packed_dtype(lm) is not None
     if cpu:
         pool_mean_token(cast, pack, onednn=kernel == "onednn")
     if pack:
@@ -153,20 +152,28 @@ def linear_kernel(lm: LoadedModel, probe: bool) -> str:
     return fp32_linear_kernel(probe)
 
 
+def _packed_dtype(lm: LoadedModel) -> torch.dtype | None:
+    """The dtype of ``lm``'s CPU inference copy when its linear layers get packed (bf16 and fp32fast on the
+    CPU, where oneDNN can pack that dtype): fp32 where :func:`fp32_fast_copy` makes the copy, else
+    ``lm.dtype``. None when they are not packed."""
+    if not PACK_CPU or lm.device.type != "cpu" or lm.precision not in ("bf16", "fp32fast"):
+        return None
+    dtype = torch.float32 if fast_copy_is_fp32(lm.model) else lm.dtype
+    return dtype if packing_available(dtype) else None
+
+
 def mlp_parts_of(lm: LoadedModel, kernel: str, probe: bool) -> int:
     """How many slices of its hidden units each packed transformer block of ``lm``'s CPU copy runs its MLP
     in (:func:`core.embed.tuning.mlp_parts`; ``probe``: measure it if not cached and ``lm`` has such
-    blocks): 1 for the exact model and off the CPU."""
-    if lm.precision not in ("bf16", "fp32fast") or lm.device.type != "cpu" or not PACK_CPU:
+    blocks): 1 where the copy is not packed."""
+    dtype = _packed_dtype(lm)
+    if dtype is None:
         return 1
     if probe and not any(
         isinstance(m, ResidualAttentionBlock) and PackedBlock.supports(m) for m in lm.model.modules()
     ):
         return 1
-    copy_format = "fp32" if lm.dtype == torch.float32 or fast_copy_is_fp32(lm.model) else "bf16"
-    if not packing_available(torch.float32 if copy_format == "fp32" else torch.bfloat16):
-        return 1
-    return mlp_parts(copy_format, kernel == "onednn", probe)
+    return mlp_parts("bf16" if dtype == torch.bfloat16 else "fp32", kernel == "onednn", probe)
 
 
 # -- text ---------------------------------------------------------------------------------------------------
