@@ -260,7 +260,9 @@ def test_a_bf16_copy_runs_its_mlps_in_the_measured_slices(
     monkeypatch.setattr(tuning, "_kernels", {"mlp parts bf16|onednn": "2"})
     narrow = {len(m.fc) for m in inference_model(tiny_bf16).modules() if isinstance(m, PackedBlock)}
     assert narrow == {1}  # 256 hidden units: whole, however the probe chose
+    assert engine.mlp_parts_of(tiny_bf16, "onednn", probe=False) == 1  # and the copy's key says so
     monkeypatch.setattr(packed_module, "MLP_SLICE_MIN_HIDDEN", 256)
+    assert engine.mlp_parts_of(tiny_bf16, "onednn", probe=False) == 2
     for parts in ("1", "2"):
         monkeypatch.setattr(tuning, "_kernels", {"mlp parts bf16|onednn": parts})
         model = inference_model(tiny_bf16)  # made again for the other choice

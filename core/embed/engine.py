@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.hf_model import ClsPooler, MeanPooler
 from open_clip.transform import MaybeConvertMode
-from open_clip.transformer import ResidualAttentionBlock, TextTransformer, text_global_pool
+from open_clip.transformer import TextTransformer, text_global_pool
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -59,7 +59,14 @@ from torchvision.transforms import CenterCrop, Normalize, Resize, ToTensor
 from core.data.images import load_rgb, upright_jpeg_pixels
 from core.embed.fp32_fast import fast_copy_is_fp32, fp32_fast_copy, image_input_dtype
 from core.embed.heap import reuse_freed_memory
-from core.embed.packed import Normalization, PackedBlock, pack_for_cpu, packing_available, takes_pixels
+from core.embed.packed import (
+    Normalization,
+    PackedBlock,
+    pack_for_cpu,
+    packing_available,
+    sliced_mlp_blocks,
+    takes_pixels,
+)
 from core.embed.resnet_fast import pool_mean_token
 from core.embed.split_decode import Batch, Item, batch_rows, collated, decoded, split_batches
 from core.embed.streams import streamed
@@ -163,15 +170,11 @@ def _packed_dtype(lm: LoadedModel) -> torch.dtype | None:
 
 
 def mlp_parts_of(lm: LoadedModel, kernel: str, probe: bool) -> int:
-    """How many slices of its hidden units each packed transformer block of ``lm``'s CPU copy runs its MLP
-    in (:func:`core.embed.tuning.mlp_parts`; ``probe``: measure it if not cached and ``lm`` has such
-    blocks): 1 where the copy is not packed."""
+    """How many slices of its hidden units the sliced blocks of ``lm``'s CPU copy
+    (:func:`core.embed.packed.sliced_mlp_blocks`) run their MLP in (:func:`core.embed.tuning.mlp_parts`;
+    ``probe``: measure it if not cached): 1 where the copy is not packed or has no such block."""
     dtype = _packed_dtype(lm)
-    if dtype is None:
-        return 1
-    if probe and not any(
-        isinstance(m, ResidualAttentionBlock) and PackedBlock.supports(m) for m in lm.model.modules()
-    ):
+    if dtype is None or next(sliced_mlp_blocks(lm.model), None) is None:
         return 1
     return mlp_parts("bf16" if dtype == torch.bfloat16 else "fp32", kernel == "onednn", probe)
 

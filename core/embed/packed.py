@@ -16,6 +16,7 @@ copy keeps the same blocks on either kernel, as :func:`core.embed.tuning.fp32_li
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -296,6 +297,21 @@ def _pack_all_linears(module: nn.Module, onednn: bool) -> None:
             _pack_all_linears(child, onednn)
 
 
+def sliced_mlp_blocks(model: nn.Module) -> Iterator[ResidualAttentionBlock]:
+    """The blocks whose MLP :func:`pack_for_cpu` runs in ``mlp_parts`` slices, in order: the image tower's
+    blocks that :class:`PackedBlock` stands in for, with at least :data:`MLP_SLICE_MIN_HIDDEN` hidden units."""
+    visual = getattr(model, "visual", None)
+    if not isinstance(visual, VisionTransformer):  # the one open_clip image tower built of such blocks
+        return
+    for m in visual.transformer.resblocks:
+        if (
+            isinstance(m, ResidualAttentionBlock)
+            and PackedBlock.supports(m)
+            and m.mlp.c_fc.out_features >= MLP_SLICE_MIN_HIDDEN
+        ):
+            yield m
+
+
 def pack_for_cpu(
     model: nn.Module, onednn: bool = True, pixels: Normalization | None = None, mlp_parts: int = 1
 ) -> nn.Module:
@@ -307,18 +323,17 @@ def pack_for_cpu(
     normalised by this ``(mean, std)``) and, pooling its class token, its transformer as
     :class:`FirstTokenTransformer`.
     The result can no longer be trained, copied or moved; returns ``model``."""
-    visual = getattr(model, "visual", None)
-    in_visual = {id(m) for m in visual.modules()} if isinstance(visual, nn.Module) else set()
+    sliced = {id(block) for block in sliced_mlp_blocks(model)}
     for module in list(model.modules()):
         for name, child in module.named_children():
             if isinstance(child, ResidualAttentionBlock):
                 # Blocks PackedBlock cannot stand in for keep their attention and get packed MLP layers.
                 if PackedBlock.supports(child):
-                    sliced = id(child) in in_visual and child.mlp.c_fc.out_features >= MLP_SLICE_MIN_HIDDEN
-                    parts = mlp_parts if sliced else 1
+                    parts = mlp_parts if id(child) in sliced else 1
                     setattr(module, name, PackedBlock(child, onednn, parts))
                 else:
                     _pack_all_linears(child.mlp, onednn)
+    visual = getattr(model, "visual", None)
     if isinstance(visual, VisionTransformer):
         if PatchLinear.supports(visual.conv1):
             visual.conv1 = PatchLinear(visual.conv1, onednn, pixels)
