@@ -67,7 +67,7 @@ from benchlib import FLICKR8K, clock, commit, machine_info, previous_results, ra
 
 from core.atomic import write_json  # noqa: E402
 from core.data.images import load_rgb  # noqa: E402
-from core.embed import engine  # noqa: E402
+from core.embed import amx_attention, engine  # noqa: E402
 from core.embed.engine import _SplitPreprocess, encode_images, encode_texts, engine_plan, inference_model  # noqa: E402
 from core.embed.fp32_fast import image_input_dtype  # noqa: E402
 from core.embed.heap import reuse_freed_memory  # noqa: E402
@@ -638,6 +638,7 @@ def finish(
             "amx": torch.cpu._is_amx_tile_supported(),
         },
     }
+    result["bf16_attention"] = amx_attention.unavailable_reason() or "amx"  # else why torch's kernel runs
     result["load_average_1min"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     result["wall_s"] = round(time.perf_counter() - t_start, 1)
     result["cpu_s"] = round(time.process_time() - cpu_start, 1)

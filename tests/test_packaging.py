@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_wheel_holds_the_model_configs_the_stylesheets_the_search_page_and_the_console_script(
+def test_the_wheel_holds_the_model_configs_the_kernel_source_the_stylesheets_the_search_page_and_the_console_script(
     tmp_path: Path,
 ) -> None:
     src = tmp_path / "src"  # a copy, so that the build leaves nothing in the checkout
@@ -31,6 +31,7 @@ def test_the_wheel_holds_the_model_configs_the_stylesheets_the_search_page_and_t
     names = set(zipfile.ZipFile(wheel).namelist())
     configs = {f"core/models/configs/{p.name}" for p in (ROOT / "core/models/configs").glob("*.json")}
     assert configs and configs <= names
+    assert "core/embed/amx_attention.c" in names  # compiled where it runs (core.embed.amx_attention)
     assert "tui/app.tcss" in names
     assert {f"core/serve/web/{n}" for n in ("index.html", "app.js", "app.css")} <= names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))

@@ -57,6 +57,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import CenterCrop, Normalize, Resize, ToTensor
 
 from core.data.images import load_rgb, upright_jpeg_pixels
+from core.embed import amx_attention
 from core.embed.fp32_fast import fast_copy_is_fp32, fp32_fast_copy, image_input_dtype
 from core.embed.heap import reuse_freed_memory
 from core.embed.packed import (
@@ -177,6 +178,13 @@ def mlp_parts_of(lm: LoadedModel, kernel: str, probe: bool) -> int:
     if dtype is None or next(sliced_mlp_blocks(lm.model), None) is None:
         return 1
     return mlp_parts("bf16" if dtype == torch.bfloat16 else "fp32", kernel == "onednn", probe)
+
+
+def attention_kernel_of(lm: LoadedModel) -> str:
+    """``amx`` where the packed blocks of ``lm``'s CPU copy run their unmasked one-thread attention on
+    :mod:`core.embed.amx_attention` (bf16 copies, where it can run), else ``torch``."""
+    bf16 = _packed_dtype(lm) == torch.bfloat16
+    return "amx" if bf16 and amx_attention.kernel() is not None else "torch"
 
 
 # -- text ---------------------------------------------------------------------------------------------------
@@ -599,7 +607,7 @@ def engine_plan(lm: LoadedModel, probe: bool = True) -> ImagePlan:
     shape = input_shape(lm)
     key = (
         f"{lm.model_id}|{lm.precision}|{'x'.join(map(str, shape))}|packed={PACK_CPU}|linear={kernel}"
-        f"|mlp={parts}"
+        f"|mlp={parts}|attention={attention_kernel_of(lm)}"
     )
     dtype = image_input_dtype(model, lm.dtype)
     return image_plan(key, model.encode_image, shape, dtype, probe, layouts=lm.precision != "fp32")

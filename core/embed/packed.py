@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock, Transformer, VisionTransformer
 from torch import nn
 
+from core.embed import amx_attention
 from core.models.text_tower import hf_text_tower
 
 
@@ -76,7 +77,7 @@ class PackedLinear(nn.Module):
 
 class PackedBlock(nn.Module):
     """An open_clip ``ResidualAttentionBlock`` used for self-attention, on packed weights: the qkv
-    projection, SDPA, the output projection fused with its residual add, the MLP's first layer fused with
+    projection, SDPA (unmasked bf16 on one thread: :mod:`core.embed.amx_attention` where it runs), the output projection fused with its residual add, the MLP's first layer fused with
     its GELU (other activations run apart) and its second fused with the residual add. ``mlp_parts`` > 1
     runs the MLP over that many slices of its hidden units, each slice's output added onto the sum so far
     in the second layer's call: the same sum, rounded once per slice in bf16. The hidden activations of a
@@ -90,6 +91,9 @@ class PackedBlock(nn.Module):
         self.heads = mha.num_heads
         self.ln_1, self.ln_2 = block.ln_1, block.ln_2
         self.qkv = PackedLinear(mha.in_proj_weight, mha.in_proj_bias, onednn=onednn)
+        # Unmasked bf16 self-attention on one thread: the AMX kernel where it runs, else torch's.
+        bf16_heads = mha.in_proj_weight.dtype == torch.bfloat16 and mha.head_dim == amx_attention.HEAD_DIM
+        self.amx_attention = amx_attention.kernel() if bf16_heads else None
         self.out = PackedLinear.of(mha.out_proj, onednn=onednn)
         act = mlp.gelu
         fused = isinstance(act, nn.GELU)
@@ -155,8 +159,19 @@ class PackedBlock(nn.Module):
         of sequence i only, ``[b, d]``; the output projection and the MLP then run there alone. Returns the
         output and ``x``'s own keys and values."""
         b, n, d = x.shape
-        q, k, v = self.qkv(self.ln_1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(self.ln_1(x))
+        q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         own = (k, v)
+        if (
+            self.amx_attention is not None
+            and attn_mask is None
+            and past is None
+            and rows is None
+            and torch.get_num_threads()
+            == 1  # torch's kernel splits the heads across threads; this one cannot
+        ):
+            y = self.out(self.amx_attention(qkv, self.heads), residual=x)
+            return self.mlp(self.ln_2(y), y), own
         if past is not None:
             k = torch.cat([past[0].expand(b, -1, -1, -1), k], dim=2)
             v = torch.cat([past[1].expand(b, -1, -1, -1), v], dim=2)
