@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock
 
-from core.embed import amx_attention
+from core.embed import amx_attention, engine
 from core.embed.packed import PackedBlock, packing_available
+from core.models.loading import load_model
 
 KERNEL = amx_attention.kernel()
 needs_amx = pytest.mark.skipif(
@@ -18,17 +19,18 @@ needs_amx = pytest.mark.skipif(
 
 
 def _torch_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
-    images, tokens, _ = qkv.shape
-    q, k, v = qkv.view(images, tokens, 3, heads, 64).permute(2, 0, 3, 1, 4)
-    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(images, tokens, heads * 64)
+    images, tokens, width = qkv.shape
+    q, k, v = qkv.view(images, tokens, 3, heads, width // (3 * heads)).permute(2, 0, 3, 1, 4)
+    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(images, tokens, width // 3)
 
 
-def _qkv(images: int, tokens: int, heads: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(images, tokens, 3 * heads * 64, generator=g) * 2).to(torch.bfloat16)
+def _qkv(images: int, tokens: int, heads: int, dim: int = 64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(images, tokens, 3 * heads * dim, generator=g) * 2).to(torch.bfloat16)
 
 
 @needs_amx
+@pytest.mark.parametrize("dim", amx_attention.HEAD_DIMS)
 @pytest.mark.parametrize(
     ("images", "tokens", "heads"),
     # whole and partial tiles of 16 queries and of 32 keys, one token, ViT-B-32's 50 and ViT-B-16's 197
@@ -44,9 +46,11 @@ def _qkv(images: int, tokens: int, heads: int, seed: int = 0) -> torch.Tensor:
         (1, 65, 1),
     ],
 )
-def test_it_is_as_close_to_fp32_attention_as_torchs_bf16_kernel(images: int, tokens: int, heads: int) -> None:
+def test_it_is_as_close_to_fp32_attention_as_torchs_bf16_kernel(
+    images: int, tokens: int, heads: int, dim: int
+) -> None:
     assert KERNEL is not None
-    qkv = _qkv(images, tokens, heads)
+    qkv = _qkv(images, tokens, heads, dim)
     exact = _torch_attention(qkv.float(), heads)
     out = KERNEL(qkv, heads)
     assert out.shape == exact.shape and out.dtype == torch.bfloat16
@@ -75,17 +79,22 @@ def test_it_refuses_what_it_cannot_read() -> None:
     with pytest.raises(ValueError, match="contiguous bf16"):
         KERNEL(_qkv(1, 8, 1).float(), 1)
     with pytest.raises(ValueError, match="contiguous bf16"):
-        KERNEL(_qkv(1, 8, 2)[:, :, : 3 * 64], 2)
+        KERNEL(_qkv(1, 8, 2)[:, :, : 3 * 64], 2)  # a view: rows 3 * 128 apart
+    with pytest.raises(ValueError, match="contiguous bf16"):
+        KERNEL(_qkv(1, 8, 2, dim=48), 2)
     with pytest.raises(ValueError, match="contiguous bf16"):
         KERNEL(_qkv(2, 8, 1).transpose(0, 1), 1)
 
 
 @needs_amx
 @pytest.mark.skipif(not packing_available(torch.bfloat16), reason="this CPU cannot pack bf16")
-def test_packed_blocks_use_it_for_unmasked_attention_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("width", [128, 64])  # heads of 64 and of 32
+def test_packed_blocks_use_it_for_unmasked_attention_on_one_thread(
+    monkeypatch: pytest.MonkeyPatch, width: int
+) -> None:
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        block = ResidualAttentionBlock(128, 2, batch_first=True).to(torch.bfloat16).eval()
+        block = ResidualAttentionBlock(width, 2, batch_first=True).to(torch.bfloat16).eval()
     packed = PackedBlock(block)
     assert packed.amx_attention is KERNEL
     calls: list[int] = []
@@ -95,7 +104,7 @@ def test_packed_blocks_use_it_for_unmasked_attention_on_one_thread(monkeypatch: 
         return KERNEL(qkv, heads)
 
     monkeypatch.setattr(packed, "amx_attention", counted)
-    x = torch.randn(3, 50, 128).to(torch.bfloat16)
+    x = torch.randn(3, 50, width).to(torch.bfloat16)
     threads = torch.get_num_threads()
     with torch.inference_mode():
         torch.set_num_threads(1)
@@ -135,3 +144,15 @@ def test_without_a_working_compiler_it_says_so(
     monkeypatch.setenv("CC", compiler)
     assert amx_attention.kernel() is None
     assert (amx_attention.unavailable_reason() or "").startswith(reason)
+
+
+def test_the_engine_names_the_attention_kernel_its_packed_copy_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plans are cached under a key that names it, so a machine's plans are probed again when it changes."""
+    bf16 = load_model("capsearch-tiny", device="cpu", precision="bf16")
+    fp32fast = load_model("capsearch-tiny", device="cpu", precision="fp32fast")
+    packs_bf16 = packing_available(torch.bfloat16)
+    assert engine.attention_kernel_of(bf16) == ("amx" if KERNEL is not None and packs_bf16 else "torch")
+    assert engine.attention_kernel_of(fp32fast) == "torch"
+    monkeypatch.setattr(amx_attention, "_state", {})
+    monkeypatch.setenv(amx_attention.ENV, "0")
+    assert engine.attention_kernel_of(bf16) == "torch"

@@ -276,9 +276,10 @@ def test_a_bf16_copy_runs_its_mlps_in_the_measured_slices(
             vectors.append(torch.nn.functional.normalize(model.encode_image(images.bfloat16()).float()))
     assert slices == [[{1}, {1}], [{2}, {1}]]  # the image tower's blocks; text blocks stay whole
     assert (vectors[0] * vectors[1]).sum(1).min() > 0.999
-    engine_plan(tiny_bf16)  # probed, and cached under a key that names the slices
-    assert [key.rsplit("|", 1)[1] for key in json.loads(tuning.probe_file().read_text())["plans"]] == [
-        "mlp=2"
+    engine_plan(tiny_bf16)  # probed, and cached under a key that names the slices and the attention kernel
+    attention = f"attention={engine.attention_kernel_of(tiny_bf16)}"
+    assert [key.split("|")[-2:] for key in json.loads(tuning.probe_file().read_text())["plans"]] == [
+        ["mlp=2", attention]
     ]
 
 

@@ -5,7 +5,8 @@
  * flash kernel does. K is laid out once per head as bf16 pairs across key columns and V as pairs of key
  * rows (the layout AMX takes its B operand in); Q and P are read as they are.
  *
- * Input [images][tokens][3][heads][64] (the fused q, k, v projection), output [images][tokens][heads][64].
+ * Input [images][tokens][3][heads][dim] (the fused q, k, v projection), output [images][tokens][heads][dim],
+ * dim 32 or 64.
  */
 #include <cpuid.h>
 #include <immintrin.h>
@@ -15,7 +16,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define HEAD_DIM 64
 #define ROWS 16 /* rows of a tile: queries, or key pairs */
 #define KEY_STEP 32 /* keys per tile row of P (64 bytes of bf16) */
 #define ARCH_REQ_XCOMP_PERM 0x1023
@@ -62,12 +62,13 @@ static inline __mmask16 lanes_below(int limit, int start) {
 /* Scratch for one head, padded to whole tiles; rows and columns past the tokens stay zero. */
 typedef struct {
     int padded; /* tokens rounded up to KEY_STEP */
-    uint16_t *q; /* [16][64] bf16: the queries of a last, partial tile */
-    uint32_t *kt; /* [32][padded] bf16 pairs of K's columns, per key */
-    uint32_t *vp; /* [padded / 2][64] bf16 pairs of consecutive keys, per column */
+    int dim; /* a head's width: 32 or 64 */
+    uint16_t *q; /* [16][dim] bf16: the queries of a last, partial tile */
+    uint32_t *kt; /* [dim / 2][padded] bf16 pairs of K's columns, per key */
+    uint32_t *vp; /* [padded / 2][dim] bf16 pairs of consecutive keys, per column */
     float *s; /* [16][padded] one block of queries' scores */
     uint16_t *p; /* [16][padded] their bf16 probabilities, unnormalized */
-    float *o; /* [16][64] their P V */
+    float *o; /* [16][dim] their P V */
     float *inv_sum; /* [16] */
 } scratch;
 
@@ -106,7 +107,7 @@ static inline void transpose_16x16(__m512i r[16]) {
 static void pack_head(const uint16_t *k, const uint16_t *v, int tokens, int stride, scratch *w) {
     /* K^T as pairs: kt[p][j] = (k[j][2p], k[j][2p + 1]), 16 keys by 16 pairs at a time. */
     for (int j0 = 0; j0 < tokens; j0 += 16) {
-        for (int p0 = 0; p0 < HEAD_DIM / 2; p0 += 16) {
+        for (int p0 = 0; p0 < w->dim / 2; p0 += 16) {
             __m512i r[16];
             for (int j = 0; j < 16; j++)
                 r[j] = j0 + j < tokens ? _mm512_loadu_si512(k + (size_t)(j0 + j) * stride + 2 * p0)
@@ -120,11 +121,11 @@ static void pack_head(const uint16_t *k, const uint16_t *v, int tokens, int stri
                                    36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
     __m512i high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
     for (int r = 0; r < (tokens + 1) / 2; r++) {
-        for (int half = 0; half < 2; half++) {
+        for (int half = 0; half < w->dim / 32; half++) {
             const uint16_t *first = v + (size_t)(2 * r) * stride + half * 32;
             __m512i a = _mm512_loadu_si512(first);
             __m512i b = 2 * r + 1 < tokens ? _mm512_loadu_si512(first + stride) : _mm512_setzero_si512();
-            uint32_t *dst = w->vp + r * HEAD_DIM + half * 32;
+            uint32_t *dst = w->vp + r * w->dim + half * 32;
             _mm512_storeu_si512(dst, _mm512_permutex2var_epi16(a, low, b));
             _mm512_storeu_si512(dst + 16, _mm512_permutex2var_epi16(a, high, b));
         }
@@ -133,24 +134,28 @@ static void pack_head(const uint16_t *k, const uint16_t *v, int tokens, int stri
 
 static void scores(const uint16_t *a, int lda, int tokens, scratch *w) {
     /* One block of 16 queries against every key: s[r][j], r < 16. */
-    const int blocks = (tokens + ROWS - 1) / ROWS, ld = w->padded * 4;
+    const int blocks = (tokens + ROWS - 1) / ROWS, ld = w->padded * 4, wide = w->dim == 64;
     _tile_loadd(2, a, lda);
-    _tile_loadd(3, a + 32, lda);
+    if (wide) _tile_loadd(3, a + 32, lda);
     for (int cb = 0; cb < blocks; cb++) {
         const uint32_t *b = w->kt + cb * 16;
         if (cb & 1) {
             _tile_loadd(6, b, ld);
-            _tile_loadd(7, b + ROWS * w->padded, ld);
             _tile_zero(1);
             _tile_dpbf16ps(1, 2, 6);
-            _tile_dpbf16ps(1, 3, 7);
+            if (wide) {
+                _tile_loadd(7, b + ROWS * w->padded, ld);
+                _tile_dpbf16ps(1, 3, 7);
+            }
             _tile_stored(1, w->s + cb * 16, ld);
         } else {
             _tile_loadd(4, b, ld);
-            _tile_loadd(5, b + ROWS * w->padded, ld);
             _tile_zero(0);
             _tile_dpbf16ps(0, 2, 4);
-            _tile_dpbf16ps(0, 3, 5);
+            if (wide) {
+                _tile_loadd(5, b + ROWS * w->padded, ld);
+                _tile_dpbf16ps(0, 3, 5);
+            }
             _tile_stored(0, w->s + cb * 16, ld);
         }
     }
@@ -178,30 +183,35 @@ static void softmax_rows(int rows, int tokens, float scale, scratch *w) {
 
 static void weighted_values(int rows, uint16_t *out, int out_stride, scratch *w) {
     /* The block's P V, divided by its rows' sums: rows of out, out_stride bf16 apart. */
+    const int ld = 4 * w->dim, wide = w->dim == 64;
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(4);
     _tile_zero(5);
     for (int kk = 0; kk < w->padded / KEY_STEP; kk++) {
-        const uint32_t *b = w->vp + kk * ROWS * HEAD_DIM;
+        const uint32_t *b = w->vp + kk * ROWS * w->dim;
         _tile_loadd(2, w->p + kk * KEY_STEP, 2 * w->padded);
-        _tile_loadd(3, b, 4 * HEAD_DIM);
+        _tile_loadd(3, b, ld);
         _tile_dpbf16ps(0, 2, 3);
-        _tile_loadd(6, b + 16, 4 * HEAD_DIM);
+        _tile_loadd(6, b + 16, ld);
         _tile_dpbf16ps(1, 2, 6);
-        _tile_loadd(7, b + 32, 4 * HEAD_DIM);
-        _tile_dpbf16ps(4, 2, 7);
-        _tile_loadd(3, b + 48, 4 * HEAD_DIM);
-        _tile_dpbf16ps(5, 2, 3);
+        if (wide) {
+            _tile_loadd(7, b + 32, ld);
+            _tile_dpbf16ps(4, 2, 7);
+            _tile_loadd(3, b + 48, ld);
+            _tile_dpbf16ps(5, 2, 3);
+        }
     }
-    _tile_stored(0, w->o, 4 * HEAD_DIM);
-    _tile_stored(1, w->o + 16, 4 * HEAD_DIM);
-    _tile_stored(4, w->o + 32, 4 * HEAD_DIM);
-    _tile_stored(5, w->o + 48, 4 * HEAD_DIM);
+    _tile_stored(0, w->o, ld);
+    _tile_stored(1, w->o + 16, ld);
+    if (wide) {
+        _tile_stored(4, w->o + 32, ld);
+        _tile_stored(5, w->o + 48, ld);
+    }
     for (int r = 0; r < rows; r++) {
         __m512 inv = _mm512_set1_ps(w->inv_sum[r]);
-        for (int c = 0; c < HEAD_DIM; c += 16) {
-            __m512 x = _mm512_mul_ps(_mm512_loadu_ps(w->o + r * HEAD_DIM + c), inv);
+        for (int c = 0; c < w->dim; c += 16) {
+            __m512 x = _mm512_mul_ps(_mm512_loadu_ps(w->o + r * w->dim + c), inv);
             _mm256_storeu_si256((__m256i *)(out + (size_t)r * out_stride + c), (__m256i)_mm512_cvtneps_pbh(x));
         }
     }
@@ -211,33 +221,36 @@ static void attend_head(const uint16_t *q, const uint16_t *k, const uint16_t *v,
                         int heads, float scale, scratch *w) {
     /* Block by block of 16 queries, whole blocks read in place, the last, partial one from a zero-padded
      * copy; the scores and probabilities of one block at a time. */
-    const int stride = 3 * heads * HEAD_DIM, whole = tokens / ROWS;
+    const int stride = 3 * heads * w->dim, whole = tokens / ROWS;
     pack_head(k, v, tokens, stride, w);
     for (int i = whole * ROWS; i < tokens; i++)
-        memcpy(w->q + (i - whole * ROWS) * HEAD_DIM, q + (size_t)i * stride, 2 * HEAD_DIM);
+        memcpy(w->q + (i - whole * ROWS) * w->dim, q + (size_t)i * stride, 2 * w->dim);
     for (int rb = 0; rb * ROWS < tokens; rb++) {
         const int rows = tokens - rb * ROWS < ROWS ? tokens - rb * ROWS : ROWS;
         if (rb < whole)
             scores(q + (size_t)rb * ROWS * stride, 2 * stride, tokens, w);
         else
-            scores(w->q, 2 * HEAD_DIM, tokens, w);
+            scores(w->q, 2 * w->dim, tokens, w);
         softmax_rows(rows, tokens, scale, w);
-        weighted_values(rows, out + (size_t)rb * ROWS * heads * HEAD_DIM, heads * HEAD_DIM, w);
+        weighted_values(rows, out + (size_t)rb * ROWS * heads * w->dim, heads * w->dim, w);
     }
 }
 
-/* Attention over each image's tokens (64-wide heads); 0 on success, -1 when scratch cannot be allocated.
- * Call capsearch_amx_ready first, once per process. */
-int capsearch_attention(const uint16_t *qkv, uint16_t *out, int images, int tokens, int heads, float scale) {
+/* Attention over each image's tokens (heads of dim 32 or 64: one or two tile rows); 0 on success, -1 when
+ * scratch cannot be allocated, -2 for another dim. Call capsearch_amx_ready first, once per process. */
+int capsearch_attention(const uint16_t *qkv, uint16_t *out, int images, int tokens, int heads, int dim,
+                        float scale) {
+    if (dim != 32 && dim != 64) return -2;
     scratch w;
     w.padded = (tokens + KEY_STEP - 1) / KEY_STEP * KEY_STEP;
+    w.dim = dim;
     size_t n = (size_t)w.padded;
-    w.q = zeroed(ROWS * HEAD_DIM * 2);
-    w.kt = zeroed(HEAD_DIM / 2 * n * 4);
-    w.vp = zeroed(n / 2 * HEAD_DIM * 4);
+    w.q = zeroed(ROWS * dim * 2);
+    w.kt = zeroed(dim / 2 * n * 4);
+    w.vp = zeroed(n / 2 * dim * 4);
     w.s = zeroed(ROWS * n * 4);
     w.p = zeroed(ROWS * n * 2);
-    w.o = zeroed(ROWS * HEAD_DIM * 4);
+    w.o = zeroed(ROWS * dim * 4);
     w.inv_sum = zeroed(ROWS * 4);
     int status = -1;
     if (w.q && w.kt && w.vp && w.s && w.p && w.o && w.inv_sum) {
@@ -247,10 +260,10 @@ int capsearch_attention(const uint16_t *qkv, uint16_t *out, int images, int toke
             config.colsb[t] = 64;
         }
         _tile_loadconfig(&config);
+        const int stride = 3 * heads * dim; /* bf16 between consecutive tokens */
         for (int image = 0; image < images; image++) {
-            const uint16_t *in = qkv + (size_t)image * tokens * 3 * heads * HEAD_DIM;
-            uint16_t *dst = out + (size_t)image * tokens * heads * HEAD_DIM;
-            const int stride = 3 * heads * HEAD_DIM; /* bf16 between consecutive tokens */
+            const uint16_t *in = qkv + (size_t)image * tokens * stride;
+            uint16_t *dst = out + (size_t)image * tokens * heads * dim;
             /* The next image's q, k and v into L2, a share per head: its rows lie a page apart, too far
              * for the hardware to prefetch them (7-10% of the kernel's time on the AMX Xeon). */
             const char *next = (const char *)(in + (size_t)tokens * stride);
@@ -258,8 +271,8 @@ int capsearch_attention(const uint16_t *qkv, uint16_t *out, int images, int toke
             for (int head = 0; head < heads; head++) {
                 for (size_t at = head * share; image + 1 < images && at < (head + 1) * share; at += 64)
                     _mm_prefetch(next + at, _MM_HINT_T1);
-                const uint16_t *q = in + head * HEAD_DIM, *k = q + heads * HEAD_DIM, *v = k + heads * HEAD_DIM;
-                attend_head(q, k, v, dst + head * HEAD_DIM, tokens, heads, scale, &w);
+                const uint16_t *q = in + head * dim, *k = q + heads * dim, *v = k + heads * dim;
+                attend_head(q, k, v, dst + head * dim, tokens, heads, scale, &w);
             }
         }
         _tile_release();

@@ -4,7 +4,7 @@ torch 2.14's CPU flash kernel packs its operands for AMX only in fp16; in bf16 i
 gemm calls per image, head and block of 32 queries (768 per ViT-B-32 block of 16 images), and that is
 nearly all of its time: 1.55-1.63 ms a block of 16 images on one thread of the AMX Xeon, 14% of the
 model's time. This kernel lays out each head's keys and values once for the tiles and runs the two
-products there, 16 queries at a time with their softmax in fp32 between them: 0.58-0.62 ms, as close to
+products there, 16 queries at a time with their softmax in fp32 between them: 0.62-0.65 ms, as close to
 fp32 attention as torch's own bf16 kernel is (``tests/test_amx_attention.py``).
 
 It is built with the system's C compiler (``$CC``, else ``cc``) into a temporary folder on first use in a
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 ENV = "CAPSEARCH_AMX_ATTENTION"
-HEAD_DIM = 64
+HEAD_DIMS = (32, 64)
 SOURCE = Path(__file__).with_suffix(".c")
 FLAGS = ("-O2", "-fPIC", "-shared", "-mavx512f", "-mavx512bw", "-mavx512bf16", "-mamx-tile", "-mamx-bf16")
 COMPILE_TIMEOUT_S = 60
@@ -71,6 +71,7 @@ def _build() -> tuple[ctypes.CDLL | None, str | None]:
         ctypes.c_int,
         ctypes.c_int,
         ctypes.c_int,
+        ctypes.c_int,
         ctypes.c_float,
     )
     if not lib.capsearch_amx_ready():
@@ -81,13 +82,19 @@ def _build() -> tuple[ctypes.CDLL | None, str | None]:
 def _attention_on(lib: ctypes.CDLL) -> AttentionKernel:
     def attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
         images, tokens, width = qkv.shape
-        if qkv.dtype != torch.bfloat16 or width != 3 * heads * HEAD_DIM or not qkv.is_contiguous():
+        dim = width // (3 * heads)
+        if (
+            qkv.dtype != torch.bfloat16
+            or width != 3 * heads * dim
+            or dim not in HEAD_DIMS
+            or not qkv.is_contiguous()
+        ):
             raise ValueError(
-                f"AMX attention takes contiguous bf16 [images, tokens, 3 * {heads} * {HEAD_DIM}], "
-                f"not {qkv.dtype} {list(qkv.shape)}"
+                f"AMX attention takes contiguous bf16 [images, tokens, 3 * {heads} heads * 32 or 64], not "
+                f"{qkv.dtype} {list(qkv.shape)}"
             )
-        out = torch.empty(images, tokens, heads * HEAD_DIM, dtype=torch.bfloat16)
-        if lib.capsearch_attention(qkv.data_ptr(), out.data_ptr(), images, tokens, heads, HEAD_DIM**-0.5):
+        out = torch.empty(images, tokens, heads * dim, dtype=torch.bfloat16)
+        if lib.capsearch_attention(qkv.data_ptr(), out.data_ptr(), images, tokens, heads, dim, dim**-0.5):
             raise MemoryError(f"AMX attention could not allocate its scratch for {tokens} tokens")
         return out
 
@@ -95,9 +102,9 @@ def _attention_on(lib: ctypes.CDLL) -> AttentionKernel:
 
 
 def kernel() -> AttentionKernel | None:
-    """The attention of a block's fused q, k, v projection (``[images, tokens, 3 * heads * 64]``, bf16,
-    contiguous) with ``heads`` heads of 64, as ``[images, tokens, heads * 64]``, on the calling thread; None
-    where it cannot run (:func:`unavailable_reason`). Built once per process."""
+    """The attention of a block's fused q, k, v projection (``[images, tokens, 3 * heads * dim]``, bf16,
+    contiguous) with ``heads`` heads of ``dim`` (:data:`HEAD_DIMS`), as ``[images, tokens, heads * dim]``, on
+    the calling thread; None where it cannot run (:func:`unavailable_reason`). Built once per process."""
     with _lock:
         if "why" not in _state:
             lib, _state["why"] = _build()

@@ -92,7 +92,7 @@ class PackedBlock(nn.Module):
         self.ln_1, self.ln_2 = block.ln_1, block.ln_2
         self.qkv = PackedLinear(mha.in_proj_weight, mha.in_proj_bias, onednn=onednn)
         # Unmasked bf16 self-attention on one thread: the AMX kernel where it runs, else torch's.
-        bf16_heads = mha.in_proj_weight.dtype == torch.bfloat16 and mha.head_dim == amx_attention.HEAD_DIM
+        bf16_heads = mha.in_proj_weight.dtype == torch.bfloat16 and mha.head_dim in amx_attention.HEAD_DIMS
         self.amx_attention = amx_attention.kernel() if bf16_heads else None
         self.out = PackedLinear.of(mha.out_proj, onednn=onednn)
         act = mlp.gelu
