@@ -113,7 +113,8 @@ PARTS = ("attention", "layer_norm", "gelu")
 
 def _block_without(skip: frozenset[str]) -> Callable[..., Any]:
     """``PackedBlock.attend`` with the parts in ``skip`` left out: attention passes the values through,
-    LayerNorm is the identity, the MLP's first layer runs without its activation."""
+    LayerNorm is the identity, the MLP's first layer runs without its activation. The attention that stays
+    runs on the kernel ``attend`` would choose."""
     whole = PackedBlock.attend
 
     def attend(
@@ -123,9 +124,15 @@ def _block_without(skip: frozenset[str]) -> Callable[..., Any]:
             return whole(self, x, attn_mask, past, rows)
         b, n, d = x.shape
         ln_1, ln_2 = (nn.Identity(), nn.Identity()) if "layer_norm" in skip else (self.ln_1, self.ln_2)
-        q, k, v = self.qkv(ln_1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        mixed = v if "attention" in skip else F.scaled_dot_product_attention(q, k, v)
-        y = self.out(mixed.transpose(1, 2).reshape(x.shape), residual=x)
+        qkv = self.qkv(ln_1(x))
+        q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if "attention" in skip:
+            mixed = v.transpose(1, 2).reshape(x.shape)
+        elif self.amx_attention is not None and torch.get_num_threads() == 1:  # as attend chooses
+            mixed = self.amx_attention(qkv, self.heads)
+        else:
+            mixed = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(x.shape)
+        y = self.out(mixed, residual=x)
         if "gelu" not in skip:
             return self.mlp(ln_2(y), y), (k, v)
         z, out = ln_2(y), y

@@ -3,6 +3,8 @@ kernel, used by the packed blocks where it applies, and switched off with a reas
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -156,3 +158,15 @@ def test_the_engine_names_the_attention_kernel_its_packed_copy_runs(monkeypatch:
     monkeypatch.setattr(amx_attention, "_state", {})
     monkeypatch.setenv(amx_attention.ENV, "0")
     assert engine.attention_kernel_of(bf16) == "torch"
+
+
+def test_a_build_that_will_not_load_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A "compiler" whose output is not a library (as a temporary folder mounted noexec also fails)."""
+    fake = tmp_path / "fake-cc"
+    fake.write_text('#!/bin/sh\nwhile [ "$1" != "-o" ]; do shift; done\necho "not a library" > "$2"\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(amx_attention, "_state", {})
+    monkeypatch.delenv(amx_attention.ENV, raising=False)
+    monkeypatch.setenv("CC", str(fake))
+    assert amx_attention.kernel() is None
+    assert (amx_attention.unavailable_reason() or "").startswith(f"could not build and load it with {fake}: ")

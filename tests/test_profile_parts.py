@@ -36,9 +36,10 @@ def scripts() -> Iterator[dict[str, ModuleType]]:
     sys.path.remove(str(SCRIPTS))
 
 
+@pytest.mark.parametrize("threads", [1, 2])  # one: the streams' thread, where the AMX attention can run
 @pytest.mark.parametrize("kernel", ["fast copy", "mkl"])
 def test_blocks_without_nothing_are_the_model_and_each_part_left_out_changes_it(
-    scripts: dict[str, ModuleType], kernel: str
+    scripts: dict[str, ModuleType], kernel: str, threads: int, request: pytest.FixtureRequest
 ) -> None:
     without = scripts["profile_backends"].blocks_without
     if kernel == "mkl":  # fp32fast on the kernel a probe may pick instead of oneDNN's
@@ -52,6 +53,9 @@ def test_blocks_without_nothing_are_the_model_and_each_part_left_out_changes_it(
     x = torch.randn(3, *input_shape(lm), generator=torch.Generator().manual_seed(0))
     x = x.to(image_input_dtype(model, lm.dtype))
     attend = PackedBlock.attend
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    request.addfinalizer(lambda: torch.set_num_threads(before))
     with torch.inference_mode():
         whole = model.encode_image(x)
         with without(frozenset()):

@@ -48,21 +48,23 @@ def _build() -> tuple[ctypes.CDLL | None, str | None]:
     compiler = os.environ.get("CC") or "cc"
     if shutil.which(compiler) is None:
         return None, f"no C compiler: {compiler!r} is not on PATH"
-    with tempfile.TemporaryDirectory(prefix="capsearch-amx-") as folder:
-        library = Path(folder) / "amx_attention.so"
-        try:
+    try:
+        with tempfile.TemporaryDirectory(prefix="capsearch-amx-") as folder:
+            library = Path(folder) / "amx_attention.so"
             done = subprocess.run(
                 [compiler, *FLAGS, "-o", str(library), str(SOURCE)],
                 capture_output=True,
                 text=True,
                 timeout=COMPILE_TIMEOUT_S,
             )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return None, f"{compiler} failed to run: {exc}"
-        if done.returncode != 0:
-            first = (done.stderr.strip().splitlines() or ["no message"])[0]
-            return None, f"{compiler} could not build it (exit {done.returncode}): {first}"
-        lib = ctypes.CDLL(str(library))  # mapped now; the folder and its file go when the block ends
+            if done.returncode != 0:
+                first = (done.stderr.strip().splitlines() or ["no message"])[0]
+                return None, f"{compiler} could not build it (exit {done.returncode}): {first}"
+            lib = ctypes.CDLL(str(library))  # mapped now; the folder and its file go when the block ends
+    except subprocess.TimeoutExpired:
+        return None, f"{compiler} took over {COMPILE_TIMEOUT_S} s to build it"
+    except OSError as exc:  # no temporary folder, a compiler that cannot start, a folder mounted noexec
+        return None, f"could not build and load it with {compiler}: {exc}"
     lib.capsearch_amx_ready.restype = ctypes.c_int
     lib.capsearch_attention.restype = ctypes.c_int
     lib.capsearch_attention.argtypes = (
