@@ -128,8 +128,8 @@ def _block_without(skip: frozenset[str]) -> Callable[..., Any]:
         q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         if "attention" in skip:
             mixed = v.transpose(1, 2).reshape(x.shape)
-        elif self.amx_attention is not None and torch.get_num_threads() == 1:  # as attend chooses
-            mixed = self.amx_attention(qkv, self.heads)
+        elif (amx := self.amx_on_this_thread()) is not None:
+            mixed = amx(qkv, self.heads)
         else:
             mixed = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(x.shape)
         y = self.out(mixed, residual=x)

@@ -142,6 +142,7 @@ def test_without_a_working_compiler_it_says_so(
     monkeypatch: pytest.MonkeyPatch, compiler: str, reason: str
 ) -> None:
     monkeypatch.setattr(amx_attention, "_state", {})
+    monkeypatch.setattr(amx_attention, "_cpu_has_amx_bf16", lambda: True)  # so that it gets to the build
     monkeypatch.delenv(amx_attention.ENV, raising=False)
     monkeypatch.setenv("CC", compiler)
     assert amx_attention.kernel() is None
@@ -166,7 +167,17 @@ def test_a_build_that_will_not_load_is_reported(monkeypatch: pytest.MonkeyPatch,
     fake.write_text('#!/bin/sh\nwhile [ "$1" != "-o" ]; do shift; done\necho "not a library" > "$2"\n')
     fake.chmod(0o755)
     monkeypatch.setattr(amx_attention, "_state", {})
+    monkeypatch.setattr(amx_attention, "_cpu_has_amx_bf16", lambda: True)
     monkeypatch.delenv(amx_attention.ENV, raising=False)
     monkeypatch.setenv("CC", str(fake))
     assert amx_attention.kernel() is None
     assert (amx_attention.unavailable_reason() or "").startswith(f"could not build and load it with {fake}: ")
+
+
+def test_a_cpu_without_amx_is_spared_the_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(amx_attention, "_state", {})
+    monkeypatch.setattr(amx_attention, "_cpu_has_amx_bf16", lambda: False)
+    monkeypatch.delenv(amx_attention.ENV, raising=False)
+    monkeypatch.setenv("CC", "false")  # would fail the build, were it run
+    assert amx_attention.kernel() is None
+    assert amx_attention.unavailable_reason() == "this CPU lacks AMX-BF16"

@@ -40,11 +40,24 @@ _lock = threading.Lock()
 _state: dict[str, object] = {}
 
 
+def _cpu_has_amx_bf16() -> bool:
+    """What Linux reports (``/proc/cpuinfo``), so that CPUs without it are spared the build; the library
+    checks the CPU itself again, and that the OS grants the tiles."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "").split()
+    return "amx_bf16" in flags and "amx_tile" in flags
+
+
 def _build() -> tuple[ctypes.CDLL | None, str | None]:
     if os.environ.get(ENV, "1").strip() == "0":
         return None, f"switched off by {ENV}=0"
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return None, f"needs Linux on x86-64, not {platform.system()} on {platform.machine()}"
+    if not _cpu_has_amx_bf16():
+        return None, "this CPU lacks AMX-BF16"
     compiler = os.environ.get("CC") or "cc"
     if shutil.which(compiler) is None:
         return None, f"no C compiler: {compiler!r} is not on PATH"
@@ -77,7 +90,7 @@ def _build() -> tuple[ctypes.CDLL | None, str | None]:
         ctypes.c_float,
     )
     if not lib.capsearch_amx_ready():
-        return None, "this CPU lacks AMX-BF16 (with AVX-512 BW and BF16), or the OS does not grant its tiles"
+        return None, "this CPU lacks AVX-512 BW or BF16 beside AMX-BF16, or the OS does not grant its tiles"
     return lib, None
 
 

@@ -77,8 +77,9 @@ class PackedLinear(nn.Module):
 
 class PackedBlock(nn.Module):
     """An open_clip ``ResidualAttentionBlock`` used for self-attention, on packed weights: the qkv
-    projection, SDPA (unmasked bf16 on one thread: :mod:`core.embed.amx_attention` where it runs), the output projection fused with its residual add, the MLP's first layer fused with
-    its GELU (other activations run apart) and its second fused with the residual add. ``mlp_parts`` > 1
+    projection, SDPA (unmasked bf16 on one thread: :mod:`core.embed.amx_attention` where it runs), the
+    output projection fused with its residual add, the MLP's first layer fused with its GELU (other
+    activations run apart) and its second fused with the residual add. ``mlp_parts`` > 1
     runs the MLP over that many slices of its hidden units, each slice's output added onto the sum so far
     in the second layer's call: the same sum, rounded once per slice in bf16. The hidden activations of a
     slice are that much smaller, and on the AMX Xeon ViT-B-32's two halves (800 rows of 1,536 units, 2.4 MB
@@ -162,15 +163,9 @@ class PackedBlock(nn.Module):
         qkv = self.qkv(self.ln_1(x))
         q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         own = (k, v)
-        if (
-            self.amx_attention is not None
-            and attn_mask is None
-            and past is None
-            and rows is None
-            and torch.get_num_threads()
-            == 1  # torch's kernel splits the heads across threads; this one cannot
-        ):
-            y = self.out(self.amx_attention(qkv, self.heads), residual=x)
+        amx = self.amx_on_this_thread() if attn_mask is None and past is None and rows is None else None
+        if amx is not None:
+            y = self.out(amx(qkv, self.heads), residual=x)
             return self.mlp(self.ln_2(y), y), own
         if past is not None:
             k = torch.cat([past[0].expand(b, -1, -1, -1), k], dim=2)
@@ -186,6 +181,11 @@ class PackedBlock(nn.Module):
         )
         y = self.out(mixed, residual=residual)
         return self.mlp(self.ln_2(y), y), own
+
+    def amx_on_this_thread(self) -> amx_attention.AttentionKernel | None:
+        """The AMX attention where this block has it and the calling thread runs one intra-op thread (torch's
+        kernel splits the heads across more; this one cannot), else None."""
+        return self.amx_attention if torch.get_num_threads() == 1 else None
 
     def mlp(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """``residual`` plus the MLP of ``x``, one slice of its hidden units at a time."""
