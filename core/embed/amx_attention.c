@@ -29,7 +29,7 @@ typedef struct {
     uint8_t rows[16];
 } tile_config;
 
-/* 1 when this CPU has AMX-BF16 with AVX-512 BW and BF16 and the kernel grants this process the tiles. */
+/* 1 when this CPU has AMX-BF16 with AVX-512 F, BW and BF16, and Linux grants this process the tiles. */
 int capsearch_amx_ready(void) {
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
@@ -59,7 +59,8 @@ static inline __mmask16 lanes_below(int limit, int start) {
     return k >= 16 ? (__mmask16)0xFFFF : k <= 0 ? 0 : (__mmask16)((1u << k) - 1);
 }
 
-/* Scratch for one head, padded to whole tiles; rows and columns past the tokens stay zero. */
+/* Scratch, padded to whole tiles. The keys and values past the tokens, and the queries past them in a last,
+ * partial block, stay zero; the probabilities of those queries are stale but finite (and not written out). */
 typedef struct {
     int padded; /* tokens rounded up to KEY_STEP */
     int dim; /* a head's width: 32 or 64 */
@@ -139,25 +140,14 @@ static void scores(const uint16_t *a, int lda, int tokens, scratch *w) {
     if (wide) _tile_loadd(3, a + 32, lda);
     for (int cb = 0; cb < blocks; cb++) {
         const uint32_t *b = w->kt + cb * 16;
-        if (cb & 1) {
-            _tile_loadd(6, b, ld);
-            _tile_zero(1);
-            _tile_dpbf16ps(1, 2, 6);
-            if (wide) {
-                _tile_loadd(7, b + ROWS * w->padded, ld);
-                _tile_dpbf16ps(1, 3, 7);
-            }
-            _tile_stored(1, w->s + cb * 16, ld);
-        } else {
-            _tile_loadd(4, b, ld);
-            _tile_zero(0);
-            _tile_dpbf16ps(0, 2, 4);
-            if (wide) {
-                _tile_loadd(5, b + ROWS * w->padded, ld);
-                _tile_dpbf16ps(0, 3, 5);
-            }
-            _tile_stored(0, w->s + cb * 16, ld);
+        _tile_loadd(4, b, ld);
+        _tile_zero(0);
+        _tile_dpbf16ps(0, 2, 4);
+        if (wide) {
+            _tile_loadd(5, b + ROWS * w->padded, ld);
+            _tile_dpbf16ps(0, 3, 5);
         }
+        _tile_stored(0, w->s + cb * 16, ld);
     }
 }
 
