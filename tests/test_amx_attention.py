@@ -125,7 +125,7 @@ def test_packed_blocks_use_it_for_unmasked_attention_on_one_thread(
 
 
 def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(amx_attention, "_state", {})
+    monkeypatch.setattr(amx_attention, "_built", None)
     monkeypatch.setenv(amx_attention.ENV, "0")
     assert amx_attention.kernel() is None
     assert amx_attention.unavailable_reason() == f"switched off by {amx_attention.ENV}=0"
@@ -141,7 +141,7 @@ def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_without_a_working_compiler_it_says_so(
     monkeypatch: pytest.MonkeyPatch, compiler: str, reason: str
 ) -> None:
-    monkeypatch.setattr(amx_attention, "_state", {})
+    monkeypatch.setattr(amx_attention, "_built", None)
     monkeypatch.setattr(amx_attention, "_cpu_has_amx_bf16", lambda: True)  # so that it gets to the build
     monkeypatch.delenv(amx_attention.ENV, raising=False)
     monkeypatch.setenv("CC", compiler)
@@ -156,7 +156,7 @@ def test_the_engine_names_the_attention_kernel_its_packed_copy_runs(monkeypatch:
     packs_bf16 = packing_available(torch.bfloat16)
     assert engine.attention_kernel_of(bf16) == ("amx" if KERNEL is not None and packs_bf16 else "torch")
     assert engine.attention_kernel_of(fp32fast) == "torch"
-    monkeypatch.setattr(amx_attention, "_state", {})
+    monkeypatch.setattr(amx_attention, "_built", None)
     monkeypatch.setenv(amx_attention.ENV, "0")
     assert engine.attention_kernel_of(bf16) == "torch"
 
@@ -166,7 +166,7 @@ def test_a_build_that_will_not_load_is_reported(monkeypatch: pytest.MonkeyPatch,
     fake = tmp_path / "fake-cc"
     fake.write_text('#!/bin/sh\nwhile [ "$1" != "-o" ]; do shift; done\necho "not a library" > "$2"\n')
     fake.chmod(0o755)
-    monkeypatch.setattr(amx_attention, "_state", {})
+    monkeypatch.setattr(amx_attention, "_built", None)
     monkeypatch.setattr(amx_attention, "_cpu_has_amx_bf16", lambda: True)
     monkeypatch.delenv(amx_attention.ENV, raising=False)
     monkeypatch.setenv("CC", str(fake))
@@ -175,7 +175,7 @@ def test_a_build_that_will_not_load_is_reported(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_a_cpu_without_amx_is_spared_the_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(amx_attention, "_state", {})
+    monkeypatch.setattr(amx_attention, "_built", None)
     monkeypatch.setattr(amx_attention, "_cpu_has_amx_bf16", lambda: False)
     monkeypatch.delenv(amx_attention.ENV, raising=False)
     monkeypatch.setenv("CC", "false")  # would fail the build, were it run

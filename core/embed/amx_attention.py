@@ -37,7 +37,7 @@ COMPILE_TIMEOUT_S = 60
 AttentionKernel = Callable[[torch.Tensor, int], torch.Tensor]
 
 _lock = threading.Lock()
-_state: dict[str, object] = {}
+_built: tuple[AttentionKernel | None, str | None] | None = None  # the kernel, or why there is none
 
 
 def _cpu_has_amx_bf16() -> bool:
@@ -116,20 +116,22 @@ def _attention_on(lib: ctypes.CDLL) -> AttentionKernel:
     return attention
 
 
+def _kernel_or_reason() -> tuple[AttentionKernel | None, str | None]:
+    global _built
+    with _lock:
+        if _built is None:
+            lib, why = _build()
+            _built = (None if lib is None else _attention_on(lib), why)
+        return _built
+
+
 def kernel() -> AttentionKernel | None:
     """The attention of a block's fused q, k, v projection (``[images, tokens, 3 * heads * dim]``, bf16,
     contiguous) with ``heads`` heads of ``dim`` (:data:`HEAD_DIMS`), as ``[images, tokens, heads * dim]``, on
     the calling thread; None where it cannot run (:func:`unavailable_reason`). Built once per process."""
-    with _lock:
-        if "why" not in _state:
-            lib, _state["why"] = _build()
-            _state["kernel"] = None if lib is None else _attention_on(lib)
-    found = _state["kernel"]
-    return found if callable(found) else None
+    return _kernel_or_reason()[0]
 
 
 def unavailable_reason() -> str | None:
     """Why :func:`kernel` is None in this process; None when it is not."""
-    kernel()
-    why = _state["why"]
-    return why if isinstance(why, str) else None
+    return _kernel_or_reason()[1]
